@@ -1,0 +1,196 @@
+"""Typed AST of a .net file (pydantic models), built by `parse.py` from Lark's tree.
+
+Nodes carry only what the source says plus their `Span`; names are not yet resolved and no
+value is computed. `resolve.py` loads imports and `check.py` evaluates these nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import Span
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    span: Span
+
+
+# ---- expressions -------------------------------------------------------------------------
+
+class Expr(Node):
+    pass
+
+
+class Literal(Expr):
+    value: Union[bool, int, float, str, None]
+
+
+class ListExpr(Expr):
+    items: list[Expr]
+
+
+class DictExpr(Expr):
+    items: list[tuple[Expr, Expr]]
+
+
+class Name(Expr):
+    name: str
+
+
+class InputRef(Expr):
+    """`in`: the shape of the tensor entering the current block."""
+
+
+class Attr(Expr):
+    value: Expr
+    attr: str
+
+
+class Index(Expr):
+    value: Expr
+    index: Expr
+
+
+class Unary(Expr):
+    op: str  # "-" or "not"
+    operand: Expr
+
+
+class Binary(Expr):
+    op: str  # + - * / // % ** == != < <= > >= and or
+    left: Expr
+    right: Expr
+
+
+class Cond(Expr):
+    test: Expr
+    then: Expr
+    orelse: Expr
+
+
+class Arg(Node):
+    name: str | None  # None for a positional argument
+    value: Expr
+
+
+class CallExpr(Expr):
+    func: Expr
+    args: list[Arg]
+
+
+# ---- statements --------------------------------------------------------------------------
+
+class Stmt(Node):
+    pass
+
+
+class Label(Node):
+    """`name:` or `"name{expr}":`; `parts` alternate literal text and expressions."""
+
+    parts: list[Union[str, Expr]]
+
+    @property
+    def is_plain(self) -> bool:
+        return len(self.parts) == 1 and isinstance(self.parts[0], str)
+
+
+class InputStmt(Stmt):
+    dims: ListExpr
+
+
+class Let(Stmt):
+    name: str
+    value: Expr
+
+
+class For(Stmt):
+    targets: list[str]
+    iterable: Expr
+    body: list[Stmt]
+
+
+class If(Stmt):
+    branches: list[tuple[Expr, list[Stmt]]]
+    orelse: list[Stmt] | None
+
+
+class Assert(Stmt):
+    test: Expr
+    message: str | None
+
+
+class Unit(Node):
+    """What a layer statement instantiates."""
+
+
+class Call(Unit):
+    name: str
+    name_span: Span
+    args: list[Arg]
+
+
+class Group(Unit):
+    body: list[Stmt]
+
+
+class Residual(Unit):
+    args: list[Arg]
+    body: list[Stmt]
+    shortcut: "LayerStmt | None"
+
+
+class Inception(Unit):
+    args: list[Arg]
+    body: list[Stmt]
+
+
+class LayerStmt(Stmt):
+    label: Label | None
+    unit: Unit
+    repeat: Expr | None
+
+
+Residual.model_rebuild()
+
+
+# ---- declarations ------------------------------------------------------------------------
+
+class Param(Node):
+    name: str
+    default: Expr | None
+
+
+class Decl(Node):
+    name: str
+
+
+class Import(Node):
+    path: str
+
+
+class BlockDef(Decl):
+    params: list[Param]
+    body: list[Stmt]
+
+
+class NetworkDef(Decl):
+    params: list[Param]
+    body: list[Stmt]
+
+
+class VariantDef(Decl):
+    """`network resnet152 = resnet(depth=152)`: a network with new parameter defaults."""
+
+    base: str
+    base_span: Span
+    args: list[Arg]
+
+
+class SourceFile(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    path: str
+    imports: list[Import]
+    decls: list[Decl]

@@ -1,0 +1,797 @@
+"""Stage 3 — check: `Program` + network name + overrides → annotated `graph.Network`.
+
+Evaluates the network's statements with the incoming tensor shape in hand: expressions,
+`let`, loops and conditionals, block instantiation, layer calls (validated against the
+registry) and the combinators. Every layer gets its output shape, parameter count and MACs.
+Pure: it never imports torch and nothing mutates its result afterwards.
+"""
+
+from __future__ import annotations
+
+import keyword
+import math
+import operator
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import ast
+from .errors import (
+    Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean,
+)
+from .graph import Concat, Layer, Module, Network, Residual, Shape
+from .layers import ARGUMENT_ALIASES, REGISTRY, REQUIRED, LayerDef, LayerProblem
+from .resolve import Program
+from .values import (
+    BUILTINS, BlockRef, Builtin, OpRef, TensorShape, ValueProblem, is_number, show, type_name,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep the checker finite on hostile input."""
+
+    block_depth: int = 100  # nested block instantiations (catches a block that calls itself)
+    repeat: int = 10_000  # one `x N`
+    layers: int = 200_000  # layers in one network
+    elements: int = 2**31  # elements of one tensor, per sample
+    int_bits: int = 256  # size of integers produced by arithmetic
+
+
+def shape_str(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+# ---- environments and module scopes -------------------------------------------------------
+
+class Env:
+    """A lexical scope: `let` bindings, parameters and loop variables."""
+
+    def __init__(self, parent: "Env | None" = None, input_shape: Shape | None = None):
+        self.parent = parent
+        self.values: dict[str, object] = {}
+        self.spans: dict[str, Span] = {}
+        self.input_shape = input_shape if input_shape is not None else (parent.input_shape if parent else None)
+
+    def lookup(self, name: str):
+        env = self
+        while env is not None:
+            if name in env.values:
+                return env.values[name]
+            env = env.parent
+        raise KeyError(name)
+
+    def names(self) -> set[str]:
+        env, found = self, set()
+        while env is not None:
+            found |= set(env.values)
+            env = env.parent
+        return found
+
+    def define(self, name: str, value, span: Span) -> None:
+        if name in self.values:
+            raise NameError_(
+                f"'{name}' is already defined in this scope (at line {self.spans[name].line})",
+                span, hint="names are immutable; choose a new name",
+            )
+        self.values[name] = value
+        self.spans[name] = span
+
+
+@dataclass
+class Scope:
+    """The namespace of one module under construction: its children's names."""
+
+    path: str  # dotted module path, for messages
+    names: dict[str, Span] = field(default_factory=dict)
+    stateless: dict[str, tuple] = field(default_factory=dict)  # reusable name -> (op, args)
+
+    def claim(self, label: str | None, span: Span, reuse_key: tuple | None = None) -> tuple[str, bool]:
+        """The child's name, and whether it reuses an existing parameter-free module."""
+        name = label if label is not None else str(len(self.names))
+        if name in self.names:
+            if reuse_key is not None and self.stateless.get(name) == reuse_key:
+                return name, True
+            raise NameError_(
+                f"duplicate name '{name}' in module '{self.path or '<root>'}' "
+                f"(first used at line {self.names[name].line})",
+                span, hint="only a parameter-free layer with the same arguments may be reused by name",
+            )
+        self.names[name] = span
+        if reuse_key is not None:
+            self.stateless[name] = reuse_key
+        return name, False
+
+    def child_path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+
+@dataclass
+class Flow:
+    """A dataflow chain under construction: its nodes and the current shape."""
+
+    shape: Shape
+    nodes: list = field(default_factory=list)
+
+
+@dataclass
+class Branches:
+    """Inside `inception`: every layer statement starts a new chain from the same input."""
+
+    in_shape: Shape
+    flows: list[Flow] = field(default_factory=list)
+
+
+# Names a module attribute must not take: Python keywords and nn.Module's own members.
+_MODULE_MEMBERS = frozenset("""
+forward training parameters buffers children modules state_dict load_state_dict train eval to
+cuda cpu xpu ipu mtia type float double half bfloat16 apply register_buffer register_parameter
+add_module register_module named_modules named_parameters named_buffers named_children zero_grad
+requires_grad_ extra_repr get_submodule set_submodule get_parameter get_buffer get_extra_state
+set_extra_state share_memory compile dump_patches call_super_init to_empty
+register_forward_hook register_forward_pre_hook register_backward_hook
+register_full_backward_hook register_full_backward_pre_hook register_state_dict_pre_hook
+register_state_dict_post_hook register_load_state_dict_pre_hook register_load_state_dict_post_hook
+""".split())
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_label(name: str, span: Span) -> str:
+    if not _IDENTIFIER.match(name):
+        raise NameError_(f"invalid layer name '{name}'", span,
+                         hint="names are letters, digits and '_', not starting with a digit")
+    if keyword.iskeyword(name) or name in _MODULE_MEMBERS or name.startswith("__"):
+        raise NameError_(f"'{name}' cannot name a layer: it is reserved by Python or torch.nn.Module",
+                         span, hint=f"use '{name}_' or another name")
+    return name
+
+
+_ARITHMETIC: dict[str, Callable] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "%": operator.mod, "**": operator.pow,
+}
+_COMPARE: dict[str, Callable] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+class Checker:
+    def __init__(self, program: Program, limits: Limits = Limits()):
+        self.program = program
+        self.limits = limits
+        self.trace: list[Frame] = []
+        self.layer_count = 0
+        self.globals = Env()
+
+    # ---- errors ----------------------------------------------------------------------------
+    def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
+        return cls(message, span, hint, tuple(self.trace))
+
+    # ---- networks --------------------------------------------------------------------------
+    def network(self, decl: ast.Decl, overrides: dict) -> Network:
+        name = decl.name
+        defaults: dict[str, object] = {}
+        while isinstance(decl, ast.VariantDef):
+            base = self.program.decls.get(decl.base)
+            if not isinstance(base, (ast.NetworkDef, ast.VariantDef)):
+                candidates = [d.name for d in self.program.decls.values()
+                              if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+                raise self.error(NameError_, f"unknown network '{decl.base}'", decl.base_span,
+                                 did_you_mean(decl.base, candidates) or "import the file that defines it")
+            for arg in decl.args:
+                if arg.name is None:
+                    raise self.error(TypeError_, "variant arguments must be named, e.g. depth=152", arg.span)
+                defaults.setdefault(arg.name, (self.eval(arg.value, self.globals), arg.span))
+            decl = base
+        assert isinstance(decl, ast.NetworkDef)
+        param_names = [p.name for p in decl.params]
+        for key, (value, span) in defaults.items():
+            if key not in param_names:
+                raise self.error(NameError_, f"network '{decl.name}' has no parameter '{key}'", span,
+                                 did_you_mean(key, param_names))
+        for key in overrides:
+            if key not in param_names:
+                hint = did_you_mean(key, param_names) or f"its parameters are: {', '.join(param_names) or 'none'}"
+                raise NameError_(f"network '{name}' has no parameter '{key}'", decl.span, hint)
+        env = Env(self.globals)
+        arguments = {}
+        for param in decl.params:
+            if param.name in overrides:
+                value = overrides[param.name]
+            elif param.name in defaults:
+                value = defaults[param.name][0]
+            elif param.default is not None:
+                value = self.eval(param.default, env)
+            else:
+                raise self.error(NameError_, f"network parameter '{param.name}' has no default", param.span,
+                                 f"give it one, or pass -D {param.name}=VALUE")
+            env.define(param.name, value, param.span)
+            arguments[param.name] = value
+
+        scope = Scope(path="")
+        flow: Flow | None = None
+        position = 0
+        for position, stmt in enumerate(decl.body):
+            if isinstance(stmt, ast.InputStmt):
+                dims = self.eval(stmt.dims, env)
+                if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+                    raise self.error(TypeError_, f"input shape must be a list of positive integers, got {show(dims)}",
+                                     stmt.span, "e.g. input [3, 224, 224] (channels, height, width; batch is implicit)")
+                flow = Flow(shape=tuple(dims))
+                env.input_shape = flow.shape
+                break
+            if not isinstance(stmt, (ast.Let, ast.Assert)):
+                raise self.error(ShapeError, "layers before the input shape is declared", stmt.span,
+                                 "start the network with 'input [channels, height, width]'")
+            self.statement(stmt, env, scope, None)
+        if flow is None:
+            raise self.error(ShapeError, f"network '{decl.name}' declares no input shape", decl.span,
+                             "add 'input [3, 224, 224]' (channels, height, width) as its first statement")
+        input_shape = flow.shape
+        self.run(decl.body[position + 1:], env, scope, flow)
+        root = self.module("", "network", name, flow, input_shape, decl.span)
+        return Network(name=name, file=self.program.main_file, arguments=arguments,
+                       input_shape=input_shape, root=root)
+
+    def module(self, name: str, kind: str, type_name_: str, flow: Flow, in_shape: Shape, span: Span) -> Module:
+        module = Module(name=name, kind=kind, type_name=type_name_, body=flow.nodes,
+                        in_shape=in_shape, out_shape=flow.shape, span=span, trace=tuple(self.trace))
+        for child in module.children():
+            module.params += child.params
+            module.macs += child.macs
+        return module
+
+    # ---- statements ------------------------------------------------------------------------
+    def run(self, stmts: list[ast.Stmt], env: Env, scope: Scope, flow: Flow | None,
+            branches: Branches | None = None) -> None:
+        for stmt in stmts:
+            self.statement(stmt, env, scope, flow, branches)
+
+    def statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
+                  branches: Branches | None = None) -> None:
+        if isinstance(stmt, ast.Let):
+            env.define(stmt.name, self.eval(stmt.value, env), stmt.span)
+        elif isinstance(stmt, ast.Assert):
+            test = self.eval(stmt.test, env)
+            if not isinstance(test, bool):
+                raise self.error(TypeError_, f"assert expects a condition, got {type_name(test)} {show(test)}",
+                                 stmt.test.span)
+            if not test:
+                raise self.error(ParameterError, stmt.message or f"assertion failed: {_text(stmt.test.span)}",
+                                 stmt.span)
+        elif isinstance(stmt, ast.For):
+            items = self.eval(stmt.iterable, env)
+            if isinstance(items, dict):
+                items = tuple(items.items())
+            if not isinstance(items, tuple):
+                raise self.error(TypeError_, f"for expects a list, got {type_name(items)} {show(items)}",
+                                 stmt.iterable.span, "use range(n) to count")
+            for item in items:
+                inner = Env(env)
+                self.bind_targets(stmt, item, inner)
+                self.run(stmt.body, inner, scope, flow, branches)
+        elif isinstance(stmt, ast.If):
+            for test_expr, body in stmt.branches:
+                test = self.eval(test_expr, env)
+                if not isinstance(test, bool):
+                    raise self.error(TypeError_, f"if expects a condition, got {type_name(test)} {show(test)}",
+                                     test_expr.span)
+                if test:
+                    self.run(body, Env(env), scope, flow, branches)
+                    return
+            if stmt.orelse is not None:
+                self.run(stmt.orelse, Env(env), scope, flow, branches)
+        elif isinstance(stmt, ast.InputStmt):
+            raise self.error(ShapeError, "'input' belongs at the start of a network", stmt.span,
+                             "blocks receive their input from the caller; read its shape with in.channels")
+        elif isinstance(stmt, ast.LayerStmt):
+            if branches is not None:  # inside inception: every layer statement is a branch
+                flow = Flow(branches.in_shape)
+                branches.flows.append(flow)
+            self.layer_statement(stmt, env, scope, flow)
+        else:  # pragma: no cover - the parser produces no other statements
+            raise TypeError(f"unknown statement {stmt!r}")
+
+    def bind_targets(self, stmt: ast.For, item, env: Env) -> None:
+        if len(stmt.targets) == 1:
+            env.define(stmt.targets[0], item, stmt.span)
+            return
+        if not isinstance(item, tuple) or len(item) != len(stmt.targets):
+            raise self.error(TypeError_, f"cannot unpack {show(item)} into {len(stmt.targets)} names "
+                             f"({', '.join(stmt.targets)})", stmt.span)
+        for target, value in zip(stmt.targets, item):
+            env.define(target, value, stmt.span)
+
+    def layer_statement(self, stmt: ast.LayerStmt, env: Env, scope: Scope, flow: Flow,
+                        default_label: str | None = None) -> None:
+        label = self.label(stmt.label, env) if stmt.label is not None else default_label
+        if stmt.repeat is None:
+            self.unit(stmt.unit, label, env, scope, flow)
+            return
+        count = self.eval(stmt.repeat, env)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise self.error(TypeError_, f"repeat count must be a non-negative integer, got {show(count)}",
+                             stmt.repeat.span)
+        if count > self.limits.repeat:
+            raise self.error(ParameterError, f"repeat count {count} exceeds the limit of {self.limits.repeat}",
+                             stmt.repeat.span)
+        if label is None:
+            for _ in range(count):
+                self.unit(stmt.unit, None, env, scope, flow)
+            return
+        name, _ = scope.claim(label, stmt.span)
+        inner_scope, inner = Scope(scope.child_path(name)), Flow(flow.shape)
+        for _ in range(count):
+            self.unit(stmt.unit, None, env, inner_scope, inner)
+        self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, stmt.span))
+
+    def label(self, label: ast.Label, env: Env) -> str:
+        parts = []
+        for part in label.parts:
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            value = self.eval(part, env)
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                raise self.error(TypeError_, f"label templates take integers or strings, got {show(value)}",
+                                 label.span)
+            parts.append(str(value))
+        return check_label("".join(parts), label.span)
+
+    def append(self, flow: Flow, node) -> None:
+        flow.nodes.append(node)
+        flow.shape = node.out_shape
+
+    # ---- units -----------------------------------------------------------------------------
+    def unit(self, unit: ast.Unit, label: str | None, env: Env, scope: Scope, flow: Flow) -> None:
+        if isinstance(unit, ast.Call):
+            self.call(unit, label, env, scope, flow)
+        elif isinstance(unit, ast.Group):
+            name, _ = scope.claim(label, unit.span)
+            inner = Flow(flow.shape)
+            self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
+            self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
+        elif isinstance(unit, (ast.Residual, ast.Inception)):
+            if unit.args:
+                raise self.error(TypeError_, f"{'residual' if isinstance(unit, ast.Residual) else 'inception'} "
+                                 "takes no arguments", unit.args[0].span)
+            if label is None:  # transparent: its layers belong to the enclosing module
+                self.combinator(unit, env, scope, flow)
+                return
+            name, _ = scope.claim(label, unit.span)
+            inner = Flow(flow.shape)
+            self.combinator(unit, env, Scope(scope.child_path(name)), inner)
+            kind_name = "Residual" if isinstance(unit, ast.Residual) else "Inception"
+            self.append(flow, self.module(name, "block", kind_name, inner, flow.shape, unit.span))
+        else:  # pragma: no cover
+            raise TypeError(f"unknown unit {unit!r}")
+
+    def combinator(self, unit, env: Env, scope: Scope, flow: Flow) -> None:
+        if isinstance(unit, ast.Residual):
+            self.residual(unit, env, scope, flow)
+        else:
+            self.inception(unit, env, scope, flow)
+
+    def residual(self, unit: ast.Residual, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        body = Flow(in_shape)
+        self.run(unit.body, Env(env), scope, body)
+        shortcut = None
+        if unit.shortcut is not None:
+            side = Flow(in_shape)
+            self.layer_statement(unit.shortcut, Env(env), scope, side, default_label="downsample")
+            shortcut, shortcut_shape = side.nodes[0], side.shape
+        elif body.shape != in_shape:
+            shortcut = self.projection(in_shape, body.shape, scope, unit.span)
+            shortcut_shape = body.shape
+        else:
+            shortcut_shape = in_shape
+        if shortcut_shape != body.shape:
+            raise self.error(
+                ShapeError,
+                f"residual add: the body gives {shape_str(body.shape)} but the shortcut gives "
+                f"{shape_str(shortcut_shape)}",
+                unit.span,
+                "make the shortcut produce the body's shape, e.g. 'shortcut { conv(C, 1, stride=S, bias=false) bn }'"
+                if unit.shortcut is not None else None,
+            )
+        self.append(flow, Residual(body=body.nodes, shortcut=shortcut, in_shape=in_shape,
+                                   out_shape=body.shape, span=unit.span))
+
+    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span) -> Module:
+        """torchvision's `downsample`: a strided 1×1 conv and batch norm matching the body's shape."""
+        explain = (f"residual add: the body changes the shape from {shape_str(in_shape)} to "
+                   f"{shape_str(out_shape)} and no projection can match it")
+        if len(in_shape) != 3 or len(out_shape) != 3:
+            raise self.error(ShapeError, explain, span, "a residual body must keep [channels, height, width] form")
+        strides = []
+        for size, target in zip(in_shape[1:], out_shape[1:]):
+            stride = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
+            if stride is None:
+                raise self.error(ShapeError, explain, span,
+                                 "the spatial size may only shrink by striding; give the shortcut explicitly")
+            strides.append(stride)
+        stride = strides[0] if strides[0] == strides[1] else tuple(strides)
+        name, _ = scope.claim("downsample", span)
+        inner_scope, inner = Scope(scope.child_path(name)), Flow(in_shape)
+        self.layer(REGISTRY["conv"], {"out": out_shape[0], "kernel": 1, "stride": stride, "pad": 0, "dilation": 1,
+                                      "groups": 1, "bias": False}, None, inner_scope, inner, span)
+        self.layer(REGISTRY["bn"], {"eps": 1e-5, "momentum": 0.1}, None, inner_scope, inner, span)
+        return self.module(name, "sequential", "Sequential", inner, in_shape, span)
+
+    def inception(self, unit: ast.Inception, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        collected = Branches(in_shape)
+        self.run(unit.body, Env(env), scope, None, collected)
+        branches = collected.flows
+        if not branches:
+            raise self.error(ShapeError, "inception needs at least one branch", unit.span)
+        first = branches[0].shape
+        for index, branch in enumerate(branches):
+            if len(branch.shape) != 3 or branch.shape[1:] != first[1:]:
+                raise self.error(
+                    ShapeError,
+                    f"inception branches disagree on spatial size: branch 1 gives {shape_str(first)}, "
+                    f"branch {index + 1} gives {shape_str(branch.shape)}",
+                    unit.span,
+                    "concatenation needs equal height and width; adjust stride or padding",
+                )
+        out_shape = (sum(b.shape[0] for b in branches),) + first[1:]
+        self.check_size(out_shape, unit.span)
+        self.append(flow, Concat(branches=[b.nodes for b in branches], in_shape=in_shape,
+                                 out_shape=out_shape, span=unit.span))
+
+    # ---- calls -----------------------------------------------------------------------------
+    def call(self, call: ast.Call, label: str | None, env: Env, scope: Scope, flow: Flow) -> None:
+        target = self.callee(call.name, env, call.name_span)
+        if isinstance(target, OpRef):
+            op = REGISTRY[target.name]
+            args = self.bind_op(op, call, env)
+            self.layer(op, args, label, scope, flow, call.span)
+        elif isinstance(target, BlockRef):
+            name, _ = scope.claim(label, call.span)
+            self.instantiate(target.decl, call, env, name, scope, flow)
+        else:
+            raise self.error(TypeError_, f"'{call.name}' is a {type_name(target)} ({show(target)}), "
+                             "not a layer or block", call.name_span)
+
+    def callee(self, name: str, env: Env, span: Span):
+        try:
+            return env.lookup(name)
+        except KeyError:
+            pass
+        decl = self.program.decls.get(name)
+        if isinstance(decl, ast.BlockDef):
+            return BlockRef(decl)
+        if isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
+            raise self.error(TypeError_, f"'{name}' is a network and cannot be used as a layer", span,
+                             "turn the reusable part into a block")
+        if name in REGISTRY:
+            return OpRef(name)
+        candidates = set(REGISTRY) | {d.name for d in self.program.decls.values() if isinstance(d, ast.BlockDef)}
+        candidates |= {n for n in env.names() if isinstance(env.lookup(n), (BlockRef, OpRef))}
+        raise self.error(NameError_, f"unknown layer or block '{name}'", span,
+                         did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
+
+    def layer(self, op: LayerDef, args: dict, label: str | None, scope: Scope, flow: Flow, span: Span,
+              arg_spans: dict | None = None) -> None:
+        in_shape = flow.shape
+        try:
+            out_shape = op.shape(in_shape, args)
+        except LayerProblem as problem:
+            cls = ParameterError if problem.kind == "param" else ShapeError
+            where = (arg_spans or {}).get(problem.param, span)
+            raise self.error(cls, problem.message, where, problem.hint) from None
+        self.check_size(out_shape, span)
+        self.layer_count += 1
+        if self.layer_count > self.limits.layers:
+            raise self.error(ParameterError, f"more than {self.limits.layers} layers", span)
+        params = op.count(in_shape, args)
+        # the same constructor call: a parameter-free module that can serve every use (like torchvision's `relu`)
+        reuse_key = (op.name, repr(op.torch(in_shape, args))) if params == 0 and label else None
+        name, shared = scope.claim(label, span, reuse_key)
+        self.append(flow, Layer(
+            name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
+            params=params, macs=op.macs(in_shape, out_shape, args),
+            span=span, trace=tuple(self.trace), shared=shared,
+        ))
+
+    def check_size(self, shape: Shape, span: Span) -> None:
+        if math.prod(shape) > self.limits.elements:
+            raise self.error(ShapeError, f"tensor {shape_str(shape)} has {math.prod(shape)} elements per sample, "
+                             f"more than the limit of {self.limits.elements}", span)
+
+    def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> dict:
+        aliases = ARGUMENT_ALIASES.get(op.name, {})
+        given: dict[str, tuple[object, Span]] = {}
+        positional_done = False
+        for index, arg in enumerate(call.args):
+            if arg.name is None:
+                if positional_done:
+                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
+                if index >= len(op.params):
+                    raise self.error(TypeError_, f"{op.name} takes at most {len(op.params)} positional "
+                                     f"arguments ({', '.join(p.name for p in op.params)}), got {len(call.args)}",
+                                     arg.span)
+                key = op.params[index].name
+            else:
+                positional_done = True
+                key = aliases.get(arg.name, arg.name)
+                if op.param(key) is None:
+                    names = [p.name for p in op.params] + list(aliases)
+                    hint = did_you_mean(arg.name, names) or (
+                        f"{op.name} takes: {', '.join(p.name for p in op.params)}" if op.params
+                        else f"{op.name} takes no arguments")
+                    raise self.error(NameError_, f"{op.name} has no parameter '{arg.name}'", arg.span, hint)
+            if key in given:
+                raise self.error(TypeError_, f"{op.name} got '{key}' twice", arg.span)
+            given[key] = (self.eval(arg.value, env), arg.value.span)
+        bound: dict[str, object] = {}
+        for param in op.params:
+            if param.name in given:
+                value, span = given[param.name]
+                bound[param.name] = self.coerce(op, param, value, span)
+            elif param.default is REQUIRED:
+                raise self.error(TypeError_, f"{op.name} is missing its '{param.name}' argument"
+                                 f"{' (' + param.doc + ')' if param.doc else ''}", call.span,
+                                 f"{op.name}({', '.join(p.name for p in op.params if p.default is REQUIRED)}, ...)")
+            else:
+                bound[param.name] = param.default(bound) if callable(param.default) else param.default
+        return bound
+
+    def coerce(self, op: LayerDef, param, value, span: Span):
+        expected = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+                    "pair": "an integer or a list of two integers"}[param.kind]
+
+        def fail(hint=None):
+            if hint is None and isinstance(value, float) and param.kind in ("int", "pair"):
+                hint = "use // for integer division, or floor()/round()"
+            return self.error(TypeError_, f"{op.name}: '{param.name}' expects {expected}, got "
+                              f"{type_name(value)} {show(value)}", span, hint)
+
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if param.default is None and value is None:
+            return None
+        if param.kind == "int":
+            if not is_int(value):
+                raise fail()
+        elif param.kind == "float":
+            if not is_number(value) or not math.isfinite(value):
+                raise fail()
+            value = float(value)
+        elif param.kind == "bool":
+            if not isinstance(value, bool):
+                raise fail()
+        elif param.kind == "str":
+            if not isinstance(value, str):
+                raise fail()
+            if param.choices and value not in param.choices:
+                raise self.error(ParameterError, f"{op.name}: '{param.name}' must be one of "
+                                 f"{', '.join(map(show, param.choices))}, got {show(value)}", span)
+        elif param.kind == "pair":
+            if isinstance(value, tuple):
+                if len(value) != 2 or not all(is_int(v) for v in value):
+                    raise fail()
+                value = value[0] if value[0] == value[1] else value
+            elif not is_int(value):
+                raise fail()
+        if param.positive and value < 1:
+            raise self.error(ParameterError, f"{op.name}: '{param.name}' must be at least 1, got {show(value)}", span)
+        return value
+
+    def instantiate(self, decl: ast.BlockDef, call: ast.Call, caller: Env, name: str, scope: Scope,
+                    flow: Flow) -> None:
+        if len(self.trace) >= self.limits.block_depth:
+            raise self.error(ParameterError, f"blocks nested more than {self.limits.block_depth} deep "
+                             f"(does '{decl.name}' call itself?)", call.span)
+        env = Env(self.globals, input_shape=flow.shape)
+        params = [p.name for p in decl.params]
+        given: dict[str, object] = {}
+        positional_done = False
+        for index, arg in enumerate(call.args):
+            if arg.name is None:
+                if positional_done:
+                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
+                if index >= len(params):
+                    raise self.error(TypeError_, f"block '{decl.name}' takes {len(params)} arguments "
+                                     f"({', '.join(params)}), got {len(call.args)}", arg.span)
+                key = params[index]
+            else:
+                positional_done = True
+                key = arg.name
+                if key not in params:
+                    raise self.error(NameError_, f"block '{decl.name}' has no parameter '{key}'", arg.span,
+                                     did_you_mean(key, params) or f"its parameters are: {', '.join(params) or 'none'}")
+            if key in given:
+                raise self.error(TypeError_, f"block '{decl.name}' got '{key}' twice", arg.span)
+            given[key] = self.eval(arg.value, caller)
+        path = scope.child_path(name)
+        self.trace.append(Frame(decl.name, decl.span, call.span, path))
+        try:
+            for param in decl.params:
+                if param.name in given:
+                    value = given[param.name]
+                elif param.default is not None:
+                    value = self.eval(param.default, env)
+                else:
+                    raise self.error(TypeError_, f"block '{decl.name}' is missing its '{param.name}' argument",
+                                     call.span, f"{decl.name}({', '.join(params)})")
+                env.define(param.name, value, param.span)
+            inner = Flow(flow.shape)
+            self.run(decl.body, Env(env), Scope(path), inner)
+            module = self.module(name, "block", decl.name, inner, flow.shape, call.span)
+        finally:
+            self.trace.pop()
+        self.append(flow, module)
+
+    # ---- expressions -----------------------------------------------------------------------
+    def eval(self, expr: ast.Expr, env: Env):
+        method = getattr(self, f"eval_{type(expr).__name__}")
+        return method(expr, env)
+
+    def eval_Literal(self, expr: ast.Literal, env: Env):
+        return expr.value
+
+    def eval_ListExpr(self, expr: ast.ListExpr, env: Env):
+        return tuple(self.eval(item, env) for item in expr.items)
+
+    def eval_DictExpr(self, expr: ast.DictExpr, env: Env):
+        result = {}
+        for key_expr, value_expr in expr.items:
+            key = self.eval(key_expr, env)
+            if not isinstance(key, (int, str, bool, float)):
+                raise self.error(TypeError_, f"dictionary keys must be numbers or strings, got {show(key)}",
+                                 key_expr.span)
+            result[key] = self.eval(value_expr, env)
+        return result
+
+    def eval_Name(self, expr: ast.Name, env: Env):
+        try:
+            return env.lookup(expr.name)
+        except KeyError:
+            pass
+        decl = self.program.decls.get(expr.name)
+        if isinstance(decl, ast.BlockDef):
+            return BlockRef(decl)
+        if expr.name in REGISTRY:
+            return OpRef(expr.name)
+        if expr.name in BUILTINS:
+            return BUILTINS[expr.name]
+        candidates = env.names() | set(BUILTINS)
+        raise self.error(NameError_, f"undefined name '{expr.name}'", expr.span, did_you_mean(expr.name, candidates))
+
+    def eval_InputRef(self, expr: ast.InputRef, env: Env):
+        if env.input_shape is None:
+            raise self.error(NameError_, "'in' is only defined inside a block or after the network's input",
+                             expr.span)
+        return TensorShape(env.input_shape)
+
+    def eval_Attr(self, expr: ast.Attr, env: Env):
+        value = self.eval(expr.value, env)
+        if isinstance(value, TensorShape):
+            try:
+                return value.attr(expr.attr)
+            except KeyError:
+                raise self.error(NameError_, f"the input {value} has no '{expr.attr}'", expr.span,
+                                 did_you_mean(expr.attr, TensorShape.ATTRIBUTES)
+                                 or f"available: {', '.join(TensorShape.ATTRIBUTES)}") from None
+        raise self.error(TypeError_, f"a {type_name(value)} has no attributes (reading '.{expr.attr}')", expr.span)
+
+    def eval_Index(self, expr: ast.Index, env: Env):
+        value = self.eval(expr.value, env)
+        index = self.eval(expr.index, env)
+        if isinstance(value, dict):
+            if index not in value:
+                raise self.error(NameError_, f"key {show(index)} is not in {show(value)}", expr.index.span,
+                                 f"known keys: {', '.join(show(k) for k in value)}")
+            return value[index]
+        if not isinstance(value, (tuple, str)):
+            raise self.error(TypeError_, f"cannot index a {type_name(value)}", expr.span)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise self.error(TypeError_, f"list index must be an integer, got {show(index)}", expr.index.span)
+        if not -len(value) <= index < len(value):
+            raise self.error(TypeError_, f"index {index} is out of range for a list of {len(value)}",
+                             expr.index.span)
+        return value[index]
+
+    def eval_Unary(self, expr: ast.Unary, env: Env):
+        value = self.eval(expr.operand, env)
+        if expr.op == "not":
+            if not isinstance(value, bool):
+                raise self.error(TypeError_, f"'not' expects true or false, got {show(value)}", expr.span)
+            return not value
+        if not is_number(value):
+            raise self.error(TypeError_, f"cannot negate {type_name(value)} {show(value)}", expr.span)
+        return -value
+
+    def eval_Binary(self, expr: ast.Binary, env: Env):
+        if expr.op in ("and", "or"):
+            left = self.eval(expr.left, env)
+            if not isinstance(left, bool):
+                raise self.error(TypeError_, f"'{expr.op}' expects true or false, got {show(left)}", expr.left.span)
+            if (expr.op == "and") != left:  # short-circuit
+                return left
+            right = self.eval(expr.right, env)
+            if not isinstance(right, bool):
+                raise self.error(TypeError_, f"'{expr.op}' expects true or false, got {show(right)}", expr.right.span)
+            return right
+        left, right = self.eval(expr.left, env), self.eval(expr.right, env)
+        if expr.op in _COMPARE:
+            if expr.op in ("==", "!="):
+                return _COMPARE[expr.op](left, right)
+            if not ((is_number(left) and is_number(right)) or (type(left) is type(right) and isinstance(left, (str, tuple)))):
+                raise self.error(TypeError_, f"cannot compare {type_name(left)} {show(left)} with "
+                                 f"{type_name(right)} {show(right)}", expr.span)
+            return _COMPARE[expr.op](left, right)
+        return self.arithmetic(expr, left, right)
+
+    def arithmetic(self, expr: ast.Binary, left, right):
+        op = expr.op
+        ok = is_number(left) and is_number(right)
+        if op == "+" and type(left) is type(right) and isinstance(left, (tuple, str)):
+            ok = True
+        if op == "*" and isinstance(left, tuple) and isinstance(right, int) and not isinstance(right, bool):
+            ok = 0 <= len(left) * right <= 100_000
+        if not ok:
+            raise self.error(TypeError_, f"operator '{op}' cannot combine {type_name(left)} {show(left)} and "
+                             f"{type_name(right)} {show(right)}", expr.span)
+        if op in ("/", "//", "%") and right == 0:
+            raise self.error(TypeError_, "division by zero", expr.right.span)
+        if op == "**" and is_number(left) and abs(left) > 1 and (
+                not is_number(right) or right * math.log2(abs(left)) > self.limits.int_bits):
+            raise self.error(ParameterError, f"{show(left)} ** {show(right)} is too large", expr.span)
+        try:
+            result = _ARITHMETIC[op](left, right)
+        except (OverflowError, ZeroDivisionError, ValueError) as error:
+            raise self.error(TypeError_, f"arithmetic error: {error}", expr.span) from None
+        if isinstance(result, int) and result.bit_length() > self.limits.int_bits:
+            raise self.error(ParameterError, f"integer too large ({result.bit_length()} bits)", expr.span)
+        if isinstance(result, complex):
+            raise self.error(TypeError_, "result is not a real number", expr.span)
+        return result
+
+    def eval_Cond(self, expr: ast.Cond, env: Env):
+        test = self.eval(expr.test, env)
+        if not isinstance(test, bool):
+            raise self.error(TypeError_, f"'if' expects a condition, got {type_name(test)} {show(test)}",
+                             expr.test.span)
+        return self.eval(expr.then if test else expr.orelse, env)
+
+    def eval_CallExpr(self, expr: ast.CallExpr, env: Env):
+        func = self.eval(expr.func, env)
+        if not isinstance(func, Builtin):
+            hint = ("blocks and layers are used as statements, e.g. 'name: block(...)'"
+                    if isinstance(func, (BlockRef, OpRef)) else None)
+            raise self.error(TypeError_, f"{show(func)} is not a function", expr.func.span, hint)
+        args, kwargs = [], {}
+        for arg in expr.args:
+            value = self.eval(arg.value, env)
+            if arg.name is None:
+                args.append(value)
+            else:
+                kwargs[arg.name] = value
+        try:
+            return func.fn(*args, **kwargs)
+        except ValueProblem as problem:
+            raise self.error(TypeError_, str(problem), expr.span, func.signature) from None
+        except TypeError:
+            raise self.error(TypeError_, f"wrong arguments for {func.name}", expr.span, func.signature) from None
+
+
+def _text(span: Span) -> str:
+    from .errors import _SOURCES
+
+    text = _SOURCES.get(span.file, "")
+    lines = text.splitlines()
+    if span.end_line == span.line and 1 <= span.line <= len(lines) and span.end_column:
+        return lines[span.line - 1][span.column - 1:span.end_column - 1]
+    return "condition"
+
+
+def check_program(program: Program, network: str | None = None, overrides: dict | None = None,
+                  limits: Limits = Limits()) -> Network:
+    decl = program.network(network)
+    return Checker(program, limits).network(decl, overrides or {})

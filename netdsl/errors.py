@@ -1,0 +1,148 @@
+"""Errors: one root class, formatted like a compiler's diagnostics.
+
+Every stage raises a subclass of `NetDSLError` carrying a source `Span`, the chain of block
+instantiations that led there and an optional hint; `format()` renders
+`file:line:col: error: ...`, the source line with a caret, the context and the hint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of a source file (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One block instantiation on the way to an error: `in block 'b' (def), instantiated at call`."""
+
+    block: str
+    definition: Span
+    call: Span
+    path: str  # module path of the instance, e.g. "layer3.17"
+
+    def __str__(self) -> str:
+        where = f", module {self.path}" if self.path else ""
+        return (
+            f"in block '{self.block}' ({_short(self.definition)}), "
+            f"instantiated at {_short(self.call)}{where}"
+        )
+
+
+def _short(span: Span) -> str:
+    return f"{Path(span.file).name}:{span.line}"
+
+
+# Source text of files seen so far, so diagnostics can quote lines without re-reading disk.
+_SOURCES: dict[str, str] = {}
+
+
+def remember_source(file: str, text: str) -> None:
+    _SOURCES[file] = text
+
+
+@dataclass
+class NetDSLError(Exception):
+    """Root of every error netdsl reports about its input."""
+
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    trace: tuple[Frame, ...] = field(default=())
+
+    kind = "error"
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def with_trace(self, trace: tuple[Frame, ...]) -> "NetDSLError":
+        if not self.trace:
+            self.trace = trace
+        return self
+
+    def format(self) -> str:
+        location = f"{self.span}: " if self.span else ""
+        lines = [f"{location}error: {self.message}"]
+        quoted = _quote(self.span) if self.span else None
+        if quoted:
+            lines.extend(quoted)
+        for frame in reversed(self.trace):
+            lines.append(f"  {frame}")
+        if self.hint:
+            lines.append(f"  hint: {self.hint}")
+        return "\n".join(lines)
+
+
+def _quote(span: Span) -> list[str] | None:
+    text = _SOURCES.get(span.file)
+    if text is None:
+        try:
+            text = Path(span.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    source_lines = text.splitlines()
+    if not 1 <= span.line <= len(source_lines):
+        return None
+    source = source_lines[span.line - 1].expandtabs(1)
+    gutter = f"{span.line:5d} | "
+    width = 1
+    if span.end_line == span.line and span.end_column and span.end_column > span.column:
+        width = span.end_column - span.column
+    caret = " " * (span.column - 1) + "^" + "~" * (width - 1)
+    return [gutter + source, " " * (len(gutter) - 2) + "| " + caret]
+
+
+class SyntaxError_(NetDSLError):
+    """The text is not a well-formed .net program."""
+
+
+class NameError_(NetDSLError):
+    """An undefined or misspelled name: variable, block, layer, parameter, import."""
+
+
+class ShapeError(NetDSLError):
+    """Tensor shapes that do not fit together."""
+
+
+class TypeError_(NetDSLError):
+    """A value of the wrong type: an argument, an operand, an index."""
+
+
+class ParameterError(NetDSLError):
+    """A layer or block argument with an invalid value (e.g. channels not divisible by groups)."""
+
+
+class ImportError_(NetDSLError):
+    """A missing or cyclic import."""
+
+
+# Public, Python-friendly aliases (the trailing underscore avoids shadowing builtins inside the package).
+NetDSLSyntaxError = SyntaxError_
+NetDSLNameError = NameError_
+NetDSLTypeError = TypeError_
+NetDSLImportError = ImportError_
+
+
+def did_you_mean(name: str, candidates) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return None
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"

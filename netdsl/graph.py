@@ -1,0 +1,123 @@
+"""The annotated graph: what the checker returns and every later stage reads.
+
+A `Network` holds a tree of `Module`s (block instances, groups, repetitions). A module's
+`body` is its dataflow, in order: `Layer`s and child `Module`s applied one after another, and
+the combinators `Residual` and `Concat`, which nest dataflow without adding a module (their
+layers still belong to the enclosing module's namespace). Every node carries its input and
+output shape, parameter count and multiply-accumulates; nothing changes them after `check`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from .errors import Frame, Span
+
+Shape = tuple[int, ...]  # per-sample shape, batch dimension implicit: (C, H, W) or (features,)
+
+
+@dataclass
+class Layer:
+    name: str  # attribute name inside the enclosing module ("conv1", or "2" when unlabelled)
+    op: str  # registry name
+    args: dict  # every argument, defaults filled in
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    macs: int
+    span: Span
+    trace: tuple[Frame, ...] = ()
+    shared: bool = False  # a later use of a parameter-free module already named in this scope
+
+
+@dataclass
+class Module:
+    name: str
+    kind: str  # "network" | "block" | "sequential"
+    type_name: str  # block or network name; "Sequential" for groups and repetitions
+    body: list["Node"]
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+    params: int = 0
+    macs: int = 0
+    trace: tuple[Frame, ...] = ()
+
+    def children(self) -> Iterator[Union[Layer, "Module"]]:
+        """Named children in definition order (looking through combinators)."""
+        yield from _named(self.body)
+
+    @property
+    def is_sequence(self) -> bool:
+        """True when the body is a plain chain of children (no residual, no concat)."""
+        return all(isinstance(node, (Layer, Module)) for node in self.body)
+
+
+@dataclass
+class Residual:
+    body: list["Node"]
+    shortcut: Union[Layer, Module, None]  # None: identity
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+@dataclass
+class Concat:
+    branches: list[list["Node"]]  # each branch: a chain applied to the same input
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+Node = Union[Layer, Module, Residual, Concat]
+
+
+@dataclass
+class Network:
+    name: str
+    file: str
+    arguments: dict  # the network's parameters after defaults and overrides
+    input_shape: Shape
+    root: Module
+    output_shape: Shape = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_shape = self.root.out_shape
+
+    @property
+    def params(self) -> int:
+        return self.root.params
+
+    @property
+    def macs(self) -> int:
+        return self.root.macs
+
+    def layers(self) -> Iterator[tuple[str, Layer]]:
+        """Every layer with its dotted module path, in definition order."""
+        yield from _walk_layers(self.root, "")
+
+
+def _named(nodes: list[Node]) -> Iterator[Union[Layer, Module]]:
+    for node in nodes:
+        if isinstance(node, Layer) and node.shared:
+            continue
+        if isinstance(node, (Layer, Module)):
+            yield node
+        elif isinstance(node, Residual):
+            yield from _named(node.body)
+            if node.shortcut is not None:
+                yield node.shortcut
+        elif isinstance(node, Concat):
+            for branch in node.branches:
+                yield from _named(branch)
+
+
+def _walk_layers(module: Module, prefix: str) -> Iterator[tuple[str, Layer]]:
+    for child in module.children():
+        path = f"{prefix}{child.name}"
+        if isinstance(child, Layer):
+            yield path, child
+        else:
+            yield from _walk_layers(child, f"{path}.")

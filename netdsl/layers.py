@@ -1,0 +1,370 @@
+"""The layer registry: the single source of truth for every built-in op.
+
+Each op declares, in one place, its parameter schema, shape rule, parameter count, MAC rule
+and torch emission (as a constructor name and arguments; this module never imports torch).
+The checker, emitter, docs and CLI all loop over `REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+Shape = tuple[int, ...]
+REQUIRED = object()
+
+
+class LayerProblem(Exception):
+    """Raised by a rule; the checker turns it into a located error of the given kind."""
+
+    def __init__(self, message: str, kind: str = "shape", hint: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message, self.kind, self.hint, self.param = message, kind, hint, param
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: str  # "int" | "float" | "bool" | "str" | "pair" (int or [int, int])
+    default: object = REQUIRED  # a value, REQUIRED, or a callable of the arguments bound so far
+    doc: str = ""
+    choices: tuple = ()
+    positive: bool = False
+
+
+@dataclass(frozen=True)
+class Emission:
+    """`nn.<cls>(*args, **kwargs)`, plus whether the module may run in place."""
+
+    cls: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerDef:
+    name: str
+    doc: str
+    params: tuple[Param, ...]
+    shape: Callable[[Shape, dict], Shape]
+    count: Callable[[Shape, dict], int]  # trainable parameters
+    macs: Callable[[Shape, Shape, dict], int]
+    torch: Callable[[Shape, dict], Emission]
+    aliases_input: bool = False  # output may share storage with the input (views, identity)
+    inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+REGISTRY: dict[str, LayerDef] = {}
+
+
+def register(layer: LayerDef) -> LayerDef:
+    REGISTRY[layer.name] = layer
+    return layer
+
+
+def _zero(*_):
+    return 0
+
+
+# ---- shape helpers ------------------------------------------------------------------------
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _spatial(in_shape: Shape, op: str) -> tuple[int, int, int]:
+    if len(in_shape) != 3:
+        raise LayerProblem(
+            f"{op} expects a [channels, height, width] input, got {_fmt(in_shape)}",
+            hint="spatial layers must come before 'flatten'" if len(in_shape) == 1 else None,
+        )
+    return in_shape  # type: ignore[return-value]
+
+
+def _fmt(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """PyTorch's output length for a convolution or pooling window along one axis."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+def _window(in_shape: Shape, args: dict, op: str, ceil: bool = False) -> Shape:
+    channels, height, width = _spatial(in_shape, op)
+    kernel, stride, pad = _pair(args["kernel"]), _pair(args["stride"]), _pair(args["pad"])
+    dilation = _pair(args.get("dilation", 1))
+    out = []
+    for axis, size in enumerate((height, width)):
+        length = window_out(size, kernel[axis], stride[axis], pad[axis], dilation[axis], ceil)
+        if length <= 0:
+            raise LayerProblem(
+                f"{op} output would be empty: input {_fmt(in_shape)}, kernel {kernel[axis]}, "
+                f"stride {stride[axis]}, pad {pad[axis]} leave {length} along "
+                f"{'height' if axis == 0 else 'width'}",
+                hint="use a larger input, a smaller kernel or more padding",
+            )
+        out.append(length)
+    return (channels, out[0], out[1])
+
+
+# ---- convolution ----------------------------------------------------------------------------
+
+def _conv_shape(in_shape: Shape, args: dict) -> Shape:
+    channels = _spatial(in_shape, "conv")[0]
+    groups = args["groups"]
+    if channels % groups:
+        raise LayerProblem(
+            f"conv input channels {channels} are not divisible by groups={groups}",
+            kind="param", param="groups",
+        )
+    if args["out"] % groups:
+        raise LayerProblem(
+            f"conv output channels {args['out']} are not divisible by groups={groups}",
+            kind="param", param="groups",
+        )
+    for name in ("kernel", "stride", "dilation"):
+        if min(_pair(args[name])) < 1:
+            raise LayerProblem(f"conv {name} must be at least 1, got {args[name]}", kind="param", param=name)
+    if min(_pair(args["pad"])) < 0:
+        raise LayerProblem(f"conv pad must not be negative, got {args['pad']}", kind="param", param="pad")
+    _, height, width = _window(in_shape, args, "conv")
+    return (args["out"], height, width)
+
+
+def _conv_weights(in_shape: Shape, args: dict) -> int:
+    kh, kw = _pair(args["kernel"])
+    return args["out"] * (in_shape[0] // args["groups"]) * kh * kw
+
+
+def _conv_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"kernel_size": args["kernel"]}
+    for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0),
+                                       ("dilation", "dilation", 1), ("groups", "groups", 1)):
+        if args[name] != default:
+            kwargs[torch_name] = args[name]
+    if not args["bias"]:
+        kwargs["bias"] = False
+    return Emission("Conv2d", (in_shape[0], args["out"]), kwargs)
+
+
+register(LayerDef(
+    name="conv",
+    doc="2-D convolution (groups=in_channels gives a depthwise convolution).",
+    params=(
+        Param("out", "int", doc="output channels", positive=True),
+        Param("kernel", "pair", doc="kernel size"),
+        Param("stride", "pair", 1),
+        Param("pad", "pair", 0, doc="zero padding on each side"),
+        Param("dilation", "pair", 1),
+        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", positive=True),
+        Param("bias", "bool", True),
+    ),
+    shape=_conv_shape,
+    count=lambda s, a: _conv_weights(s, a) + (a["out"] if a["bias"] else 0),
+    macs=lambda s, o, a: _conv_weights(s, a) * o[1] * o[2],
+    torch=_conv_torch,
+))
+
+
+# ---- normalization --------------------------------------------------------------------------
+
+def _bn_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {}
+    if args["eps"] != 1e-5:
+        kwargs["eps"] = args["eps"]
+    if args["momentum"] != 0.1:
+        kwargs["momentum"] = args["momentum"]
+    return Emission("BatchNorm2d" if len(in_shape) == 3 else "BatchNorm1d", (in_shape[0],), kwargs)
+
+
+def _bn_shape(in_shape: Shape, args: dict) -> Shape:
+    if len(in_shape) not in (1, 3):
+        raise LayerProblem(f"bn expects [channels, height, width] or [features], got {_fmt(in_shape)}")
+    return in_shape
+
+
+register(LayerDef(
+    name="bn",
+    doc="Batch normalization over channels (BatchNorm2d, or BatchNorm1d after flatten).",
+    params=(Param("eps", "float", 1e-5), Param("momentum", "float", 0.1)),
+    shape=_bn_shape,
+    count=lambda s, a: 2 * s[0],
+    macs=_zero,
+    torch=_bn_torch,
+))
+
+
+def _lrn_torch(in_shape: Shape, args: dict) -> Emission:
+    return Emission("LocalResponseNorm", (args["size"],),
+                    {"alpha": args["alpha"], "beta": args["beta"], "k": args["k"]})
+
+
+register(LayerDef(
+    name="lrn",
+    doc="Local response normalization across channels (AlexNet).",
+    params=(Param("size", "int", positive=True), Param("alpha", "float", 1e-4),
+            Param("beta", "float", 0.75), Param("k", "float", 1.0)),
+    shape=lambda s, a: _spatial(s, "lrn"),
+    count=_zero, macs=_zero, torch=_lrn_torch,
+))
+
+
+# ---- element-wise activations --------------------------------------------------------------
+
+def _activation(name: str, cls: str, doc: str, inplace: bool = True) -> None:
+    register(LayerDef(
+        name=name, doc=doc, params=(), shape=lambda s, a: s, count=_zero, macs=_zero,
+        torch=lambda s, a: Emission(cls), inplace=inplace,
+    ))
+
+
+_activation("relu", "ReLU", "max(x, 0).")
+_activation("relu6", "ReLU6", "min(max(x, 0), 6) (MobileNet).")
+_activation("silu", "SiLU", "x * sigmoid(x), a.k.a. swish (EfficientNet).")
+_activation("hardswish", "Hardswish", "x * relu6(x + 3) / 6 (MobileNetV3).")
+_activation("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3).")
+_activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False)
+_activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False)
+_activation("gelu", "GELU", "Gaussian error linear unit.", inplace=False)
+
+register(LayerDef(
+    name="identity", doc="Passes its input through unchanged.", params=(),
+    shape=lambda s, a: s, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Identity"), aliases_input=True,
+))
+
+
+def _dropout_shape(in_shape: Shape, args: dict) -> Shape:
+    if not 0.0 <= args["p"] <= 1.0:
+        raise LayerProblem(f"dropout probability must be in [0, 1], got {args['p']}", kind="param", param="p")
+    return in_shape
+
+
+register(LayerDef(
+    name="dropout", doc="Zeroes elements with probability p in training; identity in eval.",
+    params=(Param("p", "float", 0.5),),
+    shape=_dropout_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Dropout", (), {"p": a["p"]}), aliases_input=True,
+))
+
+
+# ---- pooling --------------------------------------------------------------------------------
+
+def _pool_params(extra: tuple[Param, ...] = ()) -> tuple[Param, ...]:
+    return (
+        Param("kernel", "pair"),
+        Param("stride", "pair", lambda bound: bound["kernel"], doc="defaults to the kernel size"),
+        Param("pad", "pair", 0),
+        Param("ceil", "bool", False, doc="ceil_mode: round the output size up"),
+    ) + extra
+
+
+def _pool_shape(op: str):
+    def shape(in_shape: Shape, args: dict) -> Shape:
+        kernel, pad = _pair(args["kernel"]), _pair(args["pad"])
+        if any(p * 2 > k for p, k in zip(pad, kernel)):
+            raise LayerProblem(
+                f"{op} pad {args['pad']} is more than half the kernel {args['kernel']}",
+                kind="param", param="pad",
+            )
+        return _window(in_shape, args, op, ceil=args["ceil"])
+    return shape
+
+
+def _pool_torch(cls: str):
+    def torch(in_shape: Shape, args: dict) -> Emission:
+        kwargs = {"kernel_size": args["kernel"], "stride": args["stride"]}
+        if args["pad"] != 0:
+            kwargs["padding"] = args["pad"]
+        if args["ceil"]:
+            kwargs["ceil_mode"] = True
+        if not args.get("count_include_pad", True):
+            kwargs["count_include_pad"] = False
+        return Emission(cls, (), kwargs)
+    return torch
+
+
+def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
+    return 0  # pooling does comparisons/additions, not multiply-accumulates
+
+
+register(LayerDef(
+    name="maxpool", doc="2-D max pooling.", params=_pool_params(),
+    shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
+))
+register(LayerDef(
+    name="avgpool", doc="2-D average pooling.",
+    params=_pool_params((Param("count_include_pad", "bool", True),)),
+    shape=_pool_shape("avgpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("AvgPool2d"),
+))
+
+
+def _adaptive(name: str, cls: str, doc: str) -> None:
+    def shape(in_shape: Shape, args: dict) -> Shape:
+        channels = _spatial(in_shape, name)[0]
+        height, width = _pair(args["size"])
+        if min(height, width) < 1:
+            raise LayerProblem(f"{name} size must be at least 1, got {args['size']}", kind="param", param="size")
+        return (channels, height, width)
+
+    def torch(in_shape: Shape, args: dict) -> Emission:
+        return Emission(cls, (_pair(args["size"]),))
+
+    register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1),),
+                      shape=shape, count=_zero, macs=_zero, torch=torch))
+
+
+_adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
+          "Average-pools to a fixed output size (size=1: global average pooling).")
+_adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.")
+
+
+# ---- reshaping and fully connected ---------------------------------------------------------
+
+register(LayerDef(
+    name="flatten", doc="Flattens [C, H, W] to [C*H*W].", params=(),
+    shape=lambda s, a: (math.prod(s),), count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True,
+))
+
+
+def _linear_shape(in_shape: Shape, args: dict) -> Shape:
+    if len(in_shape) != 1:
+        raise LayerProblem(
+            f"linear expects a flat [features] input, got {_fmt(in_shape)}",
+            hint="insert 'flatten' (or a global pool, then 'flatten') before it",
+        )
+    if "in_features" in args and args["in_features"] is not None and args["in_features"] != in_shape[0]:
+        raise LayerProblem(
+            f"linear expects {args['in_features']} input features, got {in_shape[0]} "
+            f"(input shape {_fmt(in_shape)})",
+            hint=f"the preceding layers produce {in_shape[0]} features; fix in_features or the layers before",
+        )
+    return (args["out"],)
+
+
+register(LayerDef(
+    name="linear", doc="Fully connected layer.",
+    params=(Param("out", "int", doc="output features", positive=True), Param("bias", "bool", True),
+            Param("in_features", "int", None, doc="optional: asserts the input size")),
+    shape=_linear_shape,
+    count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
+    macs=lambda s, o, a: s[0] * a["out"],
+    torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
+))
+
+# Alternative spellings accepted in calls: name → (op, {alias argument: real argument}).
+ARGUMENT_ALIASES = {"conv": {"cardinality": "groups", "padding": "pad"},
+                    "maxpool": {"padding": "pad", "ceil_mode": "ceil"},
+                    "avgpool": {"padding": "pad", "ceil_mode": "ceil"}}

@@ -1,0 +1,350 @@
+"""Stage 1 — parse: .net source text → `ast.SourceFile`.
+
+Lark (LALR) builds a parse tree from `grammar/netdsl.lark`; `_ToAst` turns it into typed AST
+nodes and does nothing else (validation happens in later stages, so nothing gets wrapped in
+lark's `VisitError`). Syntax errors are rephrased for humans, with a location and a caret.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
+)
+
+from . import ast
+from .errors import NetDSLError, Span, SyntaxError_, remember_source
+
+
+def grammar_path() -> Path:
+    """The grammar shipped inside the package, or `grammar/` beside it in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "grammar" / "netdsl.lark", here.parent / "grammar" / "netdsl.lark"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("netdsl.lark is missing from the installation")
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        start=["start", "expr"],
+        propagate_positions=True,
+        maybe_placeholders=True,
+    )
+
+
+# Human names for the grammar's terminals, used in "expected ..." lists.
+_TOKEN_NAMES = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
+    "COMPARE_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'",
+    "MINUS": "'-'", "$END": "end of file",
+}
+
+
+def _describe(token_type: str) -> str:
+    if token_type in _TOKEN_NAMES:
+        return _TOKEN_NAMES[token_type]
+    if token_type.isupper() and not token_type.startswith("__"):
+        return f"'{token_type.lower()}'"
+    return token_type
+
+
+def _token_text(token: Token) -> str:
+    if token.type == "$END":
+        return "end of file"
+    return f"'{token.value}'"
+
+
+def parse(text: str, path: str = "<string>") -> ast.SourceFile:
+    """Parse a whole .net file."""
+    remember_source(path, text)
+    try:
+        tree = _parser().parse(text, start="start")
+    except UnexpectedInput as error:
+        raise _syntax_error(error, text, path) from None
+    try:
+        return _ToAst(path).transform(tree)
+    except VisitError as error:  # only a label template's own syntax error gets here
+        if isinstance(error.orig_exc, NetDSLError):
+            raise error.orig_exc from None
+        raise
+
+
+def parse_expr(text: str, span: Span) -> ast.Expr:
+    """Parse one expression found inside a string (a label template); positions map to `span`."""
+    try:
+        tree = _parser().parse(text, start="expr")
+    except UnexpectedInput as error:
+        raise SyntaxError_(f"invalid expression '{text}' in label template", span) from None
+    return _ToAst(span.file, anchor=span).transform(tree)
+
+
+def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
+    line = getattr(error, "line", None) or 1
+    column = getattr(error, "column", None) or 1
+    if isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END"
+    ):
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+        expected = getattr(error, "expected", None) or getattr(error, "accepts", None) or []
+        message = "unexpected end of file"
+        hint = "is a '}' or ')' missing?" if {"RBRACE", "RPAR"} & set(expected) else None
+        return SyntaxError_(message, Span(path, line, column), hint)
+    if isinstance(error, UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
+        hint = None
+        if char == "'":
+            hint = "strings use double quotes"
+        elif char in "<>!=&|":
+            hint = "operators are == != < <= > >=, and / or / not"
+        return SyntaxError_(f"unexpected character {char!r}", Span(path, line, column), hint)
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    expected = sorted({_describe(t) for t in error.expected if not t.startswith("__")})
+    message = f"unexpected {_token_text(token)}"
+    if expected and len(expected) <= 8:
+        message += f"; expected {', '.join(expected[:-1]) + ' or ' if len(expected) > 1 else ''}{expected[-1]}"
+    hint = None
+    if token.type == "EQUAL" and "COLON" in error.expected:
+        hint = "a label is written 'name: layer(...)'"
+    elif token.value in ("=",) and "COMPARE_OP" in str(error.expected):
+        hint = "comparison is '=='"
+    elif token.type == "X":
+        hint = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
+    end = Span(path, token.line, token.column, token.end_line, token.end_column)
+    return SyntaxError_(message, end, hint)
+
+
+_TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Builds AST nodes from lark's tree. No validation here."""
+
+    def __init__(self, path: str, anchor: Span | None = None):
+        super().__init__()
+        self.path = path
+        self.anchor = anchor
+
+    def _span(self, meta) -> Span:
+        if self.anchor is not None:  # expression parsed out of a string: report the string
+            return self.anchor
+        if getattr(meta, "empty", True):
+            return Span(self.path, 1, 1)
+        return Span(self.path, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok_span(self, token: Token) -> Span:
+        if self.anchor is not None:
+            return self.anchor
+        return Span(self.path, token.line, token.column, token.end_line, token.end_column)
+
+    # ---- file structure
+    def start(self, meta, items):
+        imports = [i for i in items if isinstance(i, ast.Import)]
+        decls = [i for i in items if isinstance(i, ast.Decl)]
+        return ast.SourceFile(path=self.path, imports=imports, decls=decls)
+
+    def import_decl(self, meta, children):
+        return ast.Import(span=self._span(meta), path=_unquote(children[0]))
+
+    def block_decl(self, meta, children):
+        name, params, body = children
+        return ast.BlockDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+
+    def network_decl(self, meta, children):
+        name, params, body = children
+        return ast.NetworkDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+
+    def variant_decl(self, meta, children):
+        name, base, args = children
+        return ast.VariantDef(
+            span=self._tok_span(name), name=str(name), base=str(base),
+            base_span=self._tok_span(base), args=args,
+        )
+
+    def param_list(self, meta, children):
+        return [c for c in children if c is not None]
+
+    def param(self, meta, children):
+        name, default = children
+        return ast.Param(span=self._tok_span(name), name=str(name), default=default)
+
+    def body(self, meta, children):
+        return list(children)
+
+    # ---- statements
+    def input_stmt(self, meta, children):
+        return ast.InputStmt(span=self._span(meta), dims=children[0])
+
+    def let_stmt(self, meta, children):
+        name, value = children
+        return ast.Let(span=self._tok_span(name), name=str(name), value=value)
+
+    def for_stmt(self, meta, children):
+        *targets, iterable, body = children
+        return ast.For(span=self._span(meta), targets=[str(t) for t in targets], iterable=iterable, body=body)
+
+    def if_stmt(self, meta, children):
+        test, body, *rest = children
+        branches = [(test, body)]
+        orelse = None
+        for clause in rest:
+            if clause is None:
+                continue
+            kind, payload = clause
+            if kind == "elif":
+                branches.append(payload)
+            else:
+                orelse = payload
+        return ast.If(span=self._span(meta), branches=branches, orelse=orelse)
+
+    def elif_clause(self, meta, children):
+        return ("elif", (children[0], children[1]))
+
+    def else_clause(self, meta, children):
+        return ("else", children[0])
+
+    def assert_stmt(self, meta, children):
+        test, message = children
+        return ast.Assert(span=self._span(meta), test=test, message=_unquote(message) if message else None)
+
+    def layer_stmt(self, meta, children):
+        label, unit, repeat = children
+        return ast.LayerStmt(span=self._span(meta), label=label, unit=unit, repeat=repeat)
+
+    def name_label(self, meta, children):
+        return ast.Label(span=self._tok_span(children[0]), parts=[str(children[0])])
+
+    def template_label(self, meta, children):
+        token = children[0]
+        span = self._tok_span(token)
+        text = _unquote(token)
+        parts: list = []
+        position = 0
+        for match in _TEMPLATE_PART.finditer(text):
+            if match.start() > position:
+                parts.append(text[position:match.start()])
+            parts.append(parse_expr(match.group(1), span))
+            position = match.end()
+        if position < len(text):
+            parts.append(text[position:])
+        return ast.Label(span=span, parts=parts or [""])
+
+    def repeat(self, meta, children):
+        return children[0]
+
+    def call(self, meta, children):
+        name, args = children
+        return ast.Call(span=self._span(meta), name=str(name), name_span=self._tok_span(name), args=args or [])
+
+    def group(self, meta, children):
+        return ast.Group(span=self._span(meta), body=children[0])
+
+    def residual(self, meta, children):
+        args, body, shortcut = children
+        return ast.Residual(span=self._span(meta), args=args or [], body=body, shortcut=shortcut)
+
+    def shortcut(self, meta, children):
+        return children[0]
+
+    def inception(self, meta, children):
+        args, body = children
+        return ast.Inception(span=self._span(meta), args=args or [], body=body)
+
+    def arg_list(self, meta, children):
+        return [c for c in children if c is not None]
+
+    def positional_arg(self, meta, children):
+        return ast.Arg(span=self._span(meta), name=None, value=children[0])
+
+    def keyword_arg(self, meta, children):
+        name, value = children
+        return ast.Arg(span=self._tok_span(name), name=str(name), value=value)
+
+    # ---- expressions
+    def cond_expr(self, meta, children):
+        test, then, orelse = children
+        return ast.Cond(span=self._span(meta), test=test, then=then, orelse=orelse)
+
+    def _binary(self, meta, left, op, right):
+        return ast.Binary(span=self._span(meta), op=op, left=left, right=right)
+
+    def or_op(self, meta, children):
+        return self._binary(meta, children[0], "or", children[1])
+
+    def and_op(self, meta, children):
+        return self._binary(meta, children[0], "and", children[1])
+
+    def not_op(self, meta, children):
+        return ast.Unary(span=self._span(meta), op="not", operand=children[0])
+
+    def compare_op(self, meta, children):
+        return self._binary(meta, children[0], str(children[1]), children[2])
+
+    def binary_op(self, meta, children):
+        return self._binary(meta, children[0], str(children[1]), children[2])
+
+    def pow_op(self, meta, children):
+        return self._binary(meta, children[0], "**", children[1])
+
+    def neg_op(self, meta, children):
+        return ast.Unary(span=self._span(meta), op="-", operand=children[0])
+
+    def index_expr(self, meta, children):
+        return ast.Index(span=self._span(meta), value=children[0], index=children[1])
+
+    def attr_expr(self, meta, children):
+        return ast.Attr(span=self._span(meta), value=children[0], attr=str(children[1]))
+
+    def call_expr(self, meta, children):
+        func, *args = children
+        return ast.CallExpr(span=self._span(meta), func=func, args=[a for a in args if a is not None])
+
+    def int_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=int(str(children[0]).replace("_", "")))
+
+    def float_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=float(children[0]))
+
+    def string_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=_unquote(children[0]))
+
+    def true_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=True)
+
+    def false_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=False)
+
+    def none_lit(self, meta, children):
+        return ast.Literal(span=self._span(meta), value=None)
+
+    def name_ref(self, meta, children):
+        return ast.Name(span=self._span(meta), name=str(children[0]))
+
+    def input_ref(self, meta, children):
+        return ast.InputRef(span=self._span(meta))
+
+    def list_expr(self, meta, children):
+        return ast.ListExpr(span=self._span(meta), items=[c for c in children if c is not None])
+
+    def dict_expr(self, meta, children):
+        return ast.DictExpr(span=self._span(meta), items=[c for c in children if c is not None])
+
+    def dict_item(self, meta, children):
+        return (children[0], children[1])
+
+
+def _unquote(token) -> str:
+    raw = str(token)[1:-1]
+    return re.sub(r"\\(.)", r"\1", raw)

@@ -1,0 +1,119 @@
+"""Stage 2 — resolve: a .net file path → `Program`, every declaration it can see.
+
+Loads the file and, transitively, its imports (relative to the importing file, then the
+standard library shipped in `netdsl/std/`, then each directory of `NETDSL_PATH`), rejects
+missing and cyclic imports and duplicate definitions, and picks the file's network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ast
+from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
+from .parse import parse
+
+STDLIB = Path(__file__).resolve().parent / "std"
+MAX_IMPORT_DEPTH = 64
+
+
+@dataclass
+class Program:
+    main_file: str
+    decls: dict[str, ast.Decl] = field(default_factory=dict)
+    own: list[ast.Decl] = field(default_factory=list)  # declared in the main file itself
+
+    def network(self, name: str | None = None) -> ast.Decl:
+        """The network to build: `name`, or the one network the main file declares."""
+        networks = [d for d in self.own if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+        if name is not None:
+            decl = self.decls.get(name)
+            if not isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
+                known = [d.name for d in self.decls.values() if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+                raise NameError_(f"no network named '{name}' in {self.main_file}", hint=did_you_mean(name, known))
+            return decl
+        if not networks:
+            raise NameError_(
+                "this file declares no network",
+                Span(self.main_file, 1, 1),
+                hint="add 'network NAME { input [3, 224, 224] ... }', or a variant 'network NAME = base(...)'",
+            )
+        if len(networks) > 1:
+            names = ", ".join(d.name for d in networks)
+            raise NameError_(
+                f"this file declares {len(networks)} networks ({names})",
+                networks[1].span,
+                hint="choose one with --network NAME",
+            )
+        return networks[0]
+
+
+def search_path() -> list[Path]:
+    return [Path(p) for p in os.environ.get("NETDSL_PATH", "").split(os.pathsep) if p]
+
+
+def load(path: str | os.PathLike, source: str | None = None) -> Program:
+    """Parse `path` (or `source`, named `path`) and everything it imports."""
+    main = str(path)
+    program = Program(main_file=main)
+    _Loader(program).load(main, source, stack=(), is_main=True)
+    return program
+
+
+class _Loader:
+    def __init__(self, program: Program):
+        self.program = program
+        self.done: set[Path] = set()
+
+    def load(self, file: str, source: str | None, stack: tuple[Path, ...], is_main: bool = False,
+             at: Span | None = None) -> None:
+        resolved = Path(file).resolve()
+        if resolved in stack:
+            chain = " -> ".join(p.name for p in stack[stack.index(resolved):] + (resolved,))
+            raise ImportError_(f"import cycle: {chain}", at, hint="move the shared blocks into a file both can import")
+        if resolved in self.done:
+            return
+        if len(stack) > MAX_IMPORT_DEPTH:
+            raise ImportError_(f"imports nested more than {MAX_IMPORT_DEPTH} deep", at)
+        if source is None:
+            try:
+                source = Path(file).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise NetDSLError(f"no such file: {file}", at) from None
+            except (OSError, UnicodeDecodeError) as error:
+                raise NetDSLError(f"cannot read {file}: {error}", at) from None
+        tree = parse(source, file)
+        for imp in tree.imports:
+            target = _find_import(imp, file)
+            self.load(str(target), None, stack + (resolved,), at=imp.span)
+        for decl in tree.decls:
+            previous = self.program.decls.get(decl.name)
+            if previous is not None:
+                raise NameError_(
+                    f"'{decl.name}' is already defined at {previous.span}",
+                    decl.span, hint="rename one of them",
+                )
+            self.program.decls[decl.name] = decl
+            if is_main:
+                self.program.own.append(decl)
+        self.done.add(resolved)
+
+
+def _find_import(imp: ast.Import, importer: str) -> Path:
+    relative = Path(imp.path)
+    candidates = [Path(importer).resolve().parent / relative]
+    if imp.path.startswith("std/"):
+        candidates.insert(0, STDLIB / relative.relative_to("std"))
+    candidates += [directory / relative for directory in search_path()]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(c.parent) for c in candidates)
+    raise ImportError_(
+        f"cannot find '{imp.path}' (searched {searched})",
+        imp.span,
+        hint="paths are relative to the importing file; 'std/...' is the standard library; "
+             "add directories to NETDSL_PATH",
+    )
