@@ -53,6 +53,7 @@ class LayerDef:
     torch: Callable[[Shape, dict], Emission]
     aliases_input: bool = False  # output may share storage with the input (views, identity)
     inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
+    output_mutable: bool = False  # backward never reads the output, so it may be overwritten
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -174,6 +175,7 @@ register(LayerDef(
     count=lambda s, a: _conv_weights(s, a) + (a["out"] if a["bias"] else 0),
     macs=lambda s, o, a: _conv_weights(s, a) * o[1] * o[2],
     torch=_conv_torch,
+    output_mutable=True,
 ))
 
 
@@ -202,6 +204,7 @@ register(LayerDef(
     count=lambda s, a: 2 * s[0],
     macs=_zero,
     torch=_bn_torch,
+    output_mutable=True,
 ))
 
 
@@ -302,11 +305,13 @@ def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
 register(LayerDef(
     name="maxpool", doc="2-D max pooling.", params=_pool_params(),
     shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
+    output_mutable=True,
 ))
 register(LayerDef(
     name="avgpool", doc="2-D average pooling.",
     params=_pool_params((Param("count_include_pad", "bool", True),)),
     shape=_pool_shape("avgpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("AvgPool2d"),
+    output_mutable=True,
 ))
 
 
@@ -322,7 +327,7 @@ def _adaptive(name: str, cls: str, doc: str) -> None:
         return Emission(cls, (_pair(args["size"]),))
 
     register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1),),
-                      shape=shape, count=_zero, macs=_zero, torch=torch))
+                      shape=shape, count=_zero, macs=_zero, torch=torch, output_mutable=True))
 
 
 _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
@@ -362,6 +367,7 @@ register(LayerDef(
     count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
     macs=lambda s, o, a: s[0] * a["out"],
     torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
+    output_mutable=True,
 ))
 
 # Alternative spellings accepted in calls: name → (op, {alias argument: real argument}).
