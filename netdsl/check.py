@@ -199,6 +199,8 @@ class Checker:
         for param in decl.params:
             if param.name in overrides:
                 value = overrides[param.name]
+                if isinstance(value, ast.Expr):  # from the command line: evaluated like source
+                    value = self.eval(value, self.globals)
             elif param.name in defaults:
                 value = defaults[param.name][0]
             elif param.default is not None:

@@ -1,0 +1,19 @@
+"""netdsl: a declarative language for CNN architectures and its compiler to PyTorch.
+
+Pipeline (one module per stage): parse → resolve → check → emit, driven by `cli`.
+"""
+
+from .api import build, check, compile
+from .check import Limits
+from .errors import (
+    NetDSLError, NetDSLImportError, NetDSLNameError, NetDSLSyntaxError, NetDSLTypeError,
+    ParameterError, ShapeError,
+)
+from .graph import Network
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "build", "check", "compile", "Limits", "Network", "NetDSLError", "NetDSLSyntaxError",
+    "NetDSLNameError", "NetDSLTypeError", "NetDSLImportError", "ShapeError", "ParameterError",
+]

@@ -1,0 +1,65 @@
+"""The Python API: file → checked `Network` → `nn.Module` / TorchScript file.
+
+`check` never imports torch; `build` and `compile` do, lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import ast
+from .check import Limits, check_program
+from .errors import NetDSLError, Span, TypeError_, remember_source
+from .graph import Network
+from .parse import parse_expr
+from .resolve import load
+
+
+def _python_value(value, name: str):
+    if isinstance(value, (list, tuple)):
+        return tuple(_python_value(v, name) for v in value)
+    if isinstance(value, dict):
+        return {k: _python_value(v, name) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str, ast.Expr)):
+        return value
+    raise TypeError_(f"override '{name}': cannot use a Python {type(value).__name__} as a netdsl value")
+
+
+def parse_override(text: str) -> tuple[str, ast.Expr]:
+    """`name=value` from the command line; the value is a netdsl expression (`101`, `[1, 2]`, `basic`)."""
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name.isidentifier() or not value.strip():
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    where = f"<-D {name}>"
+    remember_source(where, value)
+    return name, parse_expr(value.strip(), Span(where, 1, 1, 1, len(value.strip()) + 1))
+
+
+def check(path: str | os.PathLike, *, network: str | None = None, source: str | None = None,
+          limits: Limits = Limits(), **overrides) -> Network:
+    """Parse, resolve and check a .net file; returns the annotated graph (raises `NetDSLError`)."""
+    values = {k: _python_value(v, k) for k, v in overrides.items()}
+    return check_program(load(path, source), network, values, limits)
+
+
+def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
+    """Check a .net file and return its `torch.nn.Module` (random weights, training mode)."""
+    from .emit import build as build_module
+
+    return build_module(check(path, network=network, **overrides))
+
+
+def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
+            network: str | None = None, **overrides) -> tuple[Network, Path]:
+    """Check, build and save a TorchScript file (atomically); returns the graph and the path."""
+    from .emit import build as build_module, save_torchscript
+
+    graph = check(path, network=network, **overrides)
+    target = Path(output) if output is not None else Path(f"{graph.name}.pt")
+    save_torchscript(build_module(graph), target)
+    return graph, target
+
+
+__all__ = ["check", "build", "compile", "parse_override", "NetDSLError"]

@@ -1,0 +1,174 @@
+"""Stage 5 — the command line: `netdsl check | compile | layers`.
+
+Exit codes: 0 success, 1 an error in the user's network (a `NetDSLError`, printed like a
+compiler diagnostic on stderr), 2 a usage error, 3 an internal error (a bug in netdsl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from . import __version__, api
+from .errors import NetDSLError
+from .graph import Layer, Network
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: exit 2, no traceback
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a .net file")
+    parser.add_argument("-D", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a network parameter (repeatable), e.g. -D classes=10 -D depth=101")
+    parser.add_argument("--network", help="which network to use when the file declares several")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="netdsl", description="Check and compile .net network descriptions to PyTorch.")
+    parser.add_argument("--version", action="version", version=f"netdsl {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    check = commands.add_parser("check", help="type-check a network: shapes and parameter count")
+    _common(check)
+    check.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+
+    compile_ = commands.add_parser("compile", help="compile a network to a TorchScript file")
+    _common(compile_)
+    compile_.add_argument("-o", "--output", help="output file (default: <network>.pt in the current directory)")
+
+    commands.add_parser("layers", help="list the built-in layers and their parameters")
+    return parser
+
+
+def _overrides(items: list[str]) -> dict:
+    result = {}
+    for item in items:
+        try:
+            name, value = api.parse_override(item)
+        except ValueError as error:
+            raise _UsageError(f"-D {error}") from None
+        result[name] = value
+    return result
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _fmt_shape(shape) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _human(count: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.2f} {unit}"
+    return str(count)
+
+
+def overview(network: Network) -> str:
+    """One screen: the network's top-level modules with output shapes and parameters."""
+    rows = [("layer", "type", "output", "params")]
+    rows.append(("input", "", _fmt_shape(network.input_shape), ""))
+    for child in network.root.children():
+        kind = child.op if isinstance(child, Layer) else child.type_name
+        rows.append((child.name, kind, _fmt_shape(child.out_shape), f"{child.params:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"network {network.name} ({network.file})"]
+    for index, row in enumerate(rows):
+        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+        if index == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines.append(f"  total: {network.params:,} parameters, {_human(network.macs)} MACs per sample")
+    return "\n".join(lines)
+
+
+def _cmd_check(args) -> int:
+    network = api.check(args.file, network=args.network, **_overrides(args.overrides))
+    if args.json:
+        print(json.dumps({
+            "network": network.name, "file": network.file,
+            "input": list(network.input_shape), "output": list(network.output_shape),
+            "params": network.params, "macs": network.macs,
+            "arguments": {k: _jsonable(v) for k, v in network.arguments.items()},
+        }, indent=2))
+    else:
+        print(f"{network.file}: ok: network {network.name}, input {_fmt_shape(network.input_shape)} -> "
+              f"output {_fmt_shape(network.output_shape)}, {network.params:,} parameters, "
+              f"{_human(network.macs)} MACs")
+    return EXIT_OK
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def _cmd_compile(args) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise _UsageError("compile needs PyTorch: pip install torch") from None
+    network, path = api.compile(args.file, args.output, network=args.network, **_overrides(args.overrides))
+    print(overview(network))
+    print(f"wrote {path} (TorchScript; load with torch.jit.load)")
+    return EXIT_OK
+
+
+def _cmd_layers(args) -> int:
+    from .layers import REGISTRY, REQUIRED
+
+    for name, layer in sorted(REGISTRY.items()):
+        params = []
+        for p in layer.params:
+            if p.default is REQUIRED:
+                params.append(p.name)
+            elif callable(p.default):
+                params.append(f"{p.name}=<{p.doc or 'derived'}>")
+            else:
+                params.append(f"{p.name}={p.default!r}".replace("True", "true").replace("False", "false")
+                              .replace("None", "none"))
+        print(f"{name}({', '.join(params)})\n    {layer.doc}")
+    return EXIT_OK
+
+
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        return COMMANDS[args.command](args)
+    except NetDSLError as error:
+        if debug:
+            traceback.print_exc()
+        print(error.format(), file=sys.stderr)
+        return EXIT_USER
+    except _UsageError as error:
+        print(f"netdsl: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("netdsl: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the last line of defence: report, never crash silently
+        print("netdsl: internal error: this is a bug in netdsl; please report it with the traceback below",
+              file=sys.stderr)
+        traceback.print_exc()
+        return EXIT_INTERNAL
