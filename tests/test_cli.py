@@ -1,0 +1,144 @@
+"""The command line, as a user runs it: subprocesses, exit codes, messages, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from netdsl import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+RESNET18 = str(ROOT / "networks" / "resnet18.net")
+
+
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def netdsl(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "netdsl", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_check_prints_shapes_and_parameters():
+    result = netdsl("check", RESNET18)
+    assert result.returncode == 0, result.stderr
+    assert "network resnet18, input [3, 224, 224] -> output [1000], 11,689,512 parameters" in result.stdout
+
+
+def test_check_json_with_overrides():
+    result = netdsl("check", RESNET18, "-D", "classes=10", "-D", "depth=34", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["network"] == "resnet18"
+    assert report["input"] == [3, 224, 224]
+    assert report["output"] == [10]
+    torchvision = pytest.importorskip("torchvision")
+    assert report["params"] == _count(torchvision.models.resnet34(num_classes=10))
+    assert report["arguments"]["depth"] == 34
+
+
+def test_override_can_name_a_block():
+    result = netdsl("check", str(ROOT / "networks" / "resnet50.net"), "-D", "depth=50", "--json")
+    assert json.loads(result.stdout)["params"] == 25_557_032
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "netdsl"
+    if not script.exists():
+        pytest.skip("netdsl console script not installed in this environment")
+    result = subprocess.run([str(script), "check", RESNET18], capture_output=True, text=True)
+    assert result.returncode == 0 and "11,689,512" in result.stdout
+
+
+def test_user_error_exit_1_without_traceback(tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network bad {\n  input [3, 32, 32]\n  conv(8, 3)\n  fc: linear(10)\n}\n")
+    result = netdsl("check", str(bad))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"{bad}:4:7: error: linear expects a flat [features] input, got [8, 30, 30]" in result.stderr
+    assert "    4 |   fc: linear(10)" in result.stderr
+    assert "hint: insert 'flatten'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_text("network bad { input [3, 8, 8] nosuchlayer }")
+    result = netdsl("check", str(bad), "--debug")
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "unknown layer or block 'nosuchlayer'" in result.stderr
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    result = netdsl("check", str(tmp_path / "nope.net"))
+    assert result.returncode == 1
+    assert "no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["check"], "the following arguments are required: file"),
+    (["check", RESNET18, "-D", "classes"], "-D expected NAME=VALUE, got 'classes'"),
+])
+def test_usage_errors_exit_2(args, message):
+    result = netdsl(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_bad_override_value_is_located():
+    result = netdsl("check", RESNET18, "-D", "depth=42")
+    assert result.returncode == 1
+    assert "key 42 is not in" in result.stderr and "known keys: 18, 34, 50, 101, 152" in result.stderr
+
+
+def test_unknown_override_suggests(tmp_path):
+    result = netdsl("check", RESNET18, "-D", "clases=10")
+    assert result.returncode == 1
+    assert "network 'resnet18' has no parameter 'clases'" in result.stderr
+    assert "did you mean 'classes'?" in result.stderr
+
+
+def test_internal_error_exit_3(monkeypatch, capsys):
+    def broken(args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "check", broken)
+    assert cli.main(["check", RESNET18]) == 3
+    err = capsys.readouterr().err
+    assert "this is a bug in netdsl" in err and "RuntimeError: boom" in err
+
+
+def test_layers_lists_the_registry():
+    result = netdsl("layers")
+    assert result.returncode == 0
+    assert "conv(out, kernel, stride=1, pad=0, dilation=1, groups=1, bias=true)" in result.stdout
+
+
+def test_compile_default_output_in_cwd(tmp_path):
+    result = netdsl("compile", RESNET18, "-D", "classes=7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "wrote resnet18.pt" in result.stdout
+    torchvision = pytest.importorskip("torchvision")
+    expected = _count(torchvision.models.resnet18(num_classes=7))
+    assert "layer4" in result.stdout and f"total: {expected:,} parameters" in result.stdout
+    torch = pytest.importorskip("torch")
+    model = torch.jit.load(str(tmp_path / "resnet18.pt"))
+    assert tuple(model(torch.randn(1, 3, 64, 64)).shape) == (1, 7)
+
+
+def test_failed_compile_leaves_existing_output_untouched(tmp_path):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"previous")
+    bad = tmp_path / "bad.net"
+    bad.write_text("network bad { input [3, 8, 8] conv(4, 9) }")
+    result = netdsl("compile", str(bad), "-o", str(out))
+    assert result.returncode == 1
+    assert "conv output would be empty" in result.stderr
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.net", "model.pt"]
