@@ -137,13 +137,11 @@ class Group(Unit):
 
 
 class Residual(Unit):
-    args: list[Arg]
     body: list[Stmt]
     shortcut: "LayerStmt | None"
 
 
 class Inception(Unit):
-    args: list[Arg]
     body: list[Stmt]
 
 

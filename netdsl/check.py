@@ -20,10 +20,11 @@ from .errors import (
     Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean,
 )
 from .graph import Concat, Layer, Module, Network, Residual, Shape
+from .parse import keywords
 from .layers import ARGUMENT_ALIASES, REGISTRY, REQUIRED, LayerDef, LayerProblem
 from .resolve import Program
 from .values import (
-    BUILTINS, BlockRef, Builtin, OpRef, TensorShape, ValueProblem, is_number, show, type_name,
+    BUILTINS, BlockRef, Builtin, OpRef, TensorShape, ValueProblem, article, is_number, show, type_name,
 )
 
 
@@ -43,6 +44,8 @@ def shape_str(shape: Shape) -> str:
 
 
 # ---- environments and module scopes -------------------------------------------------------
+
+
 
 class Env:
     """A lexical scope: `let` bindings, parameters and loop variables."""
@@ -69,6 +72,9 @@ class Env:
         return found
 
     def define(self, name: str, value, span: Span) -> None:
+        if name in keywords():
+            raise NameError_(f"'{name}' is a reserved word and cannot be used as a name", span,
+                             f"use '{name}_' or another name")
         if name in self.values:
             raise NameError_(
                 f"'{name}' is already defined in this scope (at line {self.spans[name].line})",
@@ -163,6 +169,7 @@ class Checker:
         self.trace: list[Frame] = []
         self.layer_count = 0
         self.globals = Env()
+        self.label_span: Span | None = None  # the label of the layer statement being evaluated
 
     # ---- errors ----------------------------------------------------------------------------
     def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
@@ -308,6 +315,7 @@ class Checker:
     def layer_statement(self, stmt: ast.LayerStmt, env: Env, scope: Scope, flow: Flow,
                         default_label: str | None = None) -> None:
         label = self.label(stmt.label, env) if stmt.label is not None else default_label
+        self.label_span = stmt.label.span if stmt.label is not None else None
         if stmt.repeat is None:
             self.unit(stmt.unit, label, env, scope, flow)
             return
@@ -322,7 +330,7 @@ class Checker:
             for _ in range(count):
                 self.unit(stmt.unit, None, env, scope, flow)
             return
-        name, _ = scope.claim(label, stmt.span)
+        name, _ = scope.claim(label, self.label_span or stmt.span)
         inner_scope, inner = Scope(scope.child_path(name)), Flow(flow.shape)
         for _ in range(count):
             self.unit(stmt.unit, None, env, inner_scope, inner)
@@ -347,21 +355,20 @@ class Checker:
 
     # ---- units -----------------------------------------------------------------------------
     def unit(self, unit: ast.Unit, label: str | None, env: Env, scope: Scope, flow: Flow) -> None:
+        label_span = self.label_span if label is not None else None
+        self.label_span = None  # consumed: nested statements set their own
         if isinstance(unit, ast.Call):
-            self.call(unit, label, env, scope, flow)
+            self.call(unit, label, env, scope, flow, label_span)
         elif isinstance(unit, ast.Group):
-            name, _ = scope.claim(label, unit.span)
+            name, _ = scope.claim(label, label_span or unit.span)
             inner = Flow(flow.shape)
             self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
             self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
         elif isinstance(unit, (ast.Residual, ast.Inception)):
-            if unit.args:
-                raise self.error(TypeError_, f"{'residual' if isinstance(unit, ast.Residual) else 'inception'} "
-                                 "takes no arguments", unit.args[0].span)
             if label is None:  # transparent: its layers belong to the enclosing module
                 self.combinator(unit, env, scope, flow)
                 return
-            name, _ = scope.claim(label, unit.span)
+            name, _ = scope.claim(label, label_span or unit.span)
             inner = Flow(flow.shape)
             self.combinator(unit, env, Scope(scope.child_path(name)), inner)
             kind_name = "Residual" if isinstance(unit, ast.Residual) else "Inception"
@@ -415,6 +422,11 @@ class Checker:
                                  "the spatial size may only shrink by striding; give the shortcut explicitly")
             strides.append(stride)
         stride = strides[0] if strides[0] == strides[1] else tuple(strides)
+        if "downsample" in scope.names:
+            raise self.error(NameError_, f"module '{scope.path or '<root>'}' already has a 'downsample'; this "
+                             "residual needs a generated projection of the same name", span,
+                             "label the residual ('name: residual { ... }') so its projection gets its own module, "
+                             "or give it an explicit 'shortcut name: { ... }'")
         name, _ = scope.claim("downsample", span)
         inner_scope, inner = Scope(scope.child_path(name)), Flow(in_shape)
         self.layer(REGISTRY["conv"], {"out": out_shape[0], "kernel": 1, "stride": stride, "pad": 0, "dilation": 1,
@@ -445,17 +457,18 @@ class Checker:
                                  out_shape=out_shape, span=unit.span))
 
     # ---- calls -----------------------------------------------------------------------------
-    def call(self, call: ast.Call, label: str | None, env: Env, scope: Scope, flow: Flow) -> None:
+    def call(self, call: ast.Call, label: str | None, env: Env, scope: Scope, flow: Flow,
+             label_span: Span | None = None) -> None:
         target = self.callee(call.name, env, call.name_span)
         if isinstance(target, OpRef):
             op = REGISTRY[target.name]
-            args = self.bind_op(op, call, env)
-            self.layer(op, args, label, scope, flow, call.span)
+            args, arg_spans = self.bind_op(op, call, env)
+            self.layer(op, args, label, scope, flow, call.span, arg_spans, label_span)
         elif isinstance(target, BlockRef):
-            name, _ = scope.claim(label, call.span)
+            name, _ = scope.claim(label, label_span or call.span)
             self.instantiate(target.decl, call, env, name, scope, flow)
         else:
-            raise self.error(TypeError_, f"'{call.name}' is a {type_name(target)} ({show(target)}), "
+            raise self.error(TypeError_, f"'{call.name}' is {article(type_name(target))} ({show(target)}), "
                              "not a layer or block", call.name_span)
 
     def callee(self, name: str, env: Env, span: Span):
@@ -477,7 +490,7 @@ class Checker:
                          did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
 
     def layer(self, op: LayerDef, args: dict, label: str | None, scope: Scope, flow: Flow, span: Span,
-              arg_spans: dict | None = None) -> None:
+              arg_spans: dict | None = None, label_span: Span | None = None) -> None:
         in_shape = flow.shape
         try:
             out_shape = op.shape(in_shape, args)
@@ -492,7 +505,7 @@ class Checker:
         params = op.count(in_shape, args)
         # the same constructor call: a parameter-free module that can serve every use (like torchvision's `relu`)
         reuse_key = (op.name, repr(op.torch(in_shape, args))) if params == 0 and label else None
-        name, shared = scope.claim(label, span, reuse_key)
+        name, shared = scope.claim(label, label_span or span, reuse_key)
         self.append(flow, Layer(
             name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
             params=params, macs=op.macs(in_shape, out_shape, args),
@@ -530,6 +543,7 @@ class Checker:
                 raise self.error(TypeError_, f"{op.name} got '{key}' twice", arg.span)
             given[key] = (self.eval(arg.value, env), arg.value.span)
         bound: dict[str, object] = {}
+        spans = {key: span for key, (_, span) in given.items()}
         for param in op.params:
             if param.name in given:
                 value, span = given[param.name]
@@ -540,7 +554,7 @@ class Checker:
                                  f"{op.name}({', '.join(p.name for p in op.params if p.default is REQUIRED)}, ...)")
             else:
                 bound[param.name] = param.default(bound) if callable(param.default) else param.default
-        return bound
+        return bound, spans
 
     def coerce(self, op: LayerDef, param, value, span: Span):
         expected = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
@@ -635,6 +649,8 @@ class Checker:
         return method(expr, env)
 
     def eval_Literal(self, expr: ast.Literal, env: Env):
+        if isinstance(expr.value, float) and not math.isfinite(expr.value):
+            raise self.error(TypeError_, "number out of range", expr.span)
         return expr.value
 
     def eval_ListExpr(self, expr: ast.ListExpr, env: Env):
@@ -677,16 +693,23 @@ class Checker:
             try:
                 return value.attr(expr.attr)
             except KeyError:
-                raise self.error(NameError_, f"the input {value} has no '{expr.attr}'", expr.span,
-                                 did_you_mean(expr.attr, TensorShape.ATTRIBUTES)
-                                 or f"available: {', '.join(TensorShape.ATTRIBUTES)}") from None
+                if expr.attr in TensorShape.ATTRIBUTES:
+                    hint = "height and width exist only for [channels, height, width] inputs"
+                else:
+                    hint = (did_you_mean(expr.attr, TensorShape.ATTRIBUTES)
+                            or f"available: {', '.join(TensorShape.ATTRIBUTES)}")
+                raise self.error(NameError_, f"the input {value} has no '{expr.attr}'", expr.span, hint) from None
         raise self.error(TypeError_, f"a {type_name(value)} has no attributes (reading '.{expr.attr}')", expr.span)
 
     def eval_Index(self, expr: ast.Index, env: Env):
         value = self.eval(expr.value, env)
         index = self.eval(expr.index, env)
         if isinstance(value, dict):
-            if index not in value:
+            try:
+                found = index in value
+            except TypeError:  # an unhashable key such as a dict
+                raise self.error(TypeError_, f"a {type_name(index)} cannot be a dictionary key", expr.index.span) from None
+            if not found:
                 raise self.error(NameError_, f"key {show(index)} is not in {show(value)}", expr.index.span,
                                  f"known keys: {', '.join(show(k) for k in value)}")
             return value[index]
@@ -724,10 +747,15 @@ class Checker:
         if expr.op in _COMPARE:
             if expr.op in ("==", "!="):
                 return _COMPARE[expr.op](left, right)
-            if not ((is_number(left) and is_number(right)) or (type(left) is type(right) and isinstance(left, (str, tuple)))):
-                raise self.error(TypeError_, f"cannot compare {type_name(left)} {show(left)} with "
-                                 f"{type_name(right)} {show(right)}", expr.span)
-            return _COMPARE[expr.op](left, right)
+            comparable = (is_number(left) and is_number(right)) or (
+                type(left) is type(right) and isinstance(left, (str, tuple)))
+            try:
+                if comparable:
+                    return _COMPARE[expr.op](left, right)
+            except TypeError:  # lists holding values that do not order
+                pass
+            raise self.error(TypeError_, f"cannot compare {type_name(left)} {show(left)} with "
+                             f"{type_name(right)} {show(right)}", expr.span)
         return self.arithmetic(expr, left, right)
 
     def arithmetic(self, expr: ast.Binary, left, right):
@@ -753,6 +781,8 @@ class Checker:
             raise self.error(ParameterError, f"integer too large ({result.bit_length()} bits)", expr.span)
         if isinstance(result, complex):
             raise self.error(TypeError_, "result is not a real number", expr.span)
+        if isinstance(result, float) and not math.isfinite(result):
+            raise self.error(TypeError_, "number out of range", expr.span)
         return result
 
     def eval_Cond(self, expr: ast.Cond, env: Env):
@@ -776,11 +806,16 @@ class Checker:
             else:
                 kwargs[arg.name] = value
         try:
-            return func.fn(*args, **kwargs)
+            result = func.fn(*args, **kwargs)
         except ValueProblem as problem:
             raise self.error(TypeError_, str(problem), expr.span, func.signature) from None
         except TypeError:
             raise self.error(TypeError_, f"wrong arguments for {func.name}", expr.span, func.signature) from None
+        except (OverflowError, ValueError) as error:
+            raise self.error(TypeError_, f"{func.name}: {error}", expr.span) from None
+        if isinstance(result, float) and not math.isfinite(result):
+            raise self.error(TypeError_, f"{func.name}: number out of range", expr.span)
+        return result
 
 
 def _text(span: Span) -> str:

@@ -35,7 +35,8 @@ class Frame:
     path: str  # module path of the instance, e.g. "layer3.17"
 
     def __str__(self) -> str:
-        where = f", module {self.path}" if self.path else ""
+        path = self.path if len(self.path) <= 60 else f"...{self.path[-57:]}"
+        where = f", module {path}" if path else ""
         return (
             f"in block '{self.block}' ({_short(self.definition)}), "
             f"instantiated at {_short(self.call)}{where}"
@@ -52,6 +53,9 @@ _SOURCES: dict[str, str] = {}
 
 def remember_source(file: str, text: str) -> None:
     _SOURCES[file] = text
+
+
+MAX_FRAMES = 8  # instantiation frames printed in full
 
 
 @dataclass
@@ -82,7 +86,11 @@ class NetDSLError(Exception):
         quoted = _quote(self.span) if self.span else None
         if quoted:
             lines.extend(quoted)
-        for frame in reversed(self.trace):
+        frames = list(reversed(self.trace))
+        if len(frames) > MAX_FRAMES:  # deep recursion: the innermost and outermost frames tell the story
+            hidden = len(frames) - MAX_FRAMES + 1
+            frames = frames[:MAX_FRAMES // 2] + [f"... {hidden} more instantiations ..."] + frames[-(MAX_FRAMES // 2 - 1):]
+        for frame in frames:
             lines.append(f"  {frame}")
         if self.hint:
             lines.append(f"  hint: {self.hint}")

@@ -40,13 +40,22 @@ def _parser() -> Lark:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def keywords() -> frozenset[str]:
+    """The language's reserved words, read off the grammar's literal terminals."""
+    return frozenset(
+        t.pattern.value for t in _parser().terminals
+        if t.pattern.type == "str" and t.pattern.value.isidentifier()
+    )
+
+
 # Human names for the grammar's terminals, used in "expected ..." lists.
 _TOKEN_NAMES = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
     "COMPARE_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'",
-    "MINUS": "'-'", "$END": "end of file",
+    "MINUS": "'-'", "POW_OP": "'**'", "$END": "end of file",
 }
 
 
@@ -115,11 +124,12 @@ def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
     if expected and len(expected) <= 8:
         message += f"; expected {', '.join(expected[:-1]) + ' or ' if len(expected) > 1 else ''}{expected[-1]}"
     hint = None
-    if token.type == "EQUAL" and "COLON" in error.expected:
-        hint = "a label is written 'name: layer(...)'"
-    elif token.value in ("=",) and "COMPARE_OP" in str(error.expected):
+    before = text[:token.start_pos].rstrip() if token.start_pos is not None else ""
+    if token.type == "EQUAL" and "COMPARE_OP" in error.expected:
         hint = "comparison is '=='"
-    elif token.type == "X":
+    elif token.type == "EQUAL" and "COLON" in error.expected:
+        hint = "a label is written 'name: layer(...)'"
+    elif token.type == "X" or (token.type == "COLON" and re.search(r"(^|\W)x$", before)):
         hint = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
     end = Span(path, token.line, token.column, token.end_line, token.end_column)
     return SyntaxError_(message, end, hint)
@@ -252,15 +262,14 @@ class _ToAst(Transformer):
         return ast.Group(span=self._span(meta), body=children[0])
 
     def residual(self, meta, children):
-        args, body, shortcut = children
-        return ast.Residual(span=self._span(meta), args=args or [], body=body, shortcut=shortcut)
+        body, shortcut = children
+        return ast.Residual(span=self._span(meta), body=body, shortcut=shortcut)
 
     def shortcut(self, meta, children):
         return children[0]
 
     def inception(self, meta, children):
-        args, body = children
-        return ast.Inception(span=self._span(meta), args=args or [], body=body)
+        return ast.Inception(span=self._span(meta), body=children[0])
 
     def arg_list(self, meta, children):
         return [c for c in children if c is not None]
@@ -296,7 +305,7 @@ class _ToAst(Transformer):
         return self._binary(meta, children[0], str(children[1]), children[2])
 
     def pow_op(self, meta, children):
-        return self._binary(meta, children[0], "**", children[1])
+        return self._binary(meta, children[0], "**", children[2])
 
     def neg_op(self, meta, children):
         return ast.Unary(span=self._span(meta), op="-", operand=children[0])

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from . import ast
 from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
-from .parse import parse
+from .layers import REGISTRY
+from .parse import keywords, parse
 
 STDLIB = Path(__file__).resolve().parent / "std"
 MAX_IMPORT_DEPTH = 64
@@ -89,6 +90,11 @@ class _Loader:
             target = _find_import(imp, file)
             self.load(str(target), None, stack + (resolved,), at=imp.span)
         for decl in tree.decls:
+            if decl.name in REGISTRY:
+                raise NameError_(f"'{decl.name}' is a built-in layer; a block or network cannot take its name",
+                                 decl.span, f"rename it, e.g. '{decl.name}_block'")
+            if decl.name in keywords():
+                raise NameError_(f"'{decl.name}' is a reserved word and cannot be used as a name", decl.span)
             previous = self.program.decls.get(decl.name)
             if previous is not None:
                 raise NameError_(

@@ -96,6 +96,10 @@ def type_name(value) -> str:
     return "function"
 
 
+def article(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
 def show(value) -> str:
     """A value as netdsl source would spell it."""
     if isinstance(value, bool):
