@@ -54,6 +54,12 @@ class Index(Expr):
     index: Expr
 
 
+class Slice(Expr):
+    value: Expr
+    start: Expr | None
+    stop: Expr | None
+
+
 class Unary(Expr):
     op: str  # "-" or "not"
     operand: Expr
@@ -142,6 +148,24 @@ class Residual(Unit):
 
 
 class Inception(Unit):
+    body: list[Stmt]
+
+
+class Dense(Unit):
+    """`dense { body }`: the input concatenated with body(input) on channels (DenseNet)."""
+
+    body: list[Stmt]
+
+
+class Gate(Unit):
+    """`gate { body }`: the input multiplied by body(input) (squeeze-and-excitation)."""
+
+    body: list[Stmt]
+
+
+class Aux(Unit):
+    """`aux { body }`: an auxiliary head on the current tensor, an extra output in training."""
+
     body: list[Stmt]
 
 

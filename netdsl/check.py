@@ -19,7 +19,7 @@ from . import ast
 from .errors import (
     Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean,
 )
-from .graph import Concat, Layer, Module, Network, Residual, Shape
+from .graph import Aux, Concat, Gate, Layer, Module, Network, Residual, Shape
 from .parse import keywords
 from .layers import ARGUMENT_ALIASES, REGISTRY, REQUIRED, LayerDef, LayerProblem
 from .resolve import Program
@@ -170,6 +170,7 @@ class Checker:
         self.layer_count = 0
         self.globals = Env()
         self.label_span: Span | None = None  # the label of the layer statement being evaluated
+        self.root_flow: Flow | None = None  # the network's own chain: where auxiliary heads may tap
 
     # ---- errors ----------------------------------------------------------------------------
     def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
@@ -238,6 +239,7 @@ class Checker:
             raise self.error(ShapeError, f"network '{decl.name}' declares no input shape", decl.span,
                              "add 'input [3, 224, 224]' (channels, height, width) as its first statement")
         input_shape = flow.shape
+        self.root_flow = flow
         self.run(decl.body[position + 1:], env, scope, flow)
         root = self.module("", "network", name, flow, input_shape, decl.span)
         return Network(name=name, file=self.program.main_file, arguments=arguments,
@@ -364,23 +366,64 @@ class Checker:
             inner = Flow(flow.shape)
             self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
             self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
-        elif isinstance(unit, (ast.Residual, ast.Inception)):
+        elif isinstance(unit, ast.Aux):
+            self.aux(unit, label, label_span, env, scope, flow)
+        elif isinstance(unit, (ast.Residual, ast.Inception, ast.Dense, ast.Gate)):
             if label is None:  # transparent: its layers belong to the enclosing module
                 self.combinator(unit, env, scope, flow)
                 return
             name, _ = scope.claim(label, label_span or unit.span)
             inner = Flow(flow.shape)
             self.combinator(unit, env, Scope(scope.child_path(name)), inner)
-            kind_name = "Residual" if isinstance(unit, ast.Residual) else "Inception"
-            self.append(flow, self.module(name, "block", kind_name, inner, flow.shape, unit.span))
+            self.append(flow, self.module(name, "block", type(unit).__name__, inner, flow.shape, unit.span))
         else:  # pragma: no cover
             raise TypeError(f"unknown unit {unit!r}")
 
     def combinator(self, unit, env: Env, scope: Scope, flow: Flow) -> None:
         if isinstance(unit, ast.Residual):
             self.residual(unit, env, scope, flow)
-        else:
+        elif isinstance(unit, ast.Inception):
             self.inception(unit, env, scope, flow)
+        elif isinstance(unit, ast.Dense):
+            self.dense(unit, env, scope, flow)
+        else:
+            self.gate(unit, env, scope, flow)
+
+    def dense(self, unit: ast.Dense, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        body = Flow(in_shape)
+        self.run(unit.body, Env(env), scope, body)
+        if len(in_shape) != 3 or len(body.shape) != 3 or body.shape[1:] != in_shape[1:]:
+            raise self.error(ShapeError, f"dense: the body turns {shape_str(in_shape)} into {shape_str(body.shape)}, "
+                             "but concatenation with the input needs the same height and width", unit.span,
+                             "keep stride 1 and 'same' padding inside a dense body")
+        out_shape = (in_shape[0] + body.shape[0],) + in_shape[1:]
+        self.check_size(out_shape, unit.span)
+        self.append(flow, Concat(branches=[[], body.nodes], in_shape=in_shape, out_shape=out_shape, span=unit.span))
+
+    def gate(self, unit: ast.Gate, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        body = Flow(in_shape)
+        self.run(unit.body, Env(env), scope, body)
+        broadcast = body.shape == in_shape or (
+            len(in_shape) == 3 and body.shape == (in_shape[0], 1, 1))
+        if not broadcast:
+            expected = shape_str((in_shape[0], 1, 1)) if len(in_shape) == 3 else shape_str(in_shape)
+            raise self.error(ShapeError, f"gate: the body gives {shape_str(body.shape)}, but multiplying the input "
+                             f"{shape_str(in_shape)} needs {expected} or {shape_str(in_shape)}", unit.span,
+                             "end the body with as many channels as its input, e.g. conv(in.channels, 1)")
+        self.append(flow, Gate(body=body.nodes, in_shape=in_shape, out_shape=in_shape, span=unit.span))
+
+    def aux(self, unit: ast.Aux, label: str | None, label_span: Span | None, env: Env, scope: Scope,
+            flow: Flow) -> None:
+        if flow is not self.root_flow:
+            raise self.error(ShapeError, "auxiliary heads belong in the network's own body", unit.span,
+                             "move 'aux { ... }' out of blocks, groups and combinators")
+        name, _ = scope.claim(label, label_span or unit.span)
+        inner = Flow(flow.shape)
+        self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
+        head = self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span)
+        flow.nodes.append(Aux(head=head, in_shape=flow.shape, out_shape=flow.shape, span=unit.span))
 
     def residual(self, unit: ast.Residual, env: Env, scope: Scope, flow: Flow) -> None:
         in_shape = flow.shape
@@ -721,6 +764,18 @@ class Checker:
             raise self.error(TypeError_, f"index {index} is out of range for a list of {len(value)}",
                              expr.index.span)
         return value[index]
+
+    def eval_Slice(self, expr: ast.Slice, env: Env):
+        value = self.eval(expr.value, env)
+        if not isinstance(value, (tuple, str)):
+            raise self.error(TypeError_, f"cannot slice {article(type_name(value))}", expr.span)
+        bounds = []
+        for bound in (expr.start, expr.stop):
+            item = None if bound is None else self.eval(bound, env)
+            if item is not None and (isinstance(item, bool) or not isinstance(item, int)):
+                raise self.error(TypeError_, f"slice bounds must be integers, got {show(item)}", bound.span)
+            bounds.append(item)
+        return value[bounds[0]:bounds[1]]
 
     def eval_Unary(self, expr: ast.Unary, env: Env):
         value = self.eval(expr.operand, env)

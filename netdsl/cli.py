@@ -47,6 +47,12 @@ def make_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", help="output file (default: <network>.pt in the current directory)")
 
     commands.add_parser("layers", help="list the built-in layers and their parameters")
+
+    catalog = commands.add_parser("catalog", help="tabulate a directory of networks as Markdown")
+    catalog.add_argument("directory", help="a directory of .net files, e.g. networks")
+    catalog.add_argument("-o", "--output", help="write the table here (atomically) instead of stdout")
+    catalog.add_argument("--check", action="store_true", help="exit 1 if OUTPUT is not up to date")
+    catalog.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     return parser
 
 
@@ -147,7 +153,27 @@ def _cmd_layers(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers}
+def _cmd_catalog(args) -> int:
+    from pathlib import Path
+
+    from .catalog import entries, markdown
+    from .emit import write_atomically
+
+    text = markdown(entries(Path(args.directory)))
+    if args.output is None:
+        print(text, end="")
+    elif args.check:
+        current = Path(args.output).read_text(encoding="utf-8") if Path(args.output).exists() else ""
+        if current != text:
+            print(f"{args.output} is out of date; run: netdsl catalog {args.directory} -o {args.output}",
+                  file=sys.stderr)
+            return EXIT_USER
+    else:
+        write_atomically(args.output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return EXIT_OK
+
+
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,7 +71,27 @@ class Concat:
     span: Span
 
 
-Node = Union[Layer, Module, Residual, Concat]
+@dataclass
+class Gate:
+    """The input multiplied by `body(input)`, broadcast over space (squeeze-and-excitation)."""
+
+    body: list["Node"]
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+@dataclass
+class Aux:
+    """An auxiliary head reading the current tensor; returned as an extra output in training."""
+
+    head: Module
+    in_shape: Shape
+    out_shape: Shape  # the main path's shape: unchanged
+    span: Span
+
+
+Node = Union[Layer, Module, Residual, Concat, Gate, Aux]
 
 
 @dataclass
@@ -94,6 +114,10 @@ class Network:
     def macs(self) -> int:
         return self.root.macs
 
+    @property
+    def aux_heads(self) -> list[Aux]:
+        return [node for node in self.root.body if isinstance(node, Aux)]
+
     def layers(self) -> Iterator[tuple[str, Layer]]:
         """Every layer with its dotted module path, in definition order."""
         yield from _walk_layers(self.root, "")
@@ -112,6 +136,10 @@ def _named(nodes: list[Node]) -> Iterator[Union[Layer, Module]]:
         elif isinstance(node, Concat):
             for branch in node.branches:
                 yield from _named(branch)
+        elif isinstance(node, Gate):
+            yield from _named(node.body)
+        elif isinstance(node, Aux):
+            yield node.head
 
 
 def _walk_layers(module: Module, prefix: str) -> Iterator[tuple[str, Layer]]:

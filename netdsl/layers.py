@@ -35,11 +35,12 @@ class Param:
 
 @dataclass(frozen=True)
 class Emission:
-    """`nn.<cls>(*args, **kwargs)`, plus whether the module may run in place."""
+    """`nn.<cls>(*args, **kwargs)`; with `helper`, a class netdsl writes into the emitted source."""
 
     cls: str
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+    helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,53 @@ register(LayerDef(
     macs=lambda s, o, a: s[0] * a["out"],
     torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
     output_mutable=True,
+))
+
+# ---- regularization and arithmetic ---------------------------------------------------------
+
+def _probability(name: str):
+    def shape(in_shape: Shape, args: dict) -> Shape:
+        if not 0.0 <= args["p"] < 1.0:
+            raise LayerProblem(f"{name} probability must be in [0, 1), got {args['p']}", kind="param", param="p")
+        return in_shape
+    return shape
+
+
+register(LayerDef(
+    name="stochastic_depth",
+    doc="In training, drops the whole input of a sample (mode \"row\") or of the batch (\"batch\") with "
+        "probability p and rescales the rest; identity in eval (EfficientNet).",
+    params=(Param("p", "float"), Param("mode", "str", "row", choices=("row", "batch"))),
+    shape=_probability("stochastic_depth"), count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("StochasticDepth", (a["p"], a["mode"]), helper=True),
+))
+
+
+register(LayerDef(
+    name="mul", doc="Multiplies by a constant (the residual scaling of Inception-ResNet).",
+    params=(Param("factor", "float"),),
+    shape=lambda s, a: s, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Mul", (a["factor"],), helper=True),
+))
+
+
+def _pad_identity_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "pad_identity")
+    if args["out"] < channels:
+        raise LayerProblem(f"pad_identity cannot reduce channels from {channels} to {args['out']}",
+                           kind="param", param="out")
+    stride = args["stride"]
+    return (args["out"], -(-height // stride), -(-width // stride))
+
+
+register(LayerDef(
+    name="pad_identity",
+    doc="Parameter-free shortcut: subsamples by stride and zero-pads channels up to out "
+        "(option A of the CIFAR ResNets).",
+    params=(Param("out", "int", positive=True), Param("stride", "int", 1, positive=True)),
+    shape=_pad_identity_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("PadIdentity", (a["out"] - s[0], a["stride"]), helper=True),
+    aliases_input=True,
 ))
 
 # Alternative spellings accepted in calls: name → (op, {alias argument: real argument}).

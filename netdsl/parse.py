@@ -271,6 +271,15 @@ class _ToAst(Transformer):
     def inception(self, meta, children):
         return ast.Inception(span=self._span(meta), body=children[0])
 
+    def dense(self, meta, children):
+        return ast.Dense(span=self._span(meta), body=children[0])
+
+    def gate(self, meta, children):
+        return ast.Gate(span=self._span(meta), body=children[0])
+
+    def aux(self, meta, children):
+        return ast.Aux(span=self._span(meta), body=children[0])
+
     def arg_list(self, meta, children):
         return [c for c in children if c is not None]
 
@@ -312,6 +321,10 @@ class _ToAst(Transformer):
 
     def index_expr(self, meta, children):
         return ast.Index(span=self._span(meta), value=children[0], index=children[1])
+
+    def slice_expr(self, meta, children):
+        value, start, stop = children
+        return ast.Slice(span=self._span(meta), value=value, start=start, stop=stop)
 
     def attr_expr(self, meta, children):
         return ast.Attr(span=self._span(meta), value=children[0], attr=str(children[1]))

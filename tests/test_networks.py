@@ -1,9 +1,12 @@
-"""Every network in networks/: parse, check, emit, script, forward — and parity with its reference.
+"""Every network in networks/: parse, check, emit, script, forward, train — and its reference.
 
-Parametrized over the files themselves (adding a file adds its tests). Where torchvision has a
-model of the same name, the checker's parameter count, the emitted `state_dict` (keys, order and
-shapes), strict weight loading (eager and the TorchScript file `netdsl compile` writes) and the
-outputs (eval mode, max |Δ| ≤ 1e-4) must all match it.
+Parametrized over the files themselves (adding a file adds its tests). Each file names its
+reference in a `# reference:` comment (see netdsl/catalog.py):
+- torchvision NAME: parameter count, `state_dict` keys/order/shapes identical, torchvision's
+  weights load with strict=True into the eager module and the TorchScript file `netdsl compile`
+  writes, outputs equal in eval mode (max |Δ| ≤ 1e-4);
+- timm NAME: parameter count and output shape equal timm's;
+- paper COUNT: the parameter count derived in the file.
 """
 
 from __future__ import annotations
@@ -15,60 +18,97 @@ from pathlib import Path
 import pytest
 
 import netdsl
+from netdsl.catalog import entry, entries, markdown
+from netdsl.emit import script
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORK_FILES = sorted((ROOT / "networks").glob("*.net"))
+NETWORKS = ROOT / "networks"
+NETWORK_FILES = sorted(NETWORKS.glob("*.net"))
 TOLERANCE = 1e-4
-
 
 
 @pytest.fixture(scope="module", params=[p.stem for p in NETWORK_FILES])
 def net(request):
-    path = ROOT / "networks" / f"{request.param}.net"
-    graph = netdsl.check(path)
-    return path, graph
+    return entry(NETWORKS / f"{request.param}.net")
 
 
-def _reference(name: str):
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        return None
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _reference(item):
     torch.manual_seed(0)
-    return torchvision.models.get_model(name, weights=None)
+    if item.reference_kind == "torchvision":
+        return torchvision.models.get_model(item.reference, weights=None)
+    if item.reference_kind == "timm":
+        timm = pytest.importorskip("timm")
+        return timm.create_model(item.reference, pretrained=False)
+    return None
 
 
-def test_check_and_forward(net):
-    path, graph = net
-    assert graph.params > 0
-    torch.manual_seed(0)
-    model = netdsl.build(path).eval()
-    assert sum(p.numel() for p in model.parameters()) == graph.params
+def _main(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def test_declares_a_reference(net):
+    assert net.reference_kind in ("torchvision", "timm", "paper"), \
+        f"{net.file.name} needs a '# reference: torchvision|timm|paper ...' line"
+    assert net.summary, f"{net.file.name} needs a first comment line saying what it is"
+
+
+def test_eval_forward_and_script(net):
+    graph = netdsl.check(net.file)
+    model = netdsl.build(net.file).eval()
+    assert _count(model) == graph.params
     x = torch.randn(1, *graph.input_shape)
     with torch.no_grad():
         y = model(x)
-    assert tuple(y.shape) == (1, *graph.output_shape)
-    assert torch.isfinite(y).all()
+        assert isinstance(y, torch.Tensor), "eval mode returns only the main output"
+        assert tuple(y.shape) == (1, *graph.output_shape)
+        assert torch.isfinite(y).all()
+        scripted = script(model)
+        assert torch.equal(scripted(x), y)
 
 
 def test_training_step(net):
-    path, graph = net
-    model = netdsl.build(path).train()
-    x = torch.randn(2, *graph.input_shape)
-    model(x).sum().backward()  # in-place activations must not break autograd
-    assert all(p.grad is not None for p in model.parameters())
+    graph = netdsl.check(net.file)
+    model = netdsl.build(net.file).train()
+    output = model(torch.randn(2, *graph.input_shape))
+    heads = graph.aux_heads
+    if heads:
+        main, aux = output
+        assert len(aux) == len(heads)
+        assert [tuple(a.shape[1:]) for a in aux] == [h.head.out_shape for h in heads]
+        loss = main.sum() + sum(a.sum() for a in aux)
+    else:
+        assert isinstance(output, torch.Tensor)
+        loss = output.sum()
+    loss.backward()  # in-place activations must not break autograd
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing
+
+
+def test_reference_parameters_and_shape(net):
+    graph = netdsl.check(net.file)
+    if net.reference_kind == "paper":
+        assert graph.params == net.paper_params
+        return
+    reference = _reference(net).eval()
+    assert graph.params == _count(reference)
+    x = torch.randn(1, *graph.input_shape)
+    with torch.no_grad():
+        assert tuple(_main(reference(x)).shape) == (1, *graph.output_shape)
 
 
 def test_torchvision_parity(net, tmp_path):
-    path, graph = net
-    reference = _reference(graph.name)
-    if reference is None:
-        pytest.skip(f"torchvision has no model named {graph.name}")
-    reference.eval()
-    assert graph.params == sum(p.numel() for p in reference.parameters())
-
-    model = netdsl.build(path).eval()
+    if net.reference_kind != "torchvision":
+        pytest.skip(f"reference is {net.reference_kind}")
+    graph = netdsl.check(net.file)
+    reference = _reference(net).eval()
+    model = netdsl.build(net.file).eval()
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     assert list(ours) == list(theirs)
@@ -76,7 +116,7 @@ def test_torchvision_parity(net, tmp_path):
     model.load_state_dict(reference.state_dict(), strict=True)
 
     compiled = tmp_path / f"{graph.name}.pt"
-    result = subprocess.run([sys.executable, "-m", "netdsl", "compile", str(path), "-o", str(compiled)],
+    result = subprocess.run([sys.executable, "-m", "netdsl", "compile", str(net.file), "-o", str(compiled)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     scripted = torch.jit.load(str(compiled))
@@ -86,15 +126,22 @@ def test_torchvision_parity(net, tmp_path):
     torch.manual_seed(1)
     x = torch.randn(2, *graph.input_shape)
     with torch.no_grad():
-        expected = reference(x)
+        expected = _main(reference(x))
         assert (model(x) - expected).abs().max().item() <= TOLERANCE
         assert (scripted(x) - expected).abs().max().item() <= TOLERANCE
+
+
+def test_catalog_is_current():
+    expected = markdown(entries(NETWORKS))
+    readme = NETWORKS / "README.md"
+    assert readme.exists() and readme.read_text() == expected, \
+        "networks/README.md is stale; run: netdsl catalog networks -o networks/README.md"
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_torchscript_runs_on_cuda(tmp_path):
-    path = ROOT / "networks" / "resnet50.net"
+    path = NETWORKS / "resnet50.net"
     graph, saved = netdsl.compile(path, tmp_path / "resnet50.pt")
     model = torch.jit.load(str(saved), map_location="cuda").eval()
     reference = netdsl.build(path).eval()
