@@ -37,6 +37,8 @@ class Limits:
     layers: int = 200_000  # layers in one network
     elements: int = 2**31  # elements of one tensor, per sample
     int_bits: int = 256  # size of integers produced by arithmetic
+    steps: int = 200_000  # statements executed, loop iterations and repetitions, in all (resnet152: 571)
+    sequence: int = 100_000  # items in a list or characters in a string built by an expression
 
 
 def shape_str(shape: Shape) -> str:
@@ -168,6 +170,7 @@ class Checker:
         self.limits = limits
         self.trace: list[Frame] = []
         self.layer_count = 0
+        self.steps = 0
         self.globals = Env()
         self.label_span: Span | None = None  # the label of the layer statement being evaluated
         self.root_flow: Flow | None = None  # the network's own chain: where auxiliary heads may tap
@@ -259,8 +262,16 @@ class Checker:
         for stmt in stmts:
             self.statement(stmt, env, scope, flow, branches)
 
+    def tick(self, span: Span) -> None:
+        """One unit of work; a small file must not be able to make the checker run for ever."""
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise self.error(ParameterError, f"the network takes more than {self.limits.steps:,} evaluation steps "
+                             "to build", span, "look for a loop or a recursive block that does not terminate soon")
+
     def statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
                   branches: Branches | None = None) -> None:
+        self.tick(stmt.span)
         if isinstance(stmt, ast.Let):
             env.define(stmt.name, self.eval(stmt.value, env), stmt.span)
         elif isinstance(stmt, ast.Assert):
@@ -279,6 +290,7 @@ class Checker:
                 raise self.error(TypeError_, f"for expects a list, got {type_name(items)} {show(items)}",
                                  stmt.iterable.span, "use range(n) to count")
             for item in items:
+                self.tick(stmt.span)
                 inner = Env(env)
                 self.bind_targets(stmt, item, inner)
                 self.run(stmt.body, inner, scope, flow, branches)
@@ -330,11 +342,13 @@ class Checker:
                              stmt.repeat.span)
         if label is None:
             for _ in range(count):
+                self.tick(stmt.span)
                 self.unit(stmt.unit, None, env, scope, flow)
             return
         name, _ = scope.claim(label, self.label_span or stmt.span)
         inner_scope, inner = Scope(scope.child_path(name)), Flow(flow.shape)
         for _ in range(count):
+            self.tick(stmt.span)
             self.unit(stmt.unit, None, env, inner_scope, inner)
         self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, stmt.span))
 
@@ -817,9 +831,9 @@ class Checker:
         op = expr.op
         ok = is_number(left) and is_number(right)
         if op == "+" and type(left) is type(right) and isinstance(left, (tuple, str)):
-            ok = True
+            ok = len(left) + len(right) <= self.limits.sequence
         if op == "*" and isinstance(left, tuple) and isinstance(right, int) and not isinstance(right, bool):
-            ok = 0 <= len(left) * right <= 100_000
+            ok = 0 <= len(left) * right <= self.limits.sequence
         if not ok:
             raise self.error(TypeError_, f"operator '{op}' cannot combine {type_name(left)} {show(left)} and "
                              f"{type_name(right)} {show(right)}", expr.span)
@@ -886,4 +900,8 @@ def _text(span: Span) -> str:
 def check_program(program: Program, network: str | None = None, overrides: dict | None = None,
                   limits: Limits = Limits()) -> Network:
     decl = program.network(network)
-    return Checker(program, limits).network(decl, overrides or {})
+    try:
+        return Checker(program, limits).network(decl, overrides or {})
+    except RecursionError:
+        raise ParameterError("the network is nested too deeply to check", decl.span,
+                             "flatten deeply nested groups or expressions") from None

@@ -56,6 +56,7 @@ def remember_source(file: str, text: str) -> None:
 
 
 MAX_FRAMES = 8  # instantiation frames printed in full
+MAX_QUOTE = 100  # characters of a source line quoted under a diagnostic
 
 
 @dataclass
@@ -112,7 +113,14 @@ def _quote(span: Span) -> list[str] | None:
     width = 1
     if span.end_line == span.line and span.end_column and span.end_column > span.column:
         width = span.end_column - span.column
-    caret = " " * (span.column - 1) + "^" + "~" * (width - 1)
+    column = span.column
+    if len(source) > MAX_QUOTE:  # a long line: a window around the column
+        start = max(0, column - 1 - MAX_QUOTE // 2)
+        source = ("..." if start else "") + source[start:start + MAX_QUOTE] + (
+            "..." if start + MAX_QUOTE < len(source) else "")
+        column = column - start + (3 if start else 0)
+    width = max(1, min(width, len(source) - column + 1))
+    caret = " " * (column - 1) + "^" + "~" * (width - 1)
     return [gutter + source, " " * (len(gutter) - 2) + "| " + caret]
 
 

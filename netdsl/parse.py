@@ -86,6 +86,9 @@ def parse(text: str, path: str = "<string>") -> ast.SourceFile:
         if isinstance(error.orig_exc, NetDSLError):
             raise error.orig_exc from None
         raise
+    except RecursionError:
+        raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
+                           "flatten deeply nested groups or expressions") from None
 
 
 def parse_expr(text: str, span: Span) -> ast.Expr:

@@ -109,6 +109,11 @@ class _Loader:
 
 def _find_import(imp: ast.Import, importer: str) -> Path:
     relative = Path(imp.path)
+    if relative.is_absolute() or relative.suffix != ".net":
+        raise ImportError_(
+            f"cannot import '{imp.path}': imports are relative paths to .net files", imp.span,
+            "write the path relative to this file, or add its directory to NETDSL_PATH",
+        )
     candidates = [Path(importer).resolve().parent / relative]
     if imp.path.startswith("std/"):
         candidates.insert(0, STDLIB / relative.relative_to("std"))
