@@ -175,6 +175,12 @@ class LayerStmt(Stmt):
     repeat: Expr | None
 
 
+class Chain(Stmt):
+    """`a -> b -> c`: layers applied in turn; inside `inception`, one branch without a submodule."""
+
+    stmts: list[LayerStmt]
+
+
 Residual.model_rebuild()
 
 

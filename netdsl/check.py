@@ -308,11 +308,12 @@ class Checker:
         elif isinstance(stmt, ast.InputStmt):
             raise self.error(ShapeError, "'input' belongs at the start of a network", stmt.span,
                              "blocks receive their input from the caller; read its shape with in.channels")
-        elif isinstance(stmt, ast.LayerStmt):
-            if branches is not None:  # inside inception: every layer statement is a branch
+        elif isinstance(stmt, (ast.LayerStmt, ast.Chain)):
+            if branches is not None:  # inside inception: every layer statement or chain is a branch
                 flow = Flow(branches.in_shape)
                 branches.flows.append(flow)
-            self.layer_statement(stmt, env, scope, flow)
+            for layer_stmt in stmt.stmts if isinstance(stmt, ast.Chain) else [stmt]:
+                self.layer_statement(layer_stmt, env, scope, flow)
         else:  # pragma: no cover - the parser produces no other statements
             raise TypeError(f"unknown statement {stmt!r}")
 

@@ -193,7 +193,9 @@ class _SourceWriter:
     def child_expr(self, parent: Module, child, depth: int) -> str:
         if isinstance(child, Layer):
             return self.layer_expr(parent, child)
-        if child.kind == "sequential" or (child.kind == "block" and _is_numbered_chain(child)):
+        # nn.Sequential only computes a chain; a body with a residual, concat, gate or aux head needs
+        # a class of its own whatever its kind.
+        if child.is_sequence and (child.kind == "sequential" or _is_numbered_chain(child)):
             return self.sequential_expr(child, depth)
         return f"{self.module_class(child)}()"
 
@@ -235,7 +237,7 @@ class _SourceWriter:
         body = "\n".join(init) + "\n\n" + "\n".join(forward)
         name = self.classes.get(body)
         if name is None:
-            base = class_name(module.type_name)
+            base = class_name("group" if module.type_name == "Sequential" else module.type_name)
             name, counter = base, 1
             while name in self.taken:
                 counter += 1

@@ -55,7 +55,7 @@ _TOKEN_NAMES = {
     "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
     "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='", "DOT": "'.'",
     "COMPARE_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'",
-    "MINUS": "'-'", "POW_OP": "'**'", "$END": "end of file",
+    "MINUS": "'-'", "POW_OP": "'**'", "ARROW": "'->'", "$END": "end of file",
 }
 
 
@@ -231,6 +231,9 @@ class _ToAst(Transformer):
     def assert_stmt(self, meta, children):
         test, message = children
         return ast.Assert(span=self._span(meta), test=test, message=_unquote(message) if message else None)
+
+    def chain_stmt(self, meta, children):
+        return ast.Chain(span=self._span(meta), stmts=[c for c in children if isinstance(c, ast.LayerStmt)])
 
     def layer_stmt(self, meta, children):
         label, unit, repeat = children

@@ -79,12 +79,7 @@ class _Loader:
         if len(stack) > MAX_IMPORT_DEPTH:
             raise ImportError_(f"imports nested more than {MAX_IMPORT_DEPTH} deep", at)
         if source is None:
-            try:
-                source = Path(file).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise NetDSLError(f"no such file: {file}", at) from None
-            except (OSError, UnicodeDecodeError) as error:
-                raise NetDSLError(f"cannot read {file}: {error}", at) from None
+            source = _read(file, at)
         tree = parse(source, file)
         for imp in tree.imports:
             target = _find_import(imp, file)
@@ -107,6 +102,23 @@ class _Loader:
         self.done.add(resolved)
 
 
+def _read(file: str, at: Span | None) -> str:
+    try:
+        data = Path(file).read_bytes()
+    except FileNotFoundError:
+        raise NetDSLError(f"no such file: {file}", at) from None
+    except OSError as error:
+        raise NetDSLError(f"cannot read {file}: {error.strerror or error}", at) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        before = data[:error.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        raise NetDSLError(f"{file} is not UTF-8 text (byte 0x{data[error.start]:02x})",
+                          Span(file, line, column), "save the file as UTF-8") from None
+
+
 def _find_import(imp: ast.Import, importer: str) -> Path:
     relative = Path(imp.path)
     if relative.is_absolute() or relative.suffix != ".net":
@@ -119,8 +131,11 @@ def _find_import(imp: ast.Import, importer: str) -> Path:
         candidates.insert(0, STDLIB / relative.relative_to("std"))
     candidates += [directory / relative for directory in search_path()]
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # e.g. a name longer than the file system allows: not a file we can import
+            continue
     searched = ", ".join(str(c.parent) for c in candidates)
     raise ImportError_(
         f"cannot find '{imp.path}' (searched {searched})",

@@ -431,16 +431,16 @@ def test_keywords_are_contextual():
 
 def test_equals_instead_of_label_colon():
     error = syntax_error("network n {\n  input [3, 8, 8]\n  conv1 = conv(3)\n}\n",
-                         "unexpected '='; expected '(', ':', '{', '}', a name or a string")
+                         "unexpected '='; expected '(', '->', ':', '{', '}', a name or a string")
     assert at(error) == (FILE, 3, 9)
     assert error.hint == "a label is written 'name: layer(...)'"
 
 
 def test_syntax_error_format_is_compiler_like():
     error = syntax_error("network n {\n  input [3, 8, 8]\n  conv1 = conv(3)\n}\n",
-                         "unexpected '='; expected '(', ':', '{', '}', a name or a string")
+                         "unexpected '='; expected '(', '->', ':', '{', '}', a name or a string")
     assert error.format() == (
-        "grammar_test.net:3:9: error: unexpected '='; expected '(', ':', '{', '}', a name or a string\n"
+        "grammar_test.net:3:9: error: unexpected '='; expected '(', '->', ':', '{', '}', a name or a string\n"
         "    3 |   conv1 = conv(3)\n"
         "      |         ^\n"
         "  hint: a label is written 'name: layer(...)'"
@@ -469,7 +469,7 @@ def test_unclosed_paren_before_closing_brace():
 
 def test_extra_closing_paren():
     error = syntax_error("network n {\n  input [3, 8, 8]\n  conv(3, 3))\n}\n",
-                         "unexpected ')'; expected '{', '}', a name or a string")
+                         "unexpected ')'; expected '->', '{', '}', a name or a string")
     assert at(error) == (FILE, 3, 13)
 
 

@@ -111,8 +111,11 @@ def test_torchvision_parity(net, tmp_path):
     model = netdsl.build(net.file).eval()
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    assert list(ours) == list(theirs)
-    assert ours == theirs
+    assert ours == theirs  # same keys, same shapes
+    if not graph.aux_heads:
+        # Same order too. Auxiliary heads are registered where they tap the main path, while
+        # torchvision's GoogLeNet registers its heads after inception5b: there only the order differs.
+        assert list(ours) == list(theirs)
     model.load_state_dict(reference.state_dict(), strict=True)
 
     compiled = tmp_path / f"{graph.name}.pt"

@@ -1,0 +1,413 @@
+"""Fuzzing: random valid networks checked against PyTorch, and mutated sources checked for crashes.
+
+Two campaigns, both reproducible from a seed:
+- differential: `generate` writes a random *valid* network (convs with random kernel, stride,
+  padding, dilation and groups, pools, normalization, activations, residuals with and without
+  projections, inception branches, dense layers, squeeze-excitation gates, repetitions and
+  parameterized blocks, random input sizes); the checker's per-layer output shapes, parameter
+  count and output shape must equal what the emitted module does when run.
+- robustness: `mutate` damages a real .net file (deleted, duplicated and swapped tokens and
+  lines, truncation, random bytes, huge numbers, deep nesting), and random byte strings are fed in
+  too; every outcome must be success or a `NetDSLError` with a location — any other exception is
+  a bug.
+
+    python -m netdsl.fuzz --cases 100000 --seed 1 --report docs/fuzz-results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .api import check
+from .errors import NetDSLError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- the generator of valid networks -------------------------------------------------------
+
+class _Writer:
+    """Emits statements while tracking the shape, so every choice it makes is valid."""
+
+    def __init__(self, rng: random.Random):
+        self.rng = rng
+        self.lines: list[str] = []
+        self.labels = 0
+
+    def label(self) -> str:
+        if self.rng.random() < 0.5:
+            return ""
+        self.labels += 1
+        return f"l{self.labels}: "
+
+    def emit(self, text: str, depth: int) -> None:
+        self.lines.append("  " * depth + text)
+
+    # shape rules mirrored from PyTorch, used only to keep the generator's choices valid
+    @staticmethod
+    def out_len(size, kernel, stride, pad, dilation=1, ceil=False):
+        span = size + 2 * pad - dilation * (kernel - 1) - 1
+        if span < 0:
+            return 0
+        out = (-(-span // stride) if ceil else span // stride) + 1
+        if ceil and (out - 1) * stride >= size + pad:
+            out -= 1
+        return out
+
+    def conv(self, shape, depth, keep_spatial=False, out=None):
+        rng = self.rng
+        channels, height, width = shape
+        for _ in range(20):
+            kernel = rng.choice([1, 1, 3, 3, 5, 2])
+            dilation = 1 if keep_spatial or kernel == 1 else rng.choice([1, 1, 2])
+            stride = 1 if keep_spatial else rng.choice([1, 1, 2, 3])
+            pad = dilation * (kernel - 1) // 2 if keep_spatial else rng.randint(0, kernel // 2 + 1)
+            if keep_spatial and kernel % 2 == 0:
+                continue
+            out_channels = out or rng.choice([4, 6, 8, 12, 16])
+            groups = rng.choice([g for g in (1, 1, 2, 3, 4) if channels % g == 0 and out_channels % g == 0])
+            h = self.out_len(height, kernel, stride, pad, dilation)
+            w = self.out_len(width, kernel, stride, pad, dilation)
+            if h < 1 or w < 1:
+                continue
+            args = [str(out_channels), str(kernel)]
+            if stride != 1:
+                args.append(f"stride={stride}")
+            if pad:
+                args.append(f"pad={pad}")
+            if dilation != 1:
+                args.append(f"dilation={dilation}")
+            if groups != 1:
+                args.append(rng.choice([f"groups={groups}", f"cardinality={groups}"]))
+            if rng.random() < 0.3:
+                args.append("bias=false")
+            self.emit(f"{self.label()}conv({', '.join(args)})", depth)
+            return (out_channels, h, w)
+        return shape
+
+    def pool(self, shape, depth):
+        rng = self.rng
+        channels, height, width = shape
+        kind = rng.choice(["maxpool", "avgpool"])
+        kernel = rng.choice([1, 2, 3])
+        stride = rng.choice([1, 2, kernel])
+        pad = rng.randint(0, kernel // 2)
+        ceil = rng.random() < 0.3
+        h, w = (self.out_len(n, kernel, stride, pad, 1, ceil) for n in (height, width))
+        if h < 1 or w < 1:
+            return shape
+        args = [str(kernel), f"stride={stride}", f"pad={pad}"]
+        if ceil:
+            args.append("ceil=true")
+        if kind == "avgpool" and rng.random() < 0.5:
+            args.append("count_include_pad=false")
+        self.emit(f"{self.label()}{kind}({', '.join(args)})", depth)
+        return (channels, h, w)
+
+    def pointwise(self, shape, depth):
+        op = self.rng.choice(["relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
+                              "bn", "identity", "dropout(0.1)", "lrn(3)", "mul(0.5)"])
+        self.emit(f"{self.label()}{op}", depth)
+        return shape
+
+    def statement(self, shape, depth, budget):
+        rng = self.rng
+        roll = rng.random()
+        if budget <= 0 or depth > 4 or roll < 0.35:
+            return self.conv(shape, depth) if rng.random() < 0.5 else self.pointwise(shape, depth)
+        if roll < 0.45:
+            return self.pool(shape, depth)
+        if roll < 0.57:  # residual: identity or a generated projection (labelled: one `downsample` each)
+            self.labels += 1
+            self.emit(f"r{self.labels}: residual {{", depth)
+            inner = shape
+            for _ in range(rng.randint(1, 3)):
+                inner = self.statement(inner, depth + 1, budget - 1)
+            stride_ok = all(
+                next((s for s in range(1, a + 1) if (a - 1) // s + 1 == b), None) is not None
+                for a, b in zip(shape[1:], inner[1:]))
+            if inner != shape and not stride_ok:  # make the body come back to the input's shape
+                inner = self.conv(inner, depth + 1, keep_spatial=True, out=shape[0])
+                if inner[1:] != shape[1:]:
+                    self.emit("adaptive_avgpool([%d, %d])" % shape[1:], depth + 1)
+                inner = shape
+            self.emit("}", depth)
+            return inner
+        if roll < 0.67:  # inception: branches that keep height and width
+            self.emit("inception {", depth)
+            channels = 0
+            for _ in range(rng.randint(1, 3)):
+                if rng.random() < 0.5:
+                    self.emit(f"{self.label()}{{", depth + 1)
+                    inner = self.conv(shape, depth + 2, keep_spatial=True)
+                    inner = self.pointwise(inner, depth + 2)
+                    self.emit("}", depth + 1)
+                else:
+                    inner = self.conv(shape, depth + 1, keep_spatial=True)
+                channels += inner[0]
+            self.emit("}", depth)
+            return (channels, shape[1], shape[2])
+        if roll < 0.74:
+            growth = rng.choice([2, 4])
+            self.emit(f"dense {{ bn relu conv({growth}, 3, pad=1, bias=false) }}", depth)
+            return (shape[0] + growth, shape[1], shape[2])
+        if roll < 0.80:
+            squeeze = max(1, shape[0] // 4)
+            self.emit(f"gate {{ adaptive_avgpool(1) conv({squeeze}, 1) relu conv({shape[0]}, 1) sigmoid }}", depth)
+            return shape
+        if roll < 0.88:
+            count = rng.randint(0, 3)
+            self.emit(f"{self.label()}{{ conv({shape[0]}, 3, pad=1) bn relu }} x {count}", depth)
+            return shape
+        out = rng.choice([4, 8, 12])
+        stride = rng.choice([1, 2])
+        self.emit(f"{self.label()}unit({out}, stride={stride})", depth)
+        return (out, (shape[1] - 1) // stride + 1, (shape[2] - 1) // stride + 1)
+
+
+BLOCK = """block unit(out, stride=1) {
+  let mid = max(1, in.channels // 2)
+  residual {
+    conv1: conv(mid, 1, bias=false)
+    bn1: bn
+    relu: relu
+    conv2: conv(out, 3, stride=stride, pad=1, bias=false)
+    bn2: bn
+  }
+  relu: relu
+}
+"""
+
+
+def generate(rng: random.Random) -> str:
+    """A random valid network as .net source."""
+    writer = _Writer(rng)
+    shape = (rng.randint(1, 6), rng.randint(6, 32), rng.randint(6, 32))
+    writer.emit(f"input [{shape[0]}, {shape[1]}, {shape[2]}]", 1)
+    for _ in range(rng.randint(1, 7)):
+        shape = writer.statement(shape, 1, budget=3)
+    if rng.random() < 0.7:
+        if rng.random() < 0.5:
+            writer.emit("adaptive_avgpool(1)", 1)
+        writer.emit("flatten", 1)
+        for _ in range(rng.randint(1, 2)):
+            writer.emit(f"{writer.label()}linear({rng.randint(1, 12)})", 1)
+    return BLOCK + "network fuzzed {\n" + "\n".join(writer.lines) + "\n}\n"
+
+
+def differential(source: str, path: str = "fuzzed.net") -> list[str]:
+    """Mismatches between the checker and the emitted module run on a random input."""
+    import torch
+
+    from .emit import build
+
+    graph = check(path, source=source)
+    model = build(graph).eval()
+    problems = []
+    params = sum(p.numel() for p in model.parameters())
+    if params != graph.params:
+        problems.append(f"parameters: checker {graph.params}, torch {params}")
+    seen: dict[str, tuple] = {}
+    modules = dict(model.named_modules())
+    hooks = []
+    for layer_path, layer in graph.layers():
+        module = modules.get(layer_path)
+        if module is None:
+            problems.append(f"{layer_path}: no such module in the emitted model")
+            continue
+        def record(module, inputs, output, key=layer_path) -> None:  # must return None
+            seen.setdefault(key, tuple(output.shape[1:]))
+
+        hooks.append(module.register_forward_hook(record))
+    with torch.no_grad():
+        output = model(torch.randn(2, *graph.input_shape))
+    for hook in hooks:
+        hook.remove()
+    for layer_path, layer in graph.layers():
+        if layer_path in seen and seen[layer_path] != layer.out_shape:
+            problems.append(f"{layer_path} ({layer.op}): checker {list(layer.out_shape)}, torch {list(seen[layer_path])}")
+    if tuple(output.shape[1:]) != graph.output_shape:
+        problems.append(f"output: checker {list(graph.output_shape)}, torch {list(output.shape[1:])}")
+    return problems
+
+
+# ---- the mutation fuzzer ------------------------------------------------------------------
+
+_TOKEN = re.compile(r'"[^"\n]*"|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\*\*|//|[=!<>]=|\S')
+
+
+def mutate(text: str, rng: random.Random) -> str:
+    """`text` damaged by one to three random edits."""
+    for _ in range(rng.randint(1, 3)):
+        tokens = [m for m in _TOKEN.finditer(text)]
+        lines = text.split("\n")
+        kind = rng.randrange(10)
+        if kind == 0 and tokens:  # delete a token
+            t = rng.choice(tokens)
+            text = text[:t.start()] + text[t.end():]
+        elif kind == 1 and tokens:  # duplicate a token
+            t = rng.choice(tokens)
+            text = text[:t.end()] + " " + t.group() + text[t.end():]
+        elif kind == 2 and len(tokens) > 1:  # swap two tokens
+            a, b = sorted(rng.sample(tokens, 2), key=lambda m: m.start())
+            text = text[:a.start()] + b.group() + text[a.end():b.start()] + a.group() + text[b.end():]
+        elif kind == 3:  # delete, duplicate or swap lines
+            i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+            op = rng.randrange(3)
+            if op == 0:
+                del lines[i]
+            elif op == 1:
+                lines.insert(i, lines[j])
+            else:
+                lines[i], lines[j] = lines[j], lines[i]
+            text = "\n".join(lines)
+        elif kind == 4:  # truncate
+            text = text[:rng.randrange(len(text) + 1)]
+        elif kind == 5:  # random bytes (as text)
+            at = rng.randrange(len(text) + 1)
+            junk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))).decode("latin-1")
+            text = text[:at] + junk + text[at:]
+        elif kind == 6:  # a number made huge, zero or negative
+            numbers = [t for t in tokens if t.group()[0].isdigit()]
+            if numbers:
+                t = rng.choice(numbers)
+                value = rng.choice(["0", "-1", "10" * rng.randint(5, 40), "1e308", "99999999999", "0.5"])
+                text = text[:t.start()] + value + text[t.end():]
+        elif kind == 7:  # deep nesting
+            at = rng.randrange(len(text) + 1)
+            depth = rng.choice([10, 100, 1000, 5000])
+            opener = rng.choice(["(", "[", "{", "residual {", "-"])
+            closer = {"(": ")", "[": "]", "{": "}", "residual {": "}", "-": ""}[opener]
+            text = text[:at] + opener * depth + "1" + closer * depth + text[at:]
+        elif kind == 8 and tokens:  # a token replaced by a keyword or another name
+            t = rng.choice(tokens)
+            word = rng.choice(["x", "in", "residual", "network", "block", "let", "relu", "conv", "input",
+                               "__class__", "forward", "import", "0", "none", "true"])
+            text = text[:t.start()] + word + text[t.end():]
+        else:  # a repeat or loop made large
+            text = text.replace("x 3", rng.choice(["x 100000", "x -1", "x 1.5"]), 1)
+    return text
+
+
+@dataclass
+class Outcome:
+    ok: int = 0
+    errors: int = 0
+    bugs: list[str] = field(default_factory=list)
+
+
+def robust(source: str, path: str, outcome: Outcome) -> None:
+    """Check `source`; anything but success or a located `NetDSLError` is recorded as a bug."""
+    from .emit import python_source
+
+    try:
+        graph = check(path, source=source)
+        compile(python_source(graph), "<fuzz>", "exec")  # the emitter must handle what checks
+        outcome.ok += 1
+    except NetDSLError as error:
+        if error.span is None or error.span.line < 1 or error.span.column < 1:
+            outcome.bugs.append(f"error without a location: {error.message!r}\n--- source ---\n{source[:2000]}")
+        else:
+            error.format()  # formatting must not fail either
+            outcome.errors += 1
+    except Exception:  # noqa: BLE001 - exactly what the fuzzer looks for
+        outcome.bugs.append(f"{traceback.format_exc()}--- source ---\n{source[:2000]}")
+
+
+def seeds() -> list[Path]:
+    files = sorted((ROOT / "networks").glob("*.net")) if (ROOT / "networks").is_dir() else []
+    return files + sorted((Path(__file__).resolve().parent / "std").glob("*.net"))
+
+
+def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: float = 0.1,
+        verbose: bool = False) -> dict:
+    """Runs `cases` cases; returns counts and the bugs found."""
+    rng = random.Random(seed)
+    files = seeds()
+    texts = {path: path.read_text(encoding="utf-8") for path in files}
+    mutated, diff = Outcome(), Outcome()
+    diff_cases = mutation_cases = byte_cases = 0
+    start = time.time()
+    for case in range(cases):
+        roll = rng.random()
+        if roll < differential_share:
+            diff_cases += 1
+            source = generate(rng)
+            try:
+                problems = differential(source)
+            except Exception:  # noqa: BLE001
+                problems = [traceback.format_exc()]
+            if problems:
+                diff.bugs.append("\n".join(problems) + f"\n--- source ---\n{source}")
+            else:
+                diff.ok += 1
+        elif roll < differential_share + bytes_share:
+            byte_cases += 1
+            junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))).decode("utf-8", "replace")
+            robust(junk, str(ROOT / "networks" / "fuzz_bytes.net"), mutated)
+        else:
+            mutation_cases += 1
+            path = rng.choice(files)
+            robust(mutate(texts[path], rng), str(path), mutated)
+        if verbose and (case + 1) % 1000 == 0:
+            print(f"{case + 1} cases, {len(diff.bugs) + len(mutated.bugs)} bugs, {time.time() - start:.0f}s",
+                  file=sys.stderr)
+    return {
+        "cases": cases, "seed": seed, "seconds": round(time.time() - start, 1),
+        "differential": {"cases": diff_cases, "agreed": diff.ok, "bugs": diff.bugs},
+        "mutation": {"cases": mutation_cases + byte_cases, "random_bytes": byte_cases, "checked_ok": mutated.ok,
+                     "located_errors": mutated.errors, "bugs": mutated.bugs},
+    }
+
+
+def report_markdown(result: dict) -> str:
+    import platform
+
+    d, m = result["differential"], result["mutation"]
+    lines = [
+        "# Fuzzing results",
+        "",
+        f"Command: `python -m netdsl.fuzz --cases {result['cases']} --seed {result['seed']}` "
+        f"({result['seconds']} s on {platform.machine()}, Python {platform.python_version()}).",
+        "",
+        "| campaign | cases | passed | bugs |",
+        "|---|---:|---:|---:|",
+        f"| differential (checker vs emitted PyTorch module) | {d['cases']} | {d['agreed']} | {len(d['bugs'])} |",
+        f"| mutations of networks/ and std/ + random bytes ({m['random_bytes']}) | {m['cases']} | "
+        f"{m['checked_ok'] + m['located_errors']} ({m['checked_ok']} valid, {m['located_errors']} located errors) "
+        f"| {len(m['bugs'])} |",
+        "",
+    ]
+    for title, bugs in (("Differential", d["bugs"]), ("Mutation", m["bugs"])):
+        for bug in bugs[:20]:
+            lines += [f"## {title} bug", "", "```", bug.strip()[:3000], "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m netdsl.fuzz", description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--differential-share", type=float, default=0.2,
+                        help="fraction of cases that are generated networks run through PyTorch")
+    parser.add_argument("--report", help="write a Markdown summary here")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args.cases, args.seed, args.differential_share, verbose=not args.quiet)
+    text = report_markdown(result)
+    if args.report:
+        Path(args.report).write_text(text, encoding="utf-8")
+    print(text)
+    bugs = len(result["differential"]["bugs"]) + len(result["mutation"]["bugs"])
+    return 1 if bugs else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

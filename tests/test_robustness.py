@@ -1,0 +1,181 @@
+"""Robustness: random valid networks agree with PyTorch, damaged input never crashes netdsl,
+hostile input is bounded, and nothing from the source text reaches generated code raw.
+
+The long campaign is `python -m netdsl.fuzz --cases 100000` (see docs/fuzz-results.md).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import netdsl
+from netdsl import fuzz
+from netdsl.check import Limits
+from netdsl.emit import python_source, write_atomically
+from netdsl.errors import NetDSLError
+
+ROOT = Path(__file__).resolve().parent.parent
+DIFFERENTIAL_CASES = 150
+MUTATION_CASES = 600
+
+
+@pytest.mark.parametrize("seed", range(DIFFERENTIAL_CASES))
+def test_random_network_matches_pytorch(seed):
+    pytest.importorskip("torch")
+    source = fuzz.generate(random.Random(seed))
+    assert fuzz.differential(source) == []
+
+
+def test_generator_covers_the_language():
+    sources = "\n".join(fuzz.generate(random.Random(seed)) for seed in range(200))
+    for construct in ("residual {", "inception {", "dense {", "gate {", " x ", "unit(", "groups=", "cardinality=",
+                      "dilation=", "ceil=true", "count_include_pad=false", "linear(", "maxpool(", "avgpool("):
+        assert construct in sources, construct
+
+
+@pytest.mark.parametrize("chunk", range(6))
+def test_mutated_sources_give_success_or_a_located_error(chunk):
+    rng = random.Random(1000 + chunk)
+    files = fuzz.seeds()
+    texts = {path: path.read_text() for path in files}
+    outcome = fuzz.Outcome()
+    for _ in range(MUTATION_CASES // 6):
+        path = rng.choice(files)
+        fuzz.robust(fuzz.mutate(texts[path], rng), str(path), outcome)
+    assert outcome.bugs == []
+    assert outcome.errors > 0  # the mutations really do break files
+
+
+def test_random_bytes_give_located_errors():
+    rng = random.Random(7)
+    outcome = fuzz.Outcome()
+    for _ in range(200):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300))).decode("utf-8", "replace")
+        fuzz.robust(junk, "junk.net", outcome)
+    assert outcome.bugs == []
+
+
+def test_non_utf8_file_is_located(tmp_path):
+    path = tmp_path / "bad.net"
+    path.write_bytes(b"network n {\n  input [3, 8, 8] \xff }\n")
+    with pytest.raises(NetDSLError, match=r"is not UTF-8 text \(byte 0xff\)") as info:
+        netdsl.check(path)
+    assert (info.value.span.line, info.value.span.column) == (2, 19)
+
+
+# ---- limits: every bound is a clear error, never a hang ------------------------------------
+
+def _check_text(tmp_path, text: str, **kwargs):
+    path = tmp_path / "n.net"
+    path.write_text(text)
+    return netdsl.check(path, **kwargs)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("block b(n) { if n > 0 { b(n - 1) b(n - 1) } }\nnetwork n { input [3, 8, 8] b(60) }",
+     "the network takes more than 200,000 evaluation steps to build"),
+    ("network n { input [3, 8, 8] { { } x 10000 } x 10000 }", "more than 200,000 evaluation steps"),
+    ("block b { b }\nnetwork n { input [3, 8, 8] b }", "blocks nested more than 100 deep (does 'b' call itself?)"),
+    ("network n { input [3, 8, 8] relu x 100000 }", "repeat count 100000 exceeds the limit of 10000"),
+    ("network n { input [3, 8, 8] let a = 2 ** 100000 }", "2 ** 100000 is too large"),
+    ("network n { input [3, 8, 8] let a = range(1000000) }", "range of 1000000 items exceeds the limit"),
+    ("network n { input [3, 8, 8] let a = [0] * 1000000 }", "operator '*' cannot combine list"),
+    ("network n { input [3, 8, 8] let a = 1e400 }", "number out of range"),
+    ("network n { input [3, 65536, 65536] conv(1000, 1) }", "more than the limit of 2147483648"),
+    ("network n { input [3, 8, 8] " + "{" * 3000 + "relu" + "}" * 3000 + " }", "nested too deeply"),
+])
+def test_limits(tmp_path, text, message):
+    with pytest.raises(NetDSLError, match=re.escape(message)) as info:
+        _check_text(tmp_path, text)
+    assert info.value.span is not None
+
+
+def test_limits_are_configurable(tmp_path):
+    text = "network n { input [3, 8, 8] relu x 50 }"
+    assert _check_text(tmp_path, text).output_shape == (3, 8, 8)
+    with pytest.raises(NetDSLError, match="more than 20 layers"):
+        _check_text(tmp_path, text, limits=Limits(layers=20))
+
+
+def test_hostile_file_is_bounded_from_the_cli(tmp_path):
+    path = tmp_path / "slow.net"
+    path.write_text("block b(n) { if n > 0 { b(n - 1) b(n - 1) } }\nnetwork n { input [3, 8, 8] b(60) }")
+    result = subprocess.run([sys.executable, "-m", "netdsl", "check", str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "evaluation steps" in result.stderr
+
+
+def test_import_depth_and_absolute_imports(tmp_path):
+    for i in range(70):
+        (tmp_path / f"m{i}.net").write_text(f'import "m{i + 1}.net"\n')
+    (tmp_path / "m70.net").write_text("block leaf { relu }\n")
+    with pytest.raises(NetDSLError, match="imports nested more than 64 deep"):
+        netdsl.check(tmp_path / "m0.net")
+    (tmp_path / "abs.net").write_text('import "/etc/passwd"\nnetwork n { input [3, 8, 8] }\n')
+    with pytest.raises(NetDSLError, match="imports are relative paths to .net files") as info:
+        netdsl.check(tmp_path / "abs.net")
+    assert (info.value.span.line, info.value.span.column) == (1, 1)
+
+
+# ---- nothing from the source reaches generated code raw ------------------------------------
+
+SMUGGLE = [
+    'network n { input [3, 8, 8] "a = __import__(\'os\')": relu }',
+    'network n { input [3, 8, 8] "x\\nimport os": relu }',
+    'network n { input [3, 8, 8] __class__: relu }',
+    'network n { input [3, 8, 8] forward: relu }',
+    'network n { input [3, 8, 8] import: relu }',
+    'network n { input [3, 8, 8] dropout(p="0.5); import os") }',
+    'network n { input [3, 8, 8] stochastic_depth(0.1, mode="row\'); import os; (\'") }',
+]
+
+
+@pytest.mark.parametrize("text", SMUGGLE)
+def test_code_cannot_be_smuggled_through_names_or_strings(tmp_path, text):
+    with pytest.raises(NetDSLError):
+        _check_text(tmp_path, text)
+
+
+def test_generated_source_contains_only_validated_names(tmp_path):
+    evil_dir = tmp_path / "d"
+    evil_dir.mkdir()
+    path = evil_dir / "evil\nimport os\nos.system('echo pwned')\n.net"
+    path.write_text('block exec(n) { lambda_: conv(n, 1) }\n'
+                    'network print { input [3, 8, 8] eval_: exec(4) "os{1}": relu }\n')
+    source = python_source(netdsl.check(path))
+    lines = source.splitlines()
+    assert not any(line.lstrip().startswith(("import os", "os.system")) for line in lines)
+    assert lines[0] == ("# Generated by netdsl from evil\\nimport os\\nos.system('echo pwned')\\n.net "
+                        "(network print).")
+    assert all(line.startswith(("#", "import torch", "from torch", "class ", " ", "ROOT = ")) or not line
+               for line in source.splitlines())
+    torch = pytest.importorskip("torch")
+    model = netdsl.build(path)
+    assert [name for name, _ in model.named_children()] == ["eval_", "os1"]
+    scripted = torch.jit.script(model)
+    assert tuple(scripted(torch.randn(1, 3, 8, 8)).shape) == (1, 4, 8, 8)
+
+
+def test_interrupted_write_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "model.pt"
+
+    def interrupted(tmp):
+        Path(tmp).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(target, interrupted)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensor_loading_uses_weights_only():
+    # netdsl itself loads no tensors today; any torch.load added later must pass weights_only=True.
+    for path in (ROOT / "netdsl").rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", path.read_text()):
+            assert "weights_only=True" in call, f"{path.name}: {call}"
