@@ -163,6 +163,24 @@ class Gate(Unit):
     body: list[Stmt]
 
 
+class Add(Unit):
+    """`add { branch ... }`: the branches' outputs summed element-wise."""
+
+    body: list[Stmt]
+
+
+class From(Unit):
+    """`from name`: continue from the tensor named by `tap name` (or passed in as an argument)."""
+
+    name: str
+
+
+class Tap(Stmt):
+    """`tap name`: names the current tensor, for `from name` or a block argument later on."""
+
+    name: str
+
+
 class Aux(Unit):
     """`aux { body }`: an auxiliary head on the current tensor, an extra output in training."""
 

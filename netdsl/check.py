@@ -19,7 +19,7 @@ from . import ast
 from .errors import (
     Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean,
 )
-from .graph import Aux, Concat, Gate, Layer, Module, Network, Residual, Shape
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Residual, Shape, Sum, Tap, Wire
 from .parse import keywords
 from .layers import ARGUMENT_ALIASES, REGISTRY, REQUIRED, LayerDef, LayerProblem
 from .resolve import Program
@@ -93,6 +93,7 @@ class Scope:
     path: str  # dotted module path, for messages
     names: dict[str, Span] = field(default_factory=dict)
     stateless: dict[str, tuple] = field(default_factory=dict)  # reusable name -> (op, args)
+    wires: dict[str, Wire] = field(default_factory=dict)  # tensors named in this module's forward
 
     def claim(self, label: str | None, span: Span, reuse_key: tuple | None = None) -> tuple[str, bool]:
         """The child's name, and whether it reuses an existing parameter-free module."""
@@ -173,6 +174,8 @@ class Checker:
         self.steps = 0
         self.globals = Env()
         self.label_span: Span | None = None  # the label of the layer statement being evaluated
+        self.scope: Scope | None = None  # the module whose statement is being evaluated
+        self.wire_count = 0
         self.root_flow: Flow | None = None  # the network's own chain: where auxiliary heads may tap
 
     # ---- errors ----------------------------------------------------------------------------
@@ -272,7 +275,26 @@ class Checker:
     def statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
                   branches: Branches | None = None) -> None:
         self.tick(stmt.span)
-        if isinstance(stmt, ast.Let):
+        outer, self.scope = self.scope, scope  # expressions may name the scope's tensors
+        try:
+            self._statement(stmt, env, scope, flow, branches)
+        finally:
+            self.scope = outer
+
+    def _statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
+                   branches: Branches | None = None) -> None:
+        if isinstance(stmt, ast.Tap):
+            if flow is None:
+                raise self.error(ShapeError, f"'tap {stmt.name}' cannot stand alone as a branch", stmt.span,
+                                 "tap before the inception/add, or inside a chain's block")
+            if stmt.name in keywords():
+                raise self.error(NameError_, f"'{stmt.name}' is a reserved word and cannot be used as a name",
+                                 stmt.span)
+            self.wire_count += 1
+            wire = Wire(stmt.name, flow.shape, self.wire_count)
+            scope.wires[stmt.name] = wire
+            flow.nodes.append(Tap(wire=wire, in_shape=flow.shape, out_shape=flow.shape, span=stmt.span))
+        elif isinstance(stmt, ast.Let):
             env.define(stmt.name, self.eval(stmt.value, env), stmt.span)
         elif isinstance(stmt, ast.Assert):
             test = self.eval(stmt.test, env)
@@ -383,7 +405,13 @@ class Checker:
             self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
         elif isinstance(unit, ast.Aux):
             self.aux(unit, label, label_span, env, scope, flow)
-        elif isinstance(unit, (ast.Residual, ast.Inception, ast.Dense, ast.Gate)):
+        elif isinstance(unit, ast.From):
+            if label is not None:
+                raise self.error(TypeError_, "'from' selects a tensor and takes no label", label_span or unit.span)
+            wire = self.wire(unit.name, scope, unit.span)
+            flow.nodes.append(From(wire=wire, in_shape=flow.shape, out_shape=wire.shape, span=unit.span))
+            flow.shape = wire.shape
+        elif isinstance(unit, (ast.Residual, ast.Inception, ast.Dense, ast.Gate, ast.Add)):
             if label is None:  # transparent: its layers belong to the enclosing module
                 self.combinator(unit, env, scope, flow)
                 return
@@ -401,8 +429,33 @@ class Checker:
             self.inception(unit, env, scope, flow)
         elif isinstance(unit, ast.Dense):
             self.dense(unit, env, scope, flow)
+        elif isinstance(unit, ast.Add):
+            self.add(unit, env, scope, flow)
         else:
             self.gate(unit, env, scope, flow)
+
+    def wire(self, name: str, scope: Scope, span: Span) -> Wire:
+        wire = scope.wires.get(name)
+        if wire is None:
+            raise self.error(NameError_, f"no tensor named '{name}' in module '{scope.path or '<root>'}'", span,
+                             did_you_mean(name, scope.wires) or "name the current tensor with 'tap NAME' first; "
+                             "a block sees another module's tensors only when they are passed as arguments")
+        return wire
+
+    def add(self, unit: ast.Add, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        collected = Branches(in_shape)
+        self.run(unit.body, Env(env), scope, None, collected)
+        branches = collected.flows
+        if not branches:
+            raise self.error(ShapeError, "add needs at least one branch", unit.span)
+        first = branches[0].shape
+        for index, branch in enumerate(branches):
+            if branch.shape != first:
+                raise self.error(ShapeError, f"add: branch 1 gives {shape_str(first)} but branch {index + 1} gives "
+                                 f"{shape_str(branch.shape)}", unit.span, "summed branches need identical shapes")
+        self.append(flow, Sum(branches=[b.nodes for b in branches], in_shape=in_shape, out_shape=first,
+                              span=unit.span))
 
     def dense(self, unit: ast.Dense, env: Env, scope: Scope, flow: Flow) -> None:
         in_shape = flow.shape
@@ -694,9 +747,20 @@ class Checker:
                     raise self.error(TypeError_, f"block '{decl.name}' is missing its '{param.name}' argument",
                                      call.span, f"{decl.name}({', '.join(params)})")
                 env.define(param.name, value, param.span)
-            inner = Flow(flow.shape)
-            self.run(decl.body, Env(env), Scope(path), inner)
+            inner, block_scope = Flow(flow.shape), Scope(path)
+            inputs, parameters = [], []
+            for param in decl.params:  # tensors passed in become the block's own named tensors
+                value = env.values[param.name]
+                if isinstance(value, Wire):
+                    self.wire_count += 1
+                    local = Wire(param.name, value.shape, self.wire_count)
+                    block_scope.wires[param.name] = local
+                    env.values[param.name] = local
+                    inputs.append(value)
+                    parameters.append(local)
+            self.run(decl.body, Env(env), block_scope, inner)
             module = self.module(name, "block", decl.name, inner, flow.shape, call.span)
+            module.inputs, module.parameters = tuple(inputs), tuple(parameters)
         finally:
             self.trace.pop()
         self.append(flow, module)
@@ -729,6 +793,8 @@ class Checker:
             return env.lookup(expr.name)
         except KeyError:
             pass
+        if self.scope is not None and expr.name in self.scope.wires:
+            return self.scope.wires[expr.name]
         decl = self.program.decls.get(expr.name)
         if isinstance(decl, ast.BlockDef):
             return BlockRef(decl)

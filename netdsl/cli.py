@@ -46,7 +46,8 @@ def make_parser() -> argparse.ArgumentParser:
     _common(compile_)
     compile_.add_argument("-o", "--output", help="output file (default: <network>.pt in the current directory)")
 
-    commands.add_parser("layers", help="list the built-in layers and their parameters")
+    layers = commands.add_parser("layers", help="list the built-in layers and their parameters")
+    layers.add_argument("--markdown", action="store_true", help="print the table used in docs/language.md")
 
     catalog = commands.add_parser("catalog", help="tabulate a directory of networks as Markdown")
     catalog.add_argument("directory", help="a directory of .net files, e.g. networks")
@@ -137,19 +138,13 @@ def _cmd_compile(args) -> int:
 
 
 def _cmd_layers(args) -> int:
-    from .layers import REGISTRY, REQUIRED
+    from .layers import REGISTRY, markdown_table, signature
 
+    if args.markdown:
+        print(markdown_table(), end="")
+        return EXIT_OK
     for name, layer in sorted(REGISTRY.items()):
-        params = []
-        for p in layer.params:
-            if p.default is REQUIRED:
-                params.append(p.name)
-            elif callable(p.default):
-                params.append(f"{p.name}=<{p.doc or 'derived'}>")
-            else:
-                params.append(f"{p.name}={p.default!r}".replace("True", "true").replace("False", "false")
-                              .replace("None", "none"))
-        print(f"{name}({', '.join(params)})\n    {layer.doc}")
+        print(f"{signature(layer)}\n    {layer.doc}")
     return EXIT_OK
 
 

@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .graph import Aux, Concat, Gate, Layer, Module, Network, Node, Residual
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
 from .layers import REGISTRY
 
 INDENT = "    "
@@ -136,10 +136,12 @@ class _InplacePlan:
                 elif node.shortcut is not None:
                     self._module(node.shortcut)
                 owned = True  # a fresh sum
-            elif isinstance(node, Concat):
+            elif isinstance(node, (Concat, Sum)):
                 for branch in node.branches:
                     self._chain(module, branch, owned=False)
-                owned = True  # a fresh concatenation
+                owned = True  # a fresh concatenation or sum
+            elif isinstance(node, (Tap, From)):
+                owned = False  # a named tensor may be read again later
             elif isinstance(node, Gate):
                 self._chain(module, node.body, owned=False)
                 owned = False  # the product's backward reads both factors
@@ -263,13 +265,16 @@ class _Forward:
 
     def __init__(self):
         self.lines: list[str] = []
-        self.names: set[str] = {"x", "self", "torch", "nn", "Tensor"}
+        self.names: set[str] = {"x", "self", "torch", "nn", "Tensor", "aux"}
+        self.wires: dict[int, str] = {}  # wire key -> the variable holding it
 
     def fresh(self, base: str) -> str:
+        if keyword.iskeyword(base):
+            base += "_"
         name, counter = base, 1
         while name in self.names:
             counter += 1
-            name = f"{base}{counter}"
+            name = f"{base}_{counter}" if base[-1].isdigit() else f"{base}{counter}"
         self.names.add(name)
         return name
 
@@ -277,15 +282,19 @@ class _Forward:
         self.lines.append(f"{INDENT * 2}{text}")
 
     def function(self, module: Module) -> list[str]:
+        arguments = "x: Tensor"
+        for wire in module.parameters:  # tensors passed in besides x
+            self.wires[wire.key] = self.fresh(wire.name)
+            arguments += f", {self.wires[wire.key]}: Tensor"
         heads = [node for node in module.body if isinstance(node, Aux)]
         if not heads:
             result = self.chain(module.body, "x", "x")
-            return [f"{INDENT}def forward(self, x: Tensor) -> Tensor:", *self.lines, f"{INDENT * 2}return {result}"]
+            return [f"{INDENT}def forward(self, {arguments}) -> Tensor:", *self.lines,
+                    f"{INDENT * 2}return {result}"]
         # NOTE: [Auxiliary heads] as torchvision: (output, [aux outputs]) in training, output in eval.
-        self.names.add("aux")
         self.emit("aux: List[Tensor] = []")
         result = self.chain(module.body, "x", "x")
-        signature = f"{INDENT}def forward(self, x: Tensor) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:"
+        signature = f"{INDENT}def forward(self, {arguments}) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:"
         return [signature, *self.lines, f"{INDENT * 2}if self.training:", f"{INDENT * 3}return {result}, aux",
                 f"{INDENT * 2}return {result}"]
 
@@ -294,8 +303,21 @@ class _Forward:
         current = source
         for node in nodes:
             if isinstance(node, (Layer, Module)):
-                self.emit(f"{target} = {_attribute(node.name)}({current})")
+                extra = "".join(f", {self.wires[w.key]}" for w in getattr(node, "inputs", ()))
+                self.emit(f"{target} = {_attribute(node.name)}({current}{extra})")
                 current = target
+            elif isinstance(node, Tap):
+                self.wires[node.wire.key] = self.fresh(node.wire.name)
+                self.emit(f"{self.wires[node.wire.key]} = {current}")
+            elif isinstance(node, From):
+                current = self.wires[node.wire.key]
+            elif isinstance(node, Sum):
+                terms = []
+                for branch in node.branches:
+                    terms.append(self.chain(branch, current, self.fresh(f"branch{len(terms) + 1}")))
+                out = self.fresh("out")
+                self.emit(f"{out} = {' + '.join(terms)}")
+                current = target = out
             elif isinstance(node, Residual):
                 out = self.fresh("out")
                 result = self.chain(node.body, current, out)

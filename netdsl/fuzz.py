@@ -367,6 +367,29 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
     }
 
 
+def _worker(job: tuple) -> dict:
+    cases, seed, share, verbose = job
+    return run(cases, seed, share, verbose=verbose)
+
+
+def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = 0.2, verbose: bool = False) -> dict:
+    """`run` split over `jobs` processes (seeds seed*1000+k); results merged."""
+    import multiprocessing
+
+    shares = [cases // jobs + (1 if k < cases % jobs else 0) for k in range(jobs)]
+    work = [(n, seed * 1000 + k, differential_share, verbose and k == 0) for k, n in enumerate(shares)]
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        parts = pool.map(_worker, work)
+    merged = {"cases": cases, "seed": seed, "jobs": jobs, "seconds": max(p["seconds"] for p in parts),
+              "differential": {"cases": 0, "agreed": 0, "bugs": []},
+              "mutation": {"cases": 0, "random_bytes": 0, "checked_ok": 0, "located_errors": 0, "bugs": []}}
+    for part in parts:
+        for campaign in ("differential", "mutation"):
+            for key, value in part[campaign].items():
+                merged[campaign][key] += value
+    return merged
+
+
 def report_markdown(result: dict) -> str:
     import platform
 
@@ -374,7 +397,8 @@ def report_markdown(result: dict) -> str:
     lines = [
         "# Fuzzing results",
         "",
-        f"Command: `python -m netdsl.fuzz --cases {result['cases']} --seed {result['seed']}` "
+        f"Command: `python -m netdsl.fuzz --cases {result['cases']} --seed {result['seed']}"
+        f"{' --jobs ' + str(result['jobs']) if result.get('jobs', 1) > 1 else ''}` "
         f"({result['seconds']} s on {platform.machine()}, Python {platform.python_version()}).",
         "",
         "| campaign | cases | passed | bugs |",
@@ -397,10 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--differential-share", type=float, default=0.2,
                         help="fraction of cases that are generated networks run through PyTorch")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--report", help="write a Markdown summary here")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    result = run(args.cases, args.seed, args.differential_share, verbose=not args.quiet)
+    if args.jobs > 1:
+        result = run_parallel(args.cases, args.seed, args.jobs, args.differential_share, verbose=not args.quiet)
+    else:
+        result = run(args.cases, args.seed, args.differential_share, verbose=not args.quiet)
     text = report_markdown(result)
     if args.report:
         Path(args.report).write_text(text, encoding="utf-8")

@@ -17,6 +17,15 @@ from .errors import Frame, Span
 Shape = tuple[int, ...]  # per-sample shape, batch dimension implicit: (C, H, W) or (features,)
 
 
+@dataclass(eq=False)
+class Wire:
+    """A named tensor inside one module's forward: made by `tap`, or a block's tensor argument."""
+
+    name: str
+    shape: Shape
+    key: int  # unique per network: a later `tap` of the same name is a new wire
+
+
 @dataclass
 class Layer:
     name: str  # attribute name inside the enclosing module ("conv1", or "2" when unlabelled)
@@ -43,6 +52,8 @@ class Module:
     params: int = 0
     macs: int = 0
     trace: tuple[Frame, ...] = ()
+    inputs: tuple[Wire, ...] = ()  # extra tensor arguments, as wires of the calling module
+    parameters: tuple[Wire, ...] = ()  # the same tensors as wires inside this module
 
     def children(self) -> Iterator[Union[Layer, "Module"]]:
         """Named children in definition order (looking through combinators)."""
@@ -50,8 +61,9 @@ class Module:
 
     @property
     def is_sequence(self) -> bool:
-        """True when the body is a plain chain of children (no residual, no concat)."""
-        return all(isinstance(node, (Layer, Module)) for node in self.body)
+        """True when the body is a plain chain of single-input children (no combinator, no wire)."""
+        return not self.parameters and all(
+            isinstance(node, Layer) or (isinstance(node, Module) and not node.inputs) for node in self.body)
 
 
 @dataclass
@@ -91,7 +103,37 @@ class Aux:
     span: Span
 
 
-Node = Union[Layer, Module, Residual, Concat, Gate, Aux]
+@dataclass
+class Sum:
+    """Branches applied to the same input (or to named tensors), summed element-wise."""
+
+    branches: list[list["Node"]]
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+@dataclass
+class Tap:
+    """Names the current tensor (`tap name`)."""
+
+    wire: Wire
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+@dataclass
+class From:
+    """Continues from a named tensor (`from name`)."""
+
+    wire: Wire
+    in_shape: Shape
+    out_shape: Shape
+    span: Span
+
+
+Node = Union[Layer, Module, Residual, Concat, Gate, Aux, Sum, Tap, From]
 
 
 @dataclass
@@ -133,7 +175,7 @@ def _named(nodes: list[Node]) -> Iterator[Union[Layer, Module]]:
             yield from _named(node.body)
             if node.shortcut is not None:
                 yield node.shortcut
-        elif isinstance(node, Concat):
+        elif isinstance(node, (Concat, Sum)):
             for branch in node.branches:
                 yield from _named(branch)
         elif isinstance(node, Gate):

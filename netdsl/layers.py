@@ -418,6 +418,67 @@ register(LayerDef(
     aliases_input=True,
 ))
 
+def _zeropad_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "zeropad")
+    height += args["top"] + args["bottom"]
+    width += args["left"] + args["right"]
+    if height < 1 or width < 1:
+        raise LayerProblem(f"zeropad leaves an empty output ({height} x {width}) from {_fmt(in_shape)}")
+    return (channels, height, width)
+
+
+register(LayerDef(
+    name="zeropad",
+    doc="Pads with zeros on each side; negative amounts crop (NASNet shifts a path by one pixel).",
+    params=(Param("left", "int"), Param("right", "int", lambda b: b["left"]),
+            Param("top", "int", lambda b: b["left"]), Param("bottom", "int", lambda b: b["top"])),
+    shape=_zeropad_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("ZeroPad2d", ((a["left"], a["right"], a["top"], a["bottom"]),)),
+))
+
+def _show_default(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def signature(layer: LayerDef) -> str:
+    """`conv(out, kernel, stride=1, ...)`, as a user writes it."""
+    parts = []
+    for p in layer.params:
+        if p.default is REQUIRED:
+            parts.append(p.name)
+        elif callable(p.default):
+            parts.append(f"{p.name}=<{p.doc or 'derived'}>")
+        else:
+            parts.append(f"{p.name}={_show_default(p.default)}")
+    return f"{layer.name}({', '.join(parts)})" if parts else layer.name
+
+
+def markdown_table() -> str:
+    """The registry as the Markdown table in docs/language.md."""
+    samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True}
+    rows = ["| layer | PyTorch | description |", "|---|---|---|"]
+    for name, layer in sorted(REGISTRY.items()):
+        args = {}
+        for p in layer.params:
+            if p.default is REQUIRED:
+                args[p.name] = p.choices[0] if p.choices else samples[p.kind]
+            else:
+                args[p.name] = p.default(args) if callable(p.default) else p.default
+        emission = layer.torch((8, 16, 16), args)
+        torch_name = emission.cls if emission.helper else f"nn.{emission.cls}"
+        aliases = ARGUMENT_ALIASES.get(name, {})
+        doc = layer.doc + (" Aliases: " + ", ".join(f"`{a}` = `{r}`" for a, r in aliases.items()) + "."
+                           if aliases else "")
+        rows.append(f"| `{signature(layer)}` | `{torch_name}` | {doc} |")
+    return "\n".join(rows) + "\n"
+
+
 # Alternative spellings accepted in calls: name → (op, {alias argument: real argument}).
 ARGUMENT_ALIASES = {"conv": {"cardinality": "groups", "padding": "pad"},
                     "maxpool": {"padding": "pad", "ceil_mode": "ceil"},

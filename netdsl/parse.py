@@ -283,6 +283,15 @@ class _ToAst(Transformer):
     def gate(self, meta, children):
         return ast.Gate(span=self._span(meta), body=children[0])
 
+    def add(self, meta, children):
+        return ast.Add(span=self._span(meta), body=children[0])
+
+    def from_(self, meta, children):
+        return ast.From(span=self._span(meta), name=str(children[0]))
+
+    def tap_stmt(self, meta, children):
+        return ast.Tap(span=self._span(meta), name=str(children[0]))
+
     def aux(self, meta, children):
         return ast.Aux(span=self._span(meta), body=children[0])
 

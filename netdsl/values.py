@@ -93,6 +93,8 @@ def type_name(value) -> str:
         return "layer"
     if isinstance(value, TensorShape):
         return "shape"
+    if type(value).__name__ == "Wire":
+        return "tensor"
     return "function"
 
 
@@ -112,6 +114,8 @@ def show(value) -> str:
         return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{show(k)}: {show(v)}" for k, v in value.items()) + "}"
+    if type(value).__name__ == "Wire":
+        return f"tensor {value.name} [{', '.join(map(str, value.shape))}]"
     return str(value)
 
 

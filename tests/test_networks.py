@@ -5,7 +5,8 @@ reference in a `# reference:` comment (see netdsl/catalog.py):
 - torchvision NAME: parameter count, `state_dict` keys/order/shapes identical, torchvision's
   weights load with strict=True into the eager module and the TorchScript file `netdsl compile`
   writes, outputs equal in eval mode (max |Δ| ≤ 1e-4);
-- timm NAME: parameter count and output shape equal timm's;
+- timm NAME: parameter count and output shape equal timm's; where the state_dict names match
+  timm's too, timm's weights load with strict=True and the outputs are equal;
 - paper COUNT: the parameter count derived in the file.
 """
 
@@ -101,6 +102,28 @@ def test_reference_parameters_and_shape(net):
     x = torch.randn(1, *graph.input_shape)
     with torch.no_grad():
         assert tuple(_main(reference(x)).shape) == (1, *graph.output_shape)
+
+
+def test_timm_weights_where_names_match(net):
+    """Where a timm mirror also has timm's state_dict names, timm's weights load and outputs agree."""
+    if net.reference_kind != "timm":
+        pytest.skip(f"reference is {net.reference_kind}")
+    graph = netdsl.check(net.file)
+    reference = _reference(net).eval()
+    model = netdsl.build(net.file).eval()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    if ours != theirs:
+        pytest.skip("state_dict names differ from timm's; parameter count and output shape are compared")
+    state = reference.state_dict()
+    for key, value in state.items():  # non-trivial batch-norm statistics make the comparison meaningful
+        if key.endswith(("running_mean", "running_var")):
+            state[key] = torch.rand_like(value) + 0.5
+    reference.load_state_dict(state)
+    model.load_state_dict(state, strict=True)
+    x = torch.randn(1, *graph.input_shape)
+    with torch.no_grad():
+        assert (model(x) - _main(reference(x))).abs().max().item() <= TOLERANCE
 
 
 def test_torchvision_parity(net, tmp_path):
