@@ -368,6 +368,9 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
 
 
 def _worker(job: tuple) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core: threads inside would only contend
     cases, seed, share, verbose = job
     return run(cases, seed, share, verbose=verbose)
 
