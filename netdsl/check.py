@@ -186,7 +186,12 @@ class Checker:
     def network(self, decl: ast.Decl, overrides: dict) -> Network:
         name = decl.name
         defaults: dict[str, object] = {}
+        chain = [decl.name]
         while isinstance(decl, ast.VariantDef):
+            if decl.base in chain:
+                raise self.error(NameError_, f"variant cycle: {' -> '.join(chain + [decl.base])}", decl.base_span,
+                                 "a variant must be based on a network defined with a body")
+            chain.append(decl.base)
             base = self.program.decls.get(decl.base)
             if not isinstance(base, (ast.NetworkDef, ast.VariantDef)):
                 candidates = [d.name for d in self.program.decls.values()

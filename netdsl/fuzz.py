@@ -17,7 +17,9 @@ Two campaigns, both reproducible from a seed:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import signal
 import re
 import sys
 import time
@@ -296,6 +298,32 @@ def mutate(text: str, rng: random.Random) -> str:
     return text
 
 
+CASE_SECONDS = 60  # far beyond any honest case (the slowest take a few seconds): a hang
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raises `Hang` in the main thread when the block runs longer than `seconds` (POSIX)."""
+    if not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise Hang(f"no answer after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass
 class Outcome:
     ok: int = 0
@@ -308,8 +336,9 @@ def robust(source: str, path: str, outcome: Outcome) -> None:
     from .emit import python_source
 
     try:
-        graph = check(path, source=source)
-        compile(python_source(graph), "<fuzz>", "exec")  # the emitter must handle what checks
+        with _deadline(CASE_SECONDS):
+            graph = check(path, source=source)
+            compile(python_source(graph), "<fuzz>", "exec")  # the emitter must handle what checks
         outcome.ok += 1
     except NetDSLError as error:
         if error.span is None or error.span.line < 1 or error.span.column < 1:
@@ -341,7 +370,8 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
             diff_cases += 1
             source = generate(rng)
             try:
-                problems = differential(source)
+                with _deadline(CASE_SECONDS):
+                    problems = differential(source)
             except Exception:  # noqa: BLE001
                 problems = [traceback.format_exc()]
             if problems:

@@ -96,6 +96,26 @@ def test_limits(tmp_path, text, message):
     assert info.value.span is not None
 
 
+def test_variant_cycle_is_an_error_not_a_hang(tmp_path):
+    # Found by the long fuzz run: a mutation turned resnet152.net into a variant of itself.
+    with pytest.raises(NetDSLError, match=r"variant cycle: a -> b -> a") as info:
+        _check_text(tmp_path, "network a = b(depth=1)\nnetwork b = a(depth=2)\n", network="a")
+    assert (info.value.span.line, info.value.span.column) == (2, 13)
+
+
+def test_fuzzer_reports_a_hang_instead_of_stalling(monkeypatch):
+    monkeypatch.setattr(fuzz, "CASE_SECONDS", 0.2)
+
+    def slow_check(*args, **kwargs):
+        import time
+        time.sleep(5)
+
+    monkeypatch.setattr(fuzz, "check", slow_check)
+    outcome = fuzz.Outcome()
+    fuzz.robust("network n { input [3, 8, 8] }", "n.net", outcome)
+    assert len(outcome.bugs) == 1 and "Hang: no answer after 0.2 s" in outcome.bugs[0]
+
+
 def test_limits_are_configurable(tmp_path):
     text = "network n { input [3, 8, 8] relu x 50 }"
     assert _check_text(tmp_path, text).output_shape == (3, 8, 8)
