@@ -710,8 +710,10 @@ class Checker:
                 value = value[0] if value[0] == value[1] else value
             elif not is_int(value):
                 raise fail()
-        if param.positive and value < 1:
-            raise self.error(ParameterError, f"{op.name}: '{param.name}' must be at least 1, got {show(value)}", span)
+        if param.minimum is not None and value is not None:
+            if min(value if isinstance(value, tuple) else (value,)) < param.minimum:
+                raise self.error(ParameterError, f"{op.name}: '{param.name}' must be at least {param.minimum}, "
+                                 f"got {show(value)}", span)
         return value
 
     def instantiate(self, decl: ast.BlockDef, call: ast.Call, caller: Env, name: str, scope: Scope,

@@ -30,7 +30,7 @@ class Param:
     default: object = REQUIRED  # a value, REQUIRED, or a callable of the arguments bound so far
     doc: str = ""
     choices: tuple = ()
-    positive: bool = False
+    minimum: int | None = None  # the smallest value allowed (for pairs: for each element)
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,6 @@ def _conv_shape(in_shape: Shape, args: dict) -> Shape:
             f"conv output channels {args['out']} are not divisible by groups={groups}",
             kind="param", param="groups",
         )
-    for name in ("kernel", "stride", "dilation"):
-        if min(_pair(args[name])) < 1:
-            raise LayerProblem(f"conv {name} must be at least 1, got {args[name]}", kind="param", param=name)
-    if min(_pair(args["pad"])) < 0:
-        raise LayerProblem(f"conv pad must not be negative, got {args['pad']}", kind="param", param="pad")
     _, height, width = _window(in_shape, args, "conv")
     return (args["out"], height, width)
 
@@ -164,12 +159,12 @@ register(LayerDef(
     name="conv",
     doc="2-D convolution (groups=in_channels gives a depthwise convolution).",
     params=(
-        Param("out", "int", doc="output channels", positive=True),
-        Param("kernel", "pair", doc="kernel size"),
-        Param("stride", "pair", 1),
-        Param("pad", "pair", 0, doc="zero padding on each side"),
-        Param("dilation", "pair", 1),
-        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", positive=True),
+        Param("out", "int", doc="output channels", minimum=1),
+        Param("kernel", "pair", doc="kernel size", minimum=1),
+        Param("stride", "pair", 1, minimum=1),
+        Param("pad", "pair", 0, doc="zero padding on each side", minimum=0),
+        Param("dilation", "pair", 1, minimum=1),
+        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", minimum=1),
         Param("bias", "bool", True),
     ),
     shape=_conv_shape,
@@ -217,7 +212,7 @@ def _lrn_torch(in_shape: Shape, args: dict) -> Emission:
 register(LayerDef(
     name="lrn",
     doc="Local response normalization across channels (AlexNet).",
-    params=(Param("size", "int", positive=True), Param("alpha", "float", 1e-4),
+    params=(Param("size", "int", minimum=1), Param("alpha", "float", 1e-4),
             Param("beta", "float", 0.75), Param("k", "float", 1.0)),
     shape=lambda s, a: _spatial(s, "lrn"),
     count=_zero, macs=_zero, torch=_lrn_torch,
@@ -267,9 +262,9 @@ register(LayerDef(
 
 def _pool_params(extra: tuple[Param, ...] = ()) -> tuple[Param, ...]:
     return (
-        Param("kernel", "pair"),
-        Param("stride", "pair", lambda bound: bound["kernel"], doc="defaults to the kernel size"),
-        Param("pad", "pair", 0),
+        Param("kernel", "pair", minimum=1),
+        Param("stride", "pair", lambda bound: bound["kernel"], doc="defaults to the kernel size", minimum=1),
+        Param("pad", "pair", 0, minimum=0),
         Param("ceil", "bool", False, doc="ceil_mode: round the output size up"),
     ) + extra
 
@@ -320,14 +315,12 @@ def _adaptive(name: str, cls: str, doc: str) -> None:
     def shape(in_shape: Shape, args: dict) -> Shape:
         channels = _spatial(in_shape, name)[0]
         height, width = _pair(args["size"])
-        if min(height, width) < 1:
-            raise LayerProblem(f"{name} size must be at least 1, got {args['size']}", kind="param", param="size")
         return (channels, height, width)
 
     def torch(in_shape: Shape, args: dict) -> Emission:
         return Emission(cls, (_pair(args["size"]),))
 
-    register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1),),
+    register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1, minimum=1),),
                       shape=shape, count=_zero, macs=_zero, torch=torch, output_mutable=True))
 
 
@@ -362,7 +355,7 @@ def _linear_shape(in_shape: Shape, args: dict) -> Shape:
 
 register(LayerDef(
     name="linear", doc="Fully connected layer.",
-    params=(Param("out", "int", doc="output features", positive=True), Param("bias", "bool", True),
+    params=(Param("out", "int", doc="output features", minimum=1), Param("bias", "bool", True),
             Param("in_features", "int", None, doc="optional: asserts the input size")),
     shape=_linear_shape,
     count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
@@ -412,7 +405,7 @@ register(LayerDef(
     name="pad_identity",
     doc="Parameter-free shortcut: subsamples by stride and zero-pads channels up to out "
         "(option A of the CIFAR ResNets).",
-    params=(Param("out", "int", positive=True), Param("stride", "int", 1, positive=True)),
+    params=(Param("out", "int", minimum=1), Param("stride", "int", 1, minimum=1)),
     shape=_pad_identity_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("PadIdentity", (a["out"] - s[0], a["stride"]), helper=True),
     aliases_input=True,

@@ -96,6 +96,18 @@ def test_limits(tmp_path, text, message):
     assert info.value.span is not None
 
 
+@pytest.mark.parametrize("layer, message", [
+    # Found by the long fuzz run: a mutated pooling stride of 0 divided by zero.
+    ("maxpool(3, stride=0)", "maxpool: 'stride' must be at least 1, got 0"),
+    ("avgpool([2, 0])", "avgpool: 'kernel' must be at least 1, got [2, 0]"),
+    ("maxpool(2, pad=-1)", "maxpool: 'pad' must be at least 0, got -1"),
+    ("conv(4, 3, dilation=0)", "conv: 'dilation' must be at least 1, got 0"),
+])
+def test_window_parameters_are_range_checked(tmp_path, layer, message):
+    with pytest.raises(NetDSLError, match=re.escape(message)):
+        _check_text(tmp_path, f"network n {{ input [3, 8, 8] {layer} }}")
+
+
 def test_variant_cycle_is_an_error_not_a_hang(tmp_path):
     # Found by the long fuzz run: a mutation turned resnet152.net into a variant of itself.
     with pytest.raises(NetDSLError, match=r"variant cycle: a -> b -> a") as info:
