@@ -68,8 +68,9 @@ def markdown(items: list[Entry]) -> str:
         "a test keeps it current.",
         "",
         "Reference: **torchvision** — identical `state_dict` keys and shapes, torchvision's weights load "
-        "with `strict=True`, equal outputs; **timm** — same parameter count and output shape; "
-        "**paper** — the parameter count derived in the file's comments.",
+        "with `strict=True`, equal outputs; **timm** — same parameter count and output shape, and where the "
+        "`state_dict` names are timm's too (all six today), timm's weights load and every module's output "
+        "agrees; **paper** — the parameter count derived in the file's comments.",
         "",
         "| file | input | parameters | GMACs | reference | what it is |",
         "|---|---|---:|---:|---|---|",

@@ -444,7 +444,11 @@ def report_markdown(result: dict) -> str:
     ]
     for title, bugs in (("Differential", d["bugs"]), ("Mutation", m["bugs"])):
         for bug in bugs[:20]:
-            lines += [f"## {title} bug", "", "```", bug.strip()[:3000], "```", ""]
+            problem, _, source = bug.partition("--- source ---")
+            problem_lines = problem.strip().splitlines()
+            shown = problem_lines if len(problem_lines) <= 16 else ["..."] + problem_lines[-15:]
+            lines += [f"## {title} bug", "", "```", *shown, "--- source (first 40 lines) ---",
+                      *source.strip().splitlines()[:40], "```", ""]
     return "\n".join(lines)
 
 

@@ -82,10 +82,13 @@ def parse(text: str, path: str = "<string>") -> ast.SourceFile:
         raise _syntax_error(error, text, path) from None
     try:
         return _ToAst(path).transform(tree)
-    except VisitError as error:  # only a label template's own syntax error gets here
+    except VisitError as error:  # a label template's own syntax error, or nesting too deep
         if isinstance(error.orig_exc, NetDSLError):
             raise error.orig_exc from None
-        raise
+        if not isinstance(error.orig_exc, RecursionError):
+            raise
+        raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
+                           "flatten deeply nested groups or expressions") from None
     except RecursionError:
         raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
                            "flatten deeply nested groups or expressions") from None

@@ -211,3 +211,25 @@ def test_tensor_loading_uses_weights_only():
     for path in (ROOT / "netdsl").rglob("*.py"):
         for call in re.findall(r"torch\.load\([^)]*\)", path.read_text()):
             assert "weights_only=True" in call, f"{path.name}: {call}"
+
+
+def test_deep_nesting_inside_a_lark_callback_is_located(tmp_path):
+    # Found by the long fuzz run: a RecursionError raised inside lark's transformer arrives
+    # wrapped in lark's VisitError.
+    from lark.exceptions import VisitError
+
+    from netdsl import parse as parse_module
+
+    class Deep(parse_module._ToAst):
+        def body(self, meta, children):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    original = parse_module._ToAst
+    parse_module._ToAst = Deep
+    try:
+        with pytest.raises(NetDSLError, match="nested too deeply to parse") as info:
+            parse_module.parse("network n { input [3, 8, 8] }", "n.net")
+    finally:
+        parse_module._ToAst = original
+    assert not isinstance(info.value, VisitError)
+    assert (info.value.span.line, info.value.span.column) == (1, 1)
