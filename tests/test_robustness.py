@@ -216,10 +216,12 @@ def test_tensor_loading_uses_weights_only():
 def test_deep_nesting_inside_a_lark_callback_is_located(tmp_path):
     # Found by the long fuzz run: a RecursionError raised inside lark's transformer arrives
     # wrapped in lark's VisitError.
+    from lark import v_args
     from lark.exceptions import VisitError
 
     from netdsl import parse as parse_module
 
+    @v_args(meta=True)
     class Deep(parse_module._ToAst):
         def body(self, meta, children):
             raise RecursionError("maximum recursion depth exceeded")
