@@ -447,13 +447,17 @@ class Checker:
                              "a block sees another module's tensors only when they are passed as arguments")
         return wire
 
-    def add(self, unit: ast.Add, env: Env, scope: Scope, flow: Flow) -> None:
-        in_shape = flow.shape
+    def branches(self, unit, kind: str, env: Env, scope: Scope, in_shape: Shape) -> list[Flow]:
+        """Runs an inception or add body: every layer statement or chain is a branch from `in_shape`."""
         collected = Branches(in_shape)
         self.run(unit.body, Env(env), scope, None, collected)
-        branches = collected.flows
-        if not branches:
-            raise self.error(ShapeError, "add needs at least one branch", unit.span)
+        if not collected.flows:
+            raise self.error(ShapeError, f"{kind} needs at least one branch", unit.span)
+        return collected.flows
+
+    def add(self, unit: ast.Add, env: Env, scope: Scope, flow: Flow) -> None:
+        in_shape = flow.shape
+        branches = self.branches(unit, "add", env, scope, in_shape)
         first = branches[0].shape
         for index, branch in enumerate(branches):
             if branch.shape != first:
@@ -552,11 +556,7 @@ class Checker:
 
     def inception(self, unit: ast.Inception, env: Env, scope: Scope, flow: Flow) -> None:
         in_shape = flow.shape
-        collected = Branches(in_shape)
-        self.run(unit.body, Env(env), scope, None, collected)
-        branches = collected.flows
-        if not branches:
-            raise self.error(ShapeError, "inception needs at least one branch", unit.span)
+        branches = self.branches(unit, "inception", env, scope, in_shape)
         first = branches[0].shape
         for index, branch in enumerate(branches):
             if len(branch.shape) != 3 or branch.shape[1:] != first[1:]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 
@@ -188,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netdsl: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `netdsl layers | head`: the reader left; stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # killed by SIGPIPE
     except Exception:  # noqa: BLE001 - the last line of defence: report, never crash silently
         print("netdsl: internal error: this is a bug in netdsl; please report it with the traceback below",
               file=sys.stderr)

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .values import show
+
 Shape = tuple[int, ...]
 REQUIRED = object()
 
@@ -429,16 +431,6 @@ register(LayerDef(
     torch=lambda s, a: Emission("ZeroPad2d", ((a["left"], a["right"], a["top"], a["bottom"]),)),
 ))
 
-def _show_default(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "none"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
-
-
 def signature(layer: LayerDef) -> str:
     """`conv(out, kernel, stride=1, ...)`, as a user writes it."""
     parts = []
@@ -448,7 +440,7 @@ def signature(layer: LayerDef) -> str:
         elif callable(p.default):
             parts.append(f"{p.name}=<{p.doc or 'derived'}>")
         else:
-            parts.append(f"{p.name}={_show_default(p.default)}")
+            parts.append(f"{p.name}={show(p.default)}")
     return f"{layer.name}({', '.join(parts)})" if parts else layer.name
 
 

@@ -142,3 +142,13 @@ def test_failed_compile_leaves_existing_output_untouched(tmp_path):
     assert "conv output would be empty" in result.stderr
     assert out.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.net", "model.pt"]
+
+
+def test_closed_pipe_is_not_an_internal_error():
+    process = subprocess.Popen([sys.executable, "-m", "netdsl", "layers"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # the reader goes away, like `netdsl layers | head -1`
+    stderr = process.stderr.read().decode()
+    assert process.wait() in (0, 141)
+    assert "internal error" not in stderr and "Traceback" not in stderr

@@ -50,6 +50,16 @@ def _reference(item):
     return None
 
 
+def _against_reference(net):
+    """The checked graph, the reference and our module (both in eval mode), and their state_dict shapes."""
+    graph = netdsl.check(net.file)
+    reference = _reference(net).eval()
+    model = netdsl.build(net.file).eval()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    return graph, reference, model, ours, theirs
+
+
 def _main(output):
     return output[0] if isinstance(output, tuple) else output
 
@@ -108,11 +118,7 @@ def test_timm_weights_where_names_match(net):
     """Where a timm mirror also has timm's state_dict names, timm's weights load and outputs agree."""
     if net.reference_kind != "timm":
         pytest.skip(f"reference is {net.reference_kind}")
-    graph = netdsl.check(net.file)
-    reference = _reference(net).eval()
-    model = netdsl.build(net.file).eval()
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    graph, reference, model, ours, theirs = _against_reference(net)
     if ours != theirs:
         pytest.skip("state_dict names differ from timm's; parameter count and output shape are compared")
     state = reference.state_dict()
@@ -160,11 +166,7 @@ def _record(model) -> dict:
 def test_torchvision_parity(net, tmp_path):
     if net.reference_kind != "torchvision":
         pytest.skip(f"reference is {net.reference_kind}")
-    graph = netdsl.check(net.file)
-    reference = _reference(net).eval()
-    model = netdsl.build(net.file).eval()
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    graph, reference, model, ours, theirs = _against_reference(net)
     assert ours == theirs  # same keys, same shapes
     if not graph.aux_heads:
         # Same order too. Auxiliary heads are registered where they tap the main path, while
