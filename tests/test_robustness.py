@@ -235,3 +235,11 @@ def test_deep_nesting_inside_a_lark_callback_is_located(tmp_path):
         parse_module._ToAst = original
     assert not isinstance(info.value, VisitError)
     assert (info.value.span.line, info.value.span.column) == (1, 1)
+
+
+def test_overlong_import_name_is_a_located_import_error(tmp_path):
+    # Found by a fuzz run: the file system's "File name too long" escaped as OSError.
+    name = "r" + "-" * 400 + ".net"
+    with pytest.raises(NetDSLError, match=r"cannot find 'r-+\.net'") as info:
+        _check_text(tmp_path, f'import "{name}"\nnetwork n {{ input [3, 8, 8] }}\n')
+    assert (info.value.span.line, info.value.span.column) == (1, 1)
