@@ -52,13 +52,31 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
 
 
 def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
-            network: str | None = None, **overrides) -> tuple[Network, Path]:
-    """Check, build and save a TorchScript file (atomically); returns the graph and the path."""
-    from .emit import build as build_module, save_torchscript
+            network: str | None = None, format: str = "torchscript", dtype: str | None = None,
+            device: str | None = None, **overrides) -> tuple[Network, Path]:
+    """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
+    "export" (a `torch.export` program, `torch.export.load`) or "python" (standalone source).
+    `dtype` ("float32", "float16", "bfloat16") and `device` apply to the tensor formats."""
+    from .emit import FORMATS, build as build_module, save_export, save_python, save_torchscript
 
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "python" and (dtype or device):
+        raise ValueError("--dtype and --device apply to the torchscript and export formats")
     graph = check(path, network=network, **overrides)
-    target = Path(output) if output is not None else Path(f"{graph.name}.pt")
-    save_torchscript(build_module(graph), target)
+    target = Path(output) if output is not None else Path(f"{graph.name}{FORMATS[format]}")
+    if format == "python":
+        save_python(graph, target)
+        return graph, target
+    import torch
+
+    model = build_module(graph)
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    model.to(device=device, dtype=torch_dtype)
+    if format == "export":
+        save_export(model, target, graph.input_shape, torch_dtype, device)
+    else:
+        save_torchscript(model, target)
     return graph, target
 
 

@@ -45,7 +45,14 @@ def make_parser() -> argparse.ArgumentParser:
 
     compile_ = commands.add_parser("compile", help="compile a network to a TorchScript file")
     _common(compile_)
-    compile_.add_argument("-o", "--output", help="output file (default: <network>.pt in the current directory)")
+    compile_.add_argument("-o", "--output",
+                          help="output file (default: <network>.pt, .pt2 or .py in the current directory)")
+    compile_.add_argument("--format", choices=["torchscript", "export", "python"], default="torchscript",
+                          help="torchscript (torch.jit.load), export (torch.export program, .pt2) or python "
+                               "(standalone module source); default torchscript")
+    compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                          help="parameter dtype of the saved model (torchscript and export)")
+    compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript and export)")
 
     layers = commands.add_parser("layers", help="list the built-in layers and their parameters")
     layers.add_argument("--markdown", action="store_true", help="print the table used in docs/language.md")
@@ -132,9 +139,20 @@ def _cmd_compile(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise _UsageError("compile needs PyTorch: pip install torch") from None
-    network, path = api.compile(args.file, args.output, network=args.network, **_overrides(args.overrides))
+    if args.format == "python" and (args.dtype or args.device):
+        raise _UsageError("--dtype and --device apply to the torchscript and export formats")
+    if args.device and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _UsageError(f"--device {args.device}: no CUDA device is available")
+    network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
+                                dtype=args.dtype, device=args.device, **_overrides(args.overrides))
     print(overview(network))
-    print(f"wrote {path} (TorchScript; load with torch.jit.load)")
+    how = {"torchscript": "TorchScript; load with torch.jit.load",
+           "export": "torch.export program; load with torch.export.load(path).module()",
+           "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[args.format]
+    print(f"wrote {path} ({how})")
     return EXIT_OK
 
 

@@ -153,3 +153,22 @@ def test_closed_pipe_is_not_an_internal_error():
     stderr = process.stderr.read().decode()
     assert process.wait() == 141
     assert "internal error" not in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "python", "--dtype", "float16"], "--dtype and --device apply to the torchscript and export formats"),
+    (["--format", "onnx"], "invalid choice: 'onnx'"),
+])
+def test_compile_format_usage_errors(tmp_path, args, message):
+    result = netdsl("compile", RESNET18, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_for_cuda_without_a_gpu_is_a_usage_error(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = netdsl("compile", RESNET18, "--device", "cuda", cwd=tmp_path)
+    assert result.returncode == 2 and "--device cuda: no CUDA device is available" in result.stderr

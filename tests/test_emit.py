@@ -111,3 +111,69 @@ def test_write_atomically_keeps_old_file_on_failure(tmp_path):
         write_atomically(target, failing)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+# ---- compile formats -----------------------------------------------------------------------
+
+def _compile(tmp_path, *args):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "netdsl", "compile", *args], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_python_format_is_a_standalone_module(tmp_path):
+    import importlib.util
+
+    path = ROOT / "networks" / "googlenet.net"
+    _compile(tmp_path, str(path), "--format", "python")
+    written = tmp_path / "googlenet.py"
+    assert written.read_text() == python_source(netdsl.check(path))
+    spec = importlib.util.spec_from_file_location("generated_googlenet", written)
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    reference = netdsl.build(path).eval()
+    model = generated.ROOT().eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+    model.train()
+    main, aux = model(x)  # auxiliary heads present in training
+    assert len(aux) == 2
+
+
+def test_export_format_runs_at_any_batch_size(tmp_path):
+    path = ROOT / "networks" / "resnet18.net"
+    _compile(tmp_path, str(path), "--format", "export", "-D", "classes=10")
+    program = torch.export.load(str(tmp_path / "resnet18.pt2"))
+    exported = program.module()
+    reference = netdsl.build(path, classes=10).eval()
+    reference.load_state_dict(exported.state_dict(), strict=True)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            assert (exported(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+def test_dtype_flag(tmp_path):
+    path = ROOT / "networks" / "resnet18.net"
+    _compile(tmp_path, str(path), "--dtype", "bfloat16", "-o", "r18.pt")
+    model = torch.jit.load(str(tmp_path / "r18.pt")).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        y = model(torch.randn(1, 3, 64, 64, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_flag_cuda_export(tmp_path):
+    path = ROOT / "networks" / "mobilenet_v2.net"
+    _compile(tmp_path, str(path), "--format", "export", "--device", "cuda", "--dtype", "float16")
+    model = torch.export.load(str(tmp_path / "mobilenet_v2.pt2")).module()
+    y = model(torch.randn(4, 3, 224, 224, device="cuda", dtype=torch.float16))
+    assert y.is_cuda and y.shape == (4, 1000)
