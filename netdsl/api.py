@@ -16,6 +16,10 @@ from .parse import parse_expr
 from .resolve import load
 
 
+class OptionError(ValueError):
+    """Options that do not go together (a usage error at the command line)."""
+
+
 def _python_value(value, name: str):
     if isinstance(value, (list, tuple)):
         return tuple(_python_value(v, name) for v in value)
@@ -60,9 +64,9 @@ def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
     from .emit import FORMATS, build as build_module, save_export, save_python, save_torchscript
 
     if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        raise OptionError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
     if format == "python" and (dtype or device):
-        raise ValueError("--dtype and --device apply to the torchscript and export formats")
+        raise OptionError("--dtype and --device apply to the torchscript and export formats")
     graph = check(path, network=network, **overrides)
     target = Path(output) if output is not None else Path(f"{graph.name}{FORMATS[format]}")
     if format == "python":

@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import ast
 from .errors import (
-    Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean,
+    Frame, NameError_, NetDSLError, ParameterError, ShapeError, Span, TypeError_, did_you_mean, span_text,
 )
 from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Residual, Shape, Sum, Tap, Wire
 from .parse import keywords
@@ -307,8 +307,8 @@ class Checker:
                 raise self.error(TypeError_, f"assert expects a condition, got {type_name(test)} {show(test)}",
                                  stmt.test.span)
             if not test:
-                raise self.error(ParameterError, stmt.message or f"assertion failed: {_text(stmt.test.span)}",
-                                 stmt.span)
+                failed = span_text(stmt.test.span) or "condition"
+                raise self.error(ParameterError, stmt.message or f"assertion failed: {failed}", stmt.span)
         elif isinstance(stmt, ast.For):
             items = self.eval(stmt.iterable, env)
             if isinstance(items, dict):
@@ -633,31 +633,39 @@ class Checker:
             raise self.error(ShapeError, f"tensor {shape_str(shape)} has {math.prod(shape)} elements per sample, "
                              f"more than the limit of {self.limits.elements}", span)
 
-    def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> dict:
-        aliases = ARGUMENT_ALIASES.get(op.name, {})
+    def match_arguments(self, call: ast.Call, names: list[str], what: str, env: Env, too_many: str,
+                        hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
+        """Pairs a call's arguments with parameter `names`: {name: (value, span of the value)}."""
+        aliases = aliases or {}
         given: dict[str, tuple[object, Span]] = {}
         positional_done = False
         for index, arg in enumerate(call.args):
             if arg.name is None:
                 if positional_done:
                     raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
-                if index >= len(op.params):
-                    raise self.error(TypeError_, f"{op.name} takes at most {len(op.params)} positional "
-                                     f"arguments ({', '.join(p.name for p in op.params)}), got {len(call.args)}",
-                                     arg.span)
-                key = op.params[index].name
+                if index >= len(names):
+                    raise self.error(TypeError_, too_many, arg.span)
+                key = names[index]
             else:
                 positional_done = True
                 key = aliases.get(arg.name, arg.name)
-                if op.param(key) is None:
-                    names = [p.name for p in op.params] + list(aliases)
-                    hint = did_you_mean(arg.name, names) or (
-                        f"{op.name} takes: {', '.join(p.name for p in op.params)}" if op.params
-                        else f"{op.name} takes no arguments")
-                    raise self.error(NameError_, f"{op.name} has no parameter '{arg.name}'", arg.span, hint)
+                if key not in names:
+                    raise self.error(NameError_, f"{what} has no parameter '{arg.name}'", arg.span,
+                                     did_you_mean(arg.name, names + list(aliases)) or hint)
             if key in given:
-                raise self.error(TypeError_, f"{op.name} got '{key}' twice", arg.span)
+                raise self.error(TypeError_, f"{what} got '{key}' twice", arg.span)
             given[key] = (self.eval(arg.value, env), arg.value.span)
+        return given
+
+    def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> tuple[dict, dict]:
+        names = [p.name for p in op.params]
+        given = self.match_arguments(
+            call, names, op.name, env,
+            too_many=f"{op.name} takes at most {len(names)} positional arguments ({', '.join(names)}), "
+                     f"got {len(call.args)}",
+            hint=f"{op.name} takes: {', '.join(names)}" if names else f"{op.name} takes no arguments",
+            aliases=ARGUMENT_ALIASES.get(op.name, {}),
+        )
         bound: dict[str, object] = {}
         spans = {key: span for key, (_, span) in given.items()}
         for param in op.params:
@@ -723,31 +731,17 @@ class Checker:
                              f"(does '{decl.name}' call itself?)", call.span)
         env = Env(self.globals, input_shape=flow.shape)
         params = [p.name for p in decl.params]
-        given: dict[str, object] = {}
-        positional_done = False
-        for index, arg in enumerate(call.args):
-            if arg.name is None:
-                if positional_done:
-                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
-                if index >= len(params):
-                    raise self.error(TypeError_, f"block '{decl.name}' takes {len(params)} arguments "
-                                     f"({', '.join(params)}), got {len(call.args)}", arg.span)
-                key = params[index]
-            else:
-                positional_done = True
-                key = arg.name
-                if key not in params:
-                    raise self.error(NameError_, f"block '{decl.name}' has no parameter '{key}'", arg.span,
-                                     did_you_mean(key, params) or f"its parameters are: {', '.join(params) or 'none'}")
-            if key in given:
-                raise self.error(TypeError_, f"block '{decl.name}' got '{key}' twice", arg.span)
-            given[key] = self.eval(arg.value, caller)
+        given = self.match_arguments(
+            call, params, f"block '{decl.name}'", caller,
+            too_many=f"block '{decl.name}' takes {len(params)} arguments ({', '.join(params)}), got {len(call.args)}",
+            hint=f"its parameters are: {', '.join(params) or 'none'}",
+        )
         path = scope.child_path(name)
         self.trace.append(Frame(decl.name, decl.span, call.span, path))
         try:
             for param in decl.params:
                 if param.name in given:
-                    value = given[param.name]
+                    value = given[param.name][0]
                 elif param.default is not None:
                     value = self.eval(param.default, env)
                 else:
@@ -959,16 +953,6 @@ class Checker:
         if isinstance(result, float) and not math.isfinite(result):
             raise self.error(TypeError_, f"{func.name}: number out of range", expr.span)
         return result
-
-
-def _text(span: Span) -> str:
-    from .errors import _SOURCES
-
-    text = _SOURCES.get(span.file, "")
-    lines = text.splitlines()
-    if span.end_line == span.line and 1 <= span.line <= len(lines) and span.end_column:
-        return lines[span.line - 1][span.column - 1:span.end_column - 1]
-    return "condition"
 
 
 def check_program(program: Program, network: str | None = None, overrides: dict | None = None,

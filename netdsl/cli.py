@@ -139,15 +139,16 @@ def _cmd_compile(args) -> int:
         import torch  # noqa: F401
     except ImportError:
         raise _UsageError("compile needs PyTorch: pip install torch") from None
-    if args.format == "python" and (args.dtype or args.device):
-        raise _UsageError("--dtype and --device apply to the torchscript and export formats")
     if args.device and args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise _UsageError(f"--device {args.device}: no CUDA device is available")
-    network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
-                                dtype=args.dtype, device=args.device, **_overrides(args.overrides))
+    try:
+        network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
+                                    dtype=args.dtype, device=args.device, **_overrides(args.overrides))
+    except api.OptionError as error:
+        raise _UsageError(str(error)) from None
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",

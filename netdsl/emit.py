@@ -10,6 +10,7 @@ saves it atomically. The checker's shapes are trusted, never recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import keyword
 import linecache
@@ -365,24 +366,34 @@ def build(network: Network, source: str | None = None):
     return namespace[namespace["ROOT"].__name__]()
 
 
-def script(module):
+@contextlib.contextmanager
+def _jit_quietly():
+    """torch.jit is deprecated in favour of torch.export but still supported: silence the warnings."""
     import warnings
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def script(module):
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated but still supported
+    with _jit_quietly():
         return torch.jit.script(module)
 
 
 def save_torchscript(module, path: str | os.PathLike) -> None:
     """Script `module` and save it to `path` atomically (a temporary file renamed into place)."""
-    import warnings
-
     import torch
 
     scripted = script(module)
-    write_atomically(path, lambda tmp: _jit_save(torch, warnings, scripted, tmp))
+
+    def save(tmp: str) -> None:
+        with _jit_quietly():
+            torch.jit.save(scripted, tmp)
+
+    write_atomically(path, save)
 
 
 def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
@@ -404,12 +415,6 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
 
 
 FORMATS = {"torchscript": ".pt", "export": ".pt2", "python": ".py"}  # format -> default file suffix
-
-
-def _jit_save(torch, warnings, scripted, tmp: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(scripted, tmp)
 
 
 def write_atomically(path: str | os.PathLike, write) -> None:

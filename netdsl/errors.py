@@ -98,7 +98,8 @@ class NetDSLError(Exception):
         return "\n".join(lines)
 
 
-def _quote(span: Span) -> list[str] | None:
+def source_line(span: Span) -> str | None:
+    """The text of the line `span` starts on, if the file can be found."""
     text = _SOURCES.get(span.file)
     if text is None:
         try:
@@ -106,9 +107,22 @@ def _quote(span: Span) -> list[str] | None:
         except (OSError, UnicodeDecodeError):
             return None
     source_lines = text.splitlines()
-    if not 1 <= span.line <= len(source_lines):
+    return source_lines[span.line - 1] if 1 <= span.line <= len(source_lines) else None
+
+
+def span_text(span: Span) -> str | None:
+    """The source text a one-line span covers."""
+    line = source_line(span)
+    if line is None or span.end_line != span.line or not span.end_column:
         return None
-    source = source_lines[span.line - 1].expandtabs(1)
+    return line[span.column - 1:span.end_column - 1]
+
+
+def _quote(span: Span) -> list[str] | None:
+    line = source_line(span)
+    if line is None:
+        return None
+    source = line.expandtabs(1)
     gutter = f"{span.line:5d} | "
     width = 1
     if span.end_line == span.line and span.end_column and span.end_column > span.column:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .api import check
 from .errors import NetDSLError
+from .layers import window_out
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,17 +53,6 @@ class _Writer:
     def emit(self, text: str, depth: int) -> None:
         self.lines.append("  " * depth + text)
 
-    # shape rules mirrored from PyTorch, used only to keep the generator's choices valid
-    @staticmethod
-    def out_len(size, kernel, stride, pad, dilation=1, ceil=False):
-        span = size + 2 * pad - dilation * (kernel - 1) - 1
-        if span < 0:
-            return 0
-        out = (-(-span // stride) if ceil else span // stride) + 1
-        if ceil and (out - 1) * stride >= size + pad:
-            out -= 1
-        return out
-
     def conv(self, shape, depth, keep_spatial=False, out=None):
         rng = self.rng
         channels, height, width = shape
@@ -75,8 +65,8 @@ class _Writer:
                 continue
             out_channels = out or rng.choice([4, 6, 8, 12, 16])
             groups = rng.choice([g for g in (1, 1, 2, 3, 4) if channels % g == 0 and out_channels % g == 0])
-            h = self.out_len(height, kernel, stride, pad, dilation)
-            w = self.out_len(width, kernel, stride, pad, dilation)
+            h = window_out(height, kernel, stride, pad, dilation, False)
+            w = window_out(width, kernel, stride, pad, dilation, False)
             if h < 1 or w < 1:
                 continue
             args = [str(out_channels), str(kernel)]
@@ -102,7 +92,7 @@ class _Writer:
         stride = rng.choice([1, 2, kernel])
         pad = rng.randint(0, kernel // 2)
         ceil = rng.random() < 0.3
-        h, w = (self.out_len(n, kernel, stride, pad, 1, ceil) for n in (height, width))
+        h, w = (window_out(n, kernel, stride, pad, 1, ceil) for n in (height, width))
         if h < 1 or w < 1:
             return shape
         args = [str(kernel), f"stride={stride}", f"pad={pad}"]
