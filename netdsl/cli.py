@@ -7,6 +7,7 @@ compiler diagnostic on stderr), 2 a usage error, 3 an internal error (a bug in n
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -42,17 +43,52 @@ def make_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="type-check a network: shapes and parameter count")
     _common(check)
     check.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    check.add_argument("--input", metavar="CxHxW", help="re-check at this input size, e.g. 3x320x320")
+    check.add_argument("--watch", action="store_true", help="re-check whenever the file (or an import) changes")
 
     compile_ = commands.add_parser("compile", help="compile a network to a TorchScript file")
     _common(compile_)
     compile_.add_argument("-o", "--output",
                           help="output file (default: <network>.pt, .pt2 or .py in the current directory)")
-    compile_.add_argument("--format", choices=["torchscript", "export", "python"], default="torchscript",
-                          help="torchscript (torch.jit.load), export (torch.export program, .pt2) or python "
-                               "(standalone module source); default torchscript")
+    compile_.add_argument("--format", choices=["torchscript", "export", "onnx", "python"], default="torchscript",
+                          help="torchscript (torch.jit.load), export (torch.export program, .pt2), onnx (.onnx) "
+                               "or python (standalone module source); default torchscript")
+    compile_.add_argument("--optimize", action="store_true",
+                          help="for inference: fold BatchNorm into convolutions, freeze, channels-last")
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                           help="parameter dtype of the saved model (torchscript and export)")
     compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript and export)")
+
+    summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
+    _common(summary)
+    summary.add_argument("--depth", type=int, default=None, help="fold modules deeper than N (default: 2)")
+    summary.add_argument("--input", metavar="CxHxW", help="check at this input size instead of the declared one")
+    summary.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
+                         help="dtype for activation memory in bytes (default float32)")
+    summary.add_argument("--json", action="store_true", help="print the same numbers as JSON")
+
+    diff = commands.add_parser("diff", help="compare two networks stage by stage")
+    diff.add_argument("file", help="the first .net file")
+    diff.add_argument("other", help="the second .net file")
+    diff.add_argument("--depth", type=int, default=1, help="compare modules down to depth N (default 1)")
+    diff.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    diff.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+
+    draw = commands.add_parser("draw", help="draw a network with Graphviz (folded from the source)")
+    _common(draw)
+    draw.add_argument("-o", "--output", help="output file: .svg, .png, .pdf or .dot (default <network>.svg)")
+    draw.add_argument("--depth", type=int, default=None, help="expand blocks down to depth N")
+    draw.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="layout direction (default TB)")
+    draw.add_argument("--watch", action="store_true", help="redraw whenever the file (or an import) changes")
+
+    fmt = commands.add_parser("fmt", help="format .net files in place (canonical layout)")
+    fmt.add_argument("files", nargs="+", metavar="FILE", help=".net files or directories")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
+    fmt.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
+    fmt.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+
+    lsp = commands.add_parser("lsp", help="run the language server over stdio (for editors)")
+    lsp.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     layers = commands.add_parser("layers", help="list the built-in layers and their parameters")
     layers.add_argument("--markdown", action="store_true", help="print the table used in docs/language.md")
@@ -71,13 +107,13 @@ def _overrides(items: list[str]) -> dict:
         try:
             name, value = api.parse_override(item)
         except ValueError as error:
-            raise _UsageError(f"-D {error}") from None
+            raise UsageError(f"-D {error}") from None
         result[name] = value
     return result
 
 
-class _UsageError(Exception):
-    pass
+class UsageError(Exception):
+    """A usage error (exit 2): options that do not go together, a missing program, a bad -D."""
 
 
 def _fmt_shape(shape) -> str:
@@ -138,17 +174,17 @@ def _cmd_compile(args) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise _UsageError("compile needs PyTorch: pip install torch") from None
+        raise UsageError("compile needs PyTorch: pip install torch") from None
     if args.device and args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise _UsageError(f"--device {args.device}: no CUDA device is available")
+            raise UsageError(f"--device {args.device}: no CUDA device is available")
     try:
         network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
                                     dtype=args.dtype, device=args.device, **_overrides(args.overrides))
     except api.OptionError as error:
-        raise _UsageError(str(error)) from None
+        raise UsageError(str(error)) from None
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
@@ -188,7 +224,16 @@ def _cmd_catalog(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers, "catalog": _cmd_catalog}
+def _lazy(module: str, function: str = "run"):
+    """A command implemented in `netdsl.<module>.<function>(args) -> exit code`, imported on use."""
+    def command(args) -> int:
+        return getattr(importlib.import_module(f"netdsl.{module}"), function)(args)
+    return command
+
+
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers, "catalog": _cmd_catalog,
+            "summary": _lazy("summary"), "diff": _lazy("summary", "run_diff"), "draw": _lazy("draw"),
+            "fmt": _lazy("fmt"), "lsp": _lazy("lsp")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(error.format(), file=sys.stderr)
         return EXIT_USER
-    except _UsageError as error:
+    except UsageError as error:
         print(f"netdsl: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
