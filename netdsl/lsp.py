@@ -1,0 +1,707 @@
+"""The language server: editor buffers → diagnostics, hovers, definitions and completions.
+
+`netdsl lsp` speaks the Language Server Protocol over stdio (pygls). Every change to an open
+document re-runs the ordinary pipeline on the buffer text — parse, resolve (imports relative
+to the document's path), check every network the document declares — and keeps the result as
+an `Analysis`: the errors, exactly as `netdsl check` reports them, become diagnostics; the
+checked graphs are indexed by source span, so a hover is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import re
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from lsprotocol import types
+from pygls import uris
+from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
+
+from . import __version__, ast
+from .check import check_program
+from .cli import _fmt_shape, _human
+from .errors import NetDSLError, Span, span_text
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
+from .layers import REGISTRY, signature
+from .parse import keywords, parse
+from .resolve import Program, _find_import, load
+from .values import BUILTINS, show
+from .watch import dependencies
+
+SpanKey = tuple[str, int, int, int, int]
+
+
+@functools.lru_cache(maxsize=1024)
+def _real(file: str) -> str:
+    return os.path.realpath(file)
+
+
+def _key(span: Span) -> SpanKey:
+    """Spans from the checker and from a fresh parse name files differently (relative, resolved);
+    keys compare them by real path."""
+    return (_real(span.file), span.line, span.column, span.end_line or 0, span.end_column or 0)
+
+
+# ---- what the cursor can point at ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Region:
+    """A stretch of the document the server can say something about."""
+
+    span: Span
+    decl: ast.Decl | None = field(repr=False)  # the declaration it sits in (for local names)
+    keys: tuple[SpanKey, ...] = ()  # graph nodes instantiated from here, tried in order
+    name: str | None = None  # a name it refers to: definition, signature
+    label: str | None = None  # the layer statement's label, for the hover's title
+    combinator: str | None = None  # the keyword of a `residual { }`, `{ }`, ... region (AST class name)
+    network: str | None = None  # a network whose summary the hover shows
+    import_path: str | None = None  # an import's path as written
+
+    def contains(self, line: int, column: int) -> bool:
+        end = (self.span.end_line or self.span.line, self.span.end_column or self.span.column + 1)
+        return (self.span.line, self.span.column) <= (line, column) < end
+
+    @property
+    def size(self) -> tuple[int, int]:
+        end_line = self.span.end_line or self.span.line
+        end_column = self.span.end_column or self.span.column + 1
+        return (end_line - self.span.line, end_column - self.span.column if end_line == self.span.line else end_column)
+
+
+_BODY_KEYWORDS = {ast.Group: "{", ast.Residual: "residual", ast.Inception: "inception", ast.Dense: "dense",
+                  ast.Gate: "gate", ast.Add: "add", ast.Aux: "aux", ast.From: "from"}
+
+
+def _prefix(span: Span, length: int) -> Span:
+    return Span(span.file, span.line, span.column, span.line, span.column + length)
+
+
+def _ast_children(value) -> Iterator[ast.Node]:
+    """The AST nodes directly inside `value` (a node's field: a node, a list, a tuple)."""
+    if isinstance(value, ast.Node):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _ast_children(item)
+
+
+def _walk(node: ast.Node) -> Iterator[ast.Node]:
+    """Every node below `node` (iteratively: a deeply nested file must not exhaust the stack)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for name in type(current).model_fields:
+            stack.extend(_ast_children(getattr(current, name)))
+
+
+def regions(tree: ast.SourceFile) -> list[Region]:
+    """Every hoverable stretch of a parsed file."""
+    found = [Region(imp.span, None, import_path=imp.path) for imp in tree.imports]
+    for decl in tree.decls:
+        for node in _walk(decl):
+            found.extend(_regions_of(node, decl))
+    return found
+
+
+def _regions_of(node: ast.Node, decl: ast.Decl) -> list[Region]:
+    if isinstance(node, ast.LayerStmt) and node.label is not None:
+        callee = node.unit.name if isinstance(node.unit, ast.Call) else None
+        label = node.label.parts[0] if node.label.is_plain else span_text(node.label.span)
+        return [Region(node.label.span, decl, (_key(node.span), _key(node.unit.span)), callee, label)]
+    if isinstance(node, ast.Call):
+        return [Region(node.span, decl, (_key(node.span),)),
+                Region(node.name_span, decl, (_key(node.span),), node.name)]
+    if type(node) in _BODY_KEYWORDS:
+        keyword = _BODY_KEYWORDS[type(node)]
+        return [Region(_prefix(node.span, len(keyword)), decl, (_key(node.span),), label=keyword,
+                       combinator=type(node).__name__)]
+    if isinstance(node, ast.Tap):
+        return [Region(node.span, decl, (_key(node.span),), label=f"tap {node.name}", combinator="Tap")]
+    if isinstance(node, ast.Name):
+        return [Region(node.span, decl, name=node.name)]
+    if isinstance(node, (ast.NetworkDef, ast.VariantDef)):
+        found = [Region(node.span, decl, name=node.name, network=node.name)]
+        if isinstance(node, ast.VariantDef):
+            found.append(Region(node.base_span, decl, name=node.base, network=node.name))
+        return found
+    if isinstance(node, ast.BlockDef):
+        return [Region(node.span, decl, name=node.name)]
+    return []
+
+
+# ---- the checked graphs, by source span ---------------------------------------------------
+
+@dataclass(frozen=True)
+class Instance:
+    network: str
+    path: str  # module path of the node ("layer3.17.conv2"; a combinator: its module's path)
+    node: Node
+
+
+def _instances(network: Network) -> Iterator[Instance]:
+    """Every node of the graph with its module path. Unlike `Module.children` this also visits
+    combinators and the later uses of a shared layer, which a hover should describe too."""
+    def visit(nodes: list[Node], prefix: str) -> Iterator[Instance]:
+        here = prefix.rstrip(".") or network.name
+        for node in nodes:
+            if isinstance(node, Layer):
+                yield Instance(network.name, f"{prefix}{node.name}", node)
+            elif isinstance(node, Module):
+                yield Instance(network.name, f"{prefix}{node.name}", node)
+                yield from visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, Aux):
+                yield from visit([node.head], prefix)
+            elif isinstance(node, Residual):
+                yield Instance(network.name, here, node)
+                yield from visit(node.body + ([node.shortcut] if node.shortcut is not None else []), prefix)
+            elif isinstance(node, (Concat, Sum)):
+                yield Instance(network.name, here, node)
+                for branch in node.branches:
+                    yield from visit(branch, prefix)
+            elif isinstance(node, Gate):
+                yield Instance(network.name, here, node)
+                yield from visit(node.body, prefix)
+            elif isinstance(node, (Tap, From)):
+                yield Instance(network.name, here, node)
+    yield Instance(network.name, network.name, network.root)
+    yield from visit(network.root.body, "")
+
+
+def index(networks: list[Network]) -> dict[SpanKey, list[Instance]]:
+    table: dict[SpanKey, list[Instance]] = {}
+    for network in networks:
+        for instance in _instances(network):
+            table.setdefault(_key(instance.node.span), []).append(instance)
+    return table
+
+
+# ---- one analysis per document version ----------------------------------------------------
+
+@dataclass
+class Analysis:
+    """What the pipeline made of one version of a document."""
+
+    path: str
+    tree: ast.SourceFile | None = None  # None: the text does not parse
+    program: Program | None = None  # None: an import failed
+    networks: list[Network] = field(default_factory=list)
+    errors: list[NetDSLError] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+    instances: dict[SpanKey, list[Instance]] = field(default_factory=dict)
+
+
+def analyse(path: str, text: str) -> Analysis:
+    """Parse, resolve and check `text` as the file `path`: every network the file declares is
+    checked (a file of blocks only is parsed and resolved), and each failure is kept."""
+    result = Analysis(path)
+    try:
+        result.tree = parse(text, path)
+        result.regions = regions(result.tree)
+        result.program = load(path, text)
+    except NetDSLError as error:
+        result.errors.append(error)
+        return result
+    for decl in result.program.own:
+        if isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
+            try:
+                result.networks.append(check_program(result.program, decl.name))
+            except NetDSLError as error:
+                result.errors.append(error)
+    result.instances = index(result.networks)
+    return result
+
+
+def region_at(analysis: Analysis, line: int, column: int) -> Region | None:
+    """The smallest region under a 1-based position."""
+    hits = [region for region in analysis.regions if region.contains(line, column)]
+    return min(hits, key=lambda region: region.size, default=None)
+
+
+# ---- diagnostics --------------------------------------------------------------------------
+
+def _message(error: NetDSLError) -> str:
+    """The CLI's diagnostic without the location line's prefix and the quoted source (the
+    editor underlines the range instead): message, instantiation chain, hint."""
+    text = dataclasses.replace(error, span=None).format()
+    return text.removeprefix("error: ")
+
+
+def place(error: NetDSLError, analysis: Analysis) -> tuple[Span, bool]:
+    """Where in this document to show `error`, and whether that is somewhere else than the
+    error itself: an error in an imported file goes on the innermost call from this document
+    that led there, or else on the import that brings the file in."""
+    here = _real(analysis.path)
+    if error.span is None:
+        return Span(analysis.path, 1, 1), False
+    if _real(error.span.file) == here:
+        return error.span, False
+    for frame in reversed(error.trace):
+        if _real(frame.call.file) == here:
+            return frame.call, True
+    target = _real(error.span.file)
+    for imp in analysis.tree.imports if analysis.tree else ():
+        try:
+            found = _find_import(imp, analysis.path)
+        except NetDSLError:
+            continue
+        if target in {_real(str(file)) for file in dependencies(found)}:
+            return imp.span, True
+    return Span(analysis.path, 1, 1), True
+
+
+# ---- hover text ---------------------------------------------------------------------------
+
+def _counts(node: Node) -> str:
+    shapes = f"{_fmt_shape(node.in_shape)} -> {_fmt_shape(node.out_shape)}"
+    if isinstance(node, (Layer, Module)):
+        return f"{shapes}  {node.params:,} params  {_human(node.macs)} MACs"
+    return shapes
+
+
+def _kind(node: Node) -> str:
+    if isinstance(node, Layer):
+        return node.op
+    if isinstance(node, Module):
+        return node.type_name if node.kind == "block" else node.kind
+    return type(node).__name__.lower()
+
+
+MAX_ROWS = 12
+
+
+def describe_instances(instances: list[Instance]) -> str:
+    """One line for one instance; for several, identical ones folded: `×36 [1024, 14, 14] -> ...`."""
+    if len(instances) == 1:
+        instance = instances[0]
+        return f"```\n{_counts(instance.node)}\n```\n`{instance.network}`: `{instance.path}` ({_kind(instance.node)})"
+    groups: dict[tuple, list[Instance]] = {}
+    for instance in instances:
+        groups.setdefault((instance.network, _kind(instance.node), _counts(instance.node)), []).append(instance)
+    networks = {instance.network for instance in instances}
+    lines = [f"{len(instances)} instances in {', '.join(sorted(networks))}:", "```"]
+    width = max(len(str(len(group))) for group in groups.values()) + 1
+    for (_, kind, counts), group in list(groups.items())[:MAX_ROWS]:
+        paths = ", ".join(i.path for i in group[:2]) + (", ..." if len(group) > 2 else "")
+        if len(networks) > 1:
+            paths = f"{group[0].network}: {paths}"
+        lines.append(f"{'x' + str(len(group)):>{width}} {kind}  {counts}  ({paths})")
+    if len(groups) > MAX_ROWS:
+        lines.append(f"... and {len(groups) - MAX_ROWS} more kinds of instance")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _doc_comment(decl: ast.Decl) -> str:
+    """The `#` lines right above a declaration."""
+    try:
+        lines = Path(decl.span.file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    comment = []
+    for line in reversed(lines[:decl.span.line - 1]):
+        if not line.strip().startswith("#"):
+            break
+        comment.append(line.strip().lstrip("#").strip())
+    return " ".join(reversed(comment))
+
+
+def _params(params: list[ast.Param]) -> str:
+    parts = []
+    for param in params:
+        default = span_text(param.default.span) if param.default is not None else None
+        parts.append(param.name if param.default is None else f"{param.name}={default or '...'}")
+    return ", ".join(parts)
+
+
+def declaration_signature(decl: ast.Decl) -> str:
+    if isinstance(decl, ast.BlockDef):
+        return f"block {decl.name}({_params(decl.params)})"
+    if isinstance(decl, ast.NetworkDef):
+        return f"network {decl.name}({_params(decl.params)})"
+    assert isinstance(decl, ast.VariantDef)
+    return f"network {decl.name} = {decl.base}(...)"
+
+
+def _local(decl: ast.Decl | None, name: str) -> ast.Node | None:
+    """The parameter, `let`, loop variable or `tap` that defines `name` inside `decl`."""
+    if decl is None:
+        return None
+    for param in getattr(decl, "params", None) or []:
+        if param.name == name:
+            return param
+    found = [node for node in _walk(decl)
+             if (isinstance(node, (ast.Let, ast.Tap)) and node.name == name)
+             or (isinstance(node, ast.For) and name in node.targets)]
+    return min(found, key=lambda node: (node.span.line, node.span.column), default=None)
+
+
+def describe_name(name: str, decl: ast.Decl | None, program: Program | None) -> str | None:
+    """What `name` means where it is used: a local, a block, a network, a layer or a function."""
+    local = _local(decl, name)
+    if local is not None:
+        what = {ast.Param: "parameter", ast.Let: "let", ast.For: "loop variable", ast.Tap: "tensor"}[type(local)]
+        return f"`{name}`: {what} of `{decl.name}` (line {local.span.line})"
+    found = program.decls.get(name) if program is not None else None
+    if found is not None:
+        where = f"{Path(found.span.file).name}:{found.span.line}"
+        comment = _doc_comment(found)
+        return f"```netdsl\n{declaration_signature(found)}\n```\n{where}" + (f" — {comment}" if comment else "")
+    if name in REGISTRY:
+        return f"```netdsl\n{signature(REGISTRY[name])}\n```\nbuilt-in layer — {REGISTRY[name].doc}"
+    if name in BUILTINS:
+        return f"```netdsl\n{BUILTINS[name].signature}\n```\nbuilt-in function"
+    return None
+
+
+def describe_network(network: Network, decl: ast.Decl | None) -> str:
+    base = f" = {decl.base}(...)" if isinstance(decl, ast.VariantDef) else ""
+    arguments = ", ".join(f"{k}={show(v)}" for k, v in network.arguments.items())
+    return (f"**network {network.name}**{base}\n```\n"
+            f"input {_fmt_shape(network.input_shape)} -> output {_fmt_shape(network.output_shape)}\n"
+            f"{network.params:,} parameters  {_human(network.macs)} MACs\n```\n"
+            + (f"arguments: {arguments}" if arguments else ""))
+
+
+def hover_text(region: Region, analysis: Analysis, others: list[Analysis]) -> str | None:
+    """Markdown for a hover on `region`; instances come from this document's networks, or else
+    from other open documents that instantiate this file (a library opened beside its user)."""
+    if region.import_path is not None:
+        try:
+            return f"`{_find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)}`"
+        except NetDSLError as error:
+            return error.message
+    if region.network is not None:
+        network = next((n for n in analysis.networks if n.name == region.network), None)
+        if network is not None:
+            decl = analysis.program.decls.get(region.network) if analysis.program else None
+            return describe_network(network, decl)
+    title = describe_name(region.name, region.decl, analysis.program) if region.name else None
+    parts = [f"**{region.label}**" if region.label else None, title]
+    if region.keys:
+        instances = _lookup(region, [analysis] + others)
+        if instances:
+            parts.append(describe_instances(instances))
+        elif analysis.errors:
+            parts.append("(no shapes: the file has errors)")
+        else:
+            parts.append("(not instantiated by any network in the open files)")
+    text = "\n\n".join(part for part in parts if part)
+    return text or None
+
+
+# The graph node each combinator keyword makes (a labelled one is also a module of that type).
+_COMBINATOR_NODES = {"Group": Module, "Aux": Module, "Residual": Residual, "Inception": Concat, "Dense": Concat,
+                     "Gate": Gate, "Add": Sum, "From": From, "Tap": Tap}
+
+
+def _lookup(region: Region, analyses: list[Analysis]) -> list[Instance]:
+    """The graph nodes made by `region`'s source: in the document's own networks, or else in
+    those of every other open document (a library's users). Nodes sharing a span are told
+    apart by kind: a call's layer or block (not the combinator around it), a keyword's
+    combinator (not the projection a residual generates at the same place)."""
+    if region.combinator is None:
+        tests = [lambda node: isinstance(node, (Layer, Module))]
+    else:
+        module_type = "Sequential" if region.combinator in ("Group", "Aux") else region.combinator
+        tests = [lambda node: isinstance(node, Module) and node.type_name == module_type,
+                 lambda node: type(node) is _COMBINATOR_NODES[region.combinator]]
+
+    def chosen(source: Analysis) -> list[Instance]:
+        for key in region.keys:
+            found = source.instances.get(key, [])
+            for test in tests:
+                matching = [instance for instance in found if test(instance.node)]
+                if matching:
+                    return matching
+        return []
+    own, *others = analyses
+    return chosen(own) or [instance for other in others for instance in chosen(other)]
+
+
+# ---- definitions --------------------------------------------------------------------------
+
+def definition(region: Region, analysis: Analysis, program: Program | None) -> Span | None:
+    """Where the name under the cursor is defined: a local first, then a block or network in
+    any loaded file (the language's own lookup order); an import goes to its file."""
+    if region.import_path is not None:
+        try:
+            return Span(str(_find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)), 1, 1)
+        except NetDSLError:
+            return None
+    if region.name is None:
+        return None
+    local = _local(region.decl, region.name)
+    if local is not None:
+        return local.span
+    found = program.decls.get(region.name) if program is not None else None
+    return found.span if found is not None else None
+
+
+# ---- completion ---------------------------------------------------------------------------
+
+_TOKEN = re.compile(r'#[^\n]*|"(?:[^"\\\n]|\\.)*"?|[A-Za-z_]\w*|==|!=|<=|>=|->|\*\*|//|\S')
+
+
+@dataclass
+class CallContext:
+    callee: str  # the name before the innermost unclosed '('
+    given: set[str]  # keyword arguments already written
+
+
+def call_context(text: str, offset: int) -> CallContext | None:
+    """The call whose parentheses enclose `offset`, read off the text itself (the buffer is
+    mid-edit and rarely parses)."""
+    stack: list[CallContext | None] = []
+    previous: list[str] = []
+    for match in _TOKEN.finditer(text, 0, offset):
+        token = match.group()
+        if token[0] in '#"':
+            previous.clear()
+            continue
+        if token in "([{":
+            callee = previous[-1] if token == "(" and previous and previous[-1].isidentifier() else None
+            if callee is not None and len(previous) > 1 and previous[-2] in ("block", "network"):
+                callee = None  # a parameter list, not a call
+            stack.append(CallContext(callee, set()) if callee else None)
+        elif token in ")]}":
+            if stack:
+                stack.pop()
+        elif token == "=" and stack and stack[-1] is not None and previous and previous[-1].isidentifier():
+            stack[-1].given.add(previous[-1])
+        previous = (previous + [token])[-2:]
+    return stack[-1] if stack else None
+
+
+def _parameters(callee: str, program: Program | None) -> tuple[str, list[tuple[str, str]]]:
+    """The signature of a layer, block or network, and (name, documentation) per parameter."""
+    if callee in REGISTRY:
+        return signature(REGISTRY[callee]), [(p.name, p.doc) for p in REGISTRY[callee].params]
+    decl = program.decls.get(callee) if program is not None else None
+    if isinstance(decl, (ast.BlockDef, ast.NetworkDef)):
+        return declaration_signature(decl), [(p.name, "") for p in decl.params]
+    return "", []
+
+
+_IMPORT = re.compile(r'^\s*import\s+"((?:[^"\\\n]|\\.)*)"', re.MULTILINE)
+
+
+def imported_program(path: str, text: str) -> Program:
+    """The declarations a buffer that has never parsed can see: those of the files its
+    `import` lines name, each loaded on its own."""
+    program = Program(path)
+    for match in _IMPORT.finditer(text):
+        try:
+            target = _find_import(ast.Import(span=Span(path, 1, 1), path=match.group(1)), path)
+            program.decls.update(load(target).decls)
+        except NetDSLError:
+            continue
+    return program
+
+
+def completions(text: str, offset: int, program: Program | None) -> list[types.CompletionItem]:
+    """Inside a call's parentheses: its parameters first (`stride=`), then values; elsewhere:
+    layers, blocks, keywords and functions."""
+    items: list[types.CompletionItem] = []
+    context = call_context(text, offset)
+    if context is not None:
+        detail, parameters = _parameters(context.callee, program)
+        for name, doc in parameters:
+            if name not in context.given:
+                items.append(types.CompletionItem(
+                    label=f"{name}=", kind=types.CompletionItemKind.Property, detail=detail,
+                    documentation=doc or None, sort_text=f"0{name}", filter_text=name))
+    for name, layer in sorted(REGISTRY.items()):
+        items.append(types.CompletionItem(label=name, kind=types.CompletionItemKind.Function,
+                                          detail=signature(layer), documentation=layer.doc, sort_text=f"1{name}"))
+    for name, decl in sorted((program.decls if program is not None else {}).items()):
+        kind = types.CompletionItemKind.Class if isinstance(decl, ast.BlockDef) else types.CompletionItemKind.Module
+        items.append(types.CompletionItem(label=name, kind=kind, detail=declaration_signature(decl),
+                                          sort_text=f"1{name}"))
+    for name in sorted(BUILTINS):
+        items.append(types.CompletionItem(label=name, kind=types.CompletionItemKind.Function,
+                                          detail=BUILTINS[name].signature, sort_text=f"2{name}"))
+    for word in sorted(keywords()):
+        items.append(types.CompletionItem(label=word, kind=types.CompletionItemKind.Keyword, sort_text=f"3{word}"))
+    return items
+
+
+# ---- the server ---------------------------------------------------------------------------
+
+class NetDSLServer(LanguageServer):
+    """Keeps one `Analysis` per open document, and the last program that loaded, for names
+    while the buffer does not parse."""
+
+    def __init__(self) -> None:
+        super().__init__("netdsl", __version__)
+        self.analyses: dict[str, Analysis] = {}
+        self.programs: dict[str, Program] = {}
+
+    def path_of(self, uri: str) -> str:
+        path = uris.to_fs_path(uri)
+        if path is None:  # an untitled buffer: imports resolve from the workspace
+            root = self.workspace.root_path or os.getcwd()
+            path = os.path.join(root, "untitled.net")
+        return path
+
+    def refresh(self, uri: str) -> None:
+        document = self.workspace.get_text_document(uri)
+        try:
+            analysis = analyse(self.path_of(uri), document.source)
+        except Exception:  # noqa: BLE001 - a bug in netdsl must not take the editor's server down
+            self.window_log_message(types.LogMessageParams(types.MessageType.Error, traceback.format_exc()))
+            analysis = Analysis(self.path_of(uri), errors=[NetDSLError(
+                "internal error: this is a bug in netdsl (the traceback is in the server log)")])
+        self.analyses[uri] = analysis
+        if analysis.program is not None:
+            self.programs[uri] = analysis.program
+        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+            uri=uri, version=document.version, diagnostics=self.diagnostics(analysis, document)))
+
+    def diagnostics(self, analysis: Analysis, document: TextDocument) -> list[types.Diagnostic]:
+        result, seen = [], set()
+        for error in analysis.errors:
+            span, moved = place(error, analysis)
+            message = f"{error.span}: {_message(error)}" if moved else _message(error)
+            if (span, message) in seen:  # two networks failing on the same shared line
+                continue
+            seen.add((span, message))
+            related = [types.DiagnosticRelatedInformation(self.location(error.span), f"error: {error.message}")
+                       ] if moved else []
+            related += [types.DiagnosticRelatedInformation(self.location(frame.call), f"instantiates '{frame.block}'")
+                        for frame in reversed(error.trace)][:8]
+            result.append(types.Diagnostic(
+                range=self.range(span, document), message=message, severity=types.DiagnosticSeverity.Error,
+                source="netdsl", related_information=related or None))
+        return result
+
+    def range(self, span: Span, document: TextDocument | None = None) -> types.Range:
+        """A 1-based, code-point `Span` as an LSP range in the client's units."""
+        start = types.Position(span.line - 1, span.column - 1)
+        if span.end_line and span.end_column:
+            end = types.Position(span.end_line - 1, span.end_column - 1)
+        else:
+            end = types.Position(start.line, start.character + 1)
+        lines = document.lines if document is not None else _file_lines(span.file)
+        if not lines or end.line >= len(lines):
+            return types.Range(start, end)
+        return self.workspace.position_codec.range_to_client_units(lines, types.Range(start, end))
+
+    def location(self, span: Span) -> types.Location:
+        uri = uris.from_fs_path(_real(span.file)) or span.file
+        document = self.workspace.text_documents.get(uri)
+        return types.Location(uri, self.range(span, document))
+
+    def region(self, uri: str, position: types.Position) -> tuple[Region | None, Analysis | None]:
+        analysis = self.analyses.get(uri)
+        if analysis is None:
+            return None, None
+        document = self.workspace.get_text_document(uri)
+        server = document.position_codec.position_from_client_units(document.lines, position)
+        return region_at(analysis, server.line + 1, server.character + 1), analysis
+
+
+def _file_lines(file: str) -> list[str]:
+    try:
+        return Path(file).read_text(encoding="utf-8").splitlines(keepends=True)
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _formatter():
+    """`netdsl.fmt.format_source`, when this installation has the formatter."""
+    try:
+        from .fmt import format_source
+    except ImportError:
+        return None
+    return format_source
+
+
+def make_server() -> NetDSLServer:
+    server = NetDSLServer()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: NetDSLServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.refresh(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: NetDSLServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.refresh(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: NetDSLServer, params: types.DidSaveTextDocumentParams) -> None:
+        for uri in list(ls.analyses):  # a saved file may be imported by the other open documents
+            ls.refresh(uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: NetDSLServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.analyses.pop(params.text_document.uri, None)
+        ls.programs.pop(params.text_document.uri, None)
+        ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(params.text_document.uri, []))
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    def hover(ls: NetDSLServer, params: types.HoverParams) -> types.Hover | None:
+        uri = params.text_document.uri
+        region, analysis = ls.region(uri, params.position)
+        if region is None:
+            return None
+        others = [a for u, a in ls.analyses.items() if u != uri]
+        text = hover_text(region, analysis, others)
+        if text is None:
+            return None
+        return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, text),
+                           ls.range(region.span, ls.workspace.get_text_document(uri)))
+
+    @server.feature(types.TEXT_DOCUMENT_DEFINITION)
+    def goto_definition(ls: NetDSLServer, params: types.DefinitionParams) -> types.Location | None:
+        uri = params.text_document.uri
+        region, analysis = ls.region(uri, params.position)
+        if region is None:
+            return None
+        span = definition(region, analysis, analysis.program or ls.programs.get(uri))
+        return ls.location(span) if span is not None else None
+
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["(", ","]))
+    def complete(ls: NetDSLServer, params: types.CompletionParams) -> types.CompletionList:
+        uri = params.text_document.uri
+        document = ls.workspace.get_text_document(uri)
+        analysis = ls.analyses.get(uri)
+        program = (analysis.program if analysis else None) or ls.programs.get(uri)
+        if program is None:
+            program = ls.programs[uri] = imported_program(ls.path_of(uri), document.source)
+        items = completions(document.source, document.offset_at_position(params.position), program)
+        return types.CompletionList(is_incomplete=False, items=items)
+
+    format_source = _formatter()
+    if format_source is not None:
+        @server.feature(types.TEXT_DOCUMENT_FORMATTING)
+        def formatting(ls: NetDSLServer, params: types.DocumentFormattingParams) -> list[types.TextEdit] | None:
+            document = ls.workspace.get_text_document(params.text_document.uri)
+            try:
+                formatted = format_source(document.source, ls.path_of(params.text_document.uri))
+            except NetDSLError:
+                return None  # a buffer that does not parse is left alone; its diagnostic says why
+            if formatted == document.source:
+                return []
+            end = types.Position(len(document.lines), 0)
+            return [types.TextEdit(types.Range(types.Position(0, 0), end), formatted)]
+
+    return server
+
+
+def run(args) -> int:
+    """`netdsl lsp`: serve one editor over stdin/stdout until it disconnects."""
+    if getattr(args, "debug", False):
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    server = make_server()
+    # Build the parser's tables and run the checker once now, not on the first document opened.
+    analyse("<start-up>.net", "network start_up { input [3, 8, 8] residual { conv(8, 3, pad=1) bn relu } }")
+    server.start_io()
+    return 0
