@@ -1,0 +1,512 @@
+"""Stage 4b — draw: the checked graph (`netdsl/graph.py`) → a Graphviz diagram (DOT, SVG, PNG, PDF).
+
+The diagram is folded from the source, not traced: a module is one node, or a cluster once it lies
+above `--depth`; consecutive copies of one block are drawn once with their count; residual, concat,
+sum, gate and auxiliary-head combinators appear as the joins they are. Every number on it (shapes
+on edges, parameters and MACs on nodes) is the checker's; nothing is recomputed here.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import graphviz
+
+from .cli import _human
+from .graph import Aux, Concat, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap
+
+# NOTE: [Default depth]
+# No fixed depth suits the zoo: ResNet's blocks sit two levels down, EfficientNet's squeeze-excitation
+# five. By default `draw` takes the deepest uniform depth whose drawing is at most HEIGHT_BUDGET lines
+# of text tall along its tallest path (`_Drawer.height`; one line is about 19 pt, so 120 lines make a
+# PNG about 3,000 px tall at 96 dpi). Parallel branches cost width, not height, so GoogLeNet opens its
+# inception modules (depth 2) and DenseNet its dense layers (depth 4), while ResNet-152 stays at its
+# stages (depth 2: 17 boxes, each stage as its first block and "bottleneck ×35"). `--depth` overrides.
+HEIGHT_BUDGET = 120
+
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}  # suffix → `dot -T` format
+PNG_DPI = "96"
+INSTALL_HINT = "install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
+
+# Fill colours by op family, in the spirit of torch.fx's _COLOR_MAP; other ops are white.
+_COLOURS = {
+    "conv": "#cfe2f3", "linear": "#fce5cd",
+    **dict.fromkeys(["bn", "lrn"], "#fff2cc"),
+    **dict.fromkeys(["maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool"], "#d9ead3"),
+    **dict.fromkeys(["relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu"], "#eeeeee"),
+}
+_MODULE_COLOUR = "#e4dcf1"
+_SKIP = {"color": "#c0392b", "fontcolor": "#c0392b", "penwidth": "1.6"}  # residual shortcuts
+_IDENTITY = {"color": "#2e6fb7", "fontcolor": "#2e6fb7", "penwidth": "1.6"}  # dense connections
+_GREY = "#555555"
+_FONT = "Helvetica"
+
+
+@dataclass(frozen=True)
+class Port:
+    """Where the current tensor comes from: a drawn node, and the tensor's shape in each instance
+    (a fold draws one block for N copies; `shapes` then holds N shapes)."""
+
+    node: str
+    shapes: tuple[Shape, ...]
+
+
+# ---- labels -----------------------------------------------------------------------------------
+
+def _span(values: Iterable, show=str) -> str:
+    """One value, or the range the copies of a fold cover ("64–224")."""
+    values = list(values)
+    low, high = min(values), max(values)
+    return show(low) if low == high else f"{show(low)}–{show(high)}"
+
+
+def shape_label(shapes: Sequence[Shape]) -> str:
+    """`256×56×56`; where the copies of a fold differ, each differing dimension as a range."""
+    return "×".join(_span(dims) for dims in zip(*shapes))
+
+
+def _costs(nodes: Sequence) -> str:
+    params, macs = [node.params for node in nodes], [node.macs for node in nodes]
+    parts = [f"{_span(params, _human)} params"] if max(params) else []
+    if max(macs):
+        parts.append(f"{_span(macs, _human)} MACs")
+    return " · ".join(parts)
+
+
+def _small(text: str) -> str:
+    return f'<font point-size="8" color="{_GREY}">{text}</font>' if text else ""
+
+
+def _label(title: str, *lines: str) -> str:
+    """An HTML-like Graphviz label: `title` (already escaped) over small grey lines. (A table, not
+    `<br/>`: its rows are spaced by their own fonts, so an underscore never touches the next line.)"""
+    rows = "".join(f"<tr><td>{text}</td></tr>" for text in [title, *map(_small, lines)] if text)
+    return f'<<table border="0" cellborder="0" cellspacing="1" cellpadding="0">{rows}</table>>'
+
+
+def _module_title(name: str, module: Module) -> str:
+    """`<b>layer1</b> stage`: the module's (dotted) name and the block it instantiates."""
+    kind = module.type_name if module.kind != "sequential" else ""  # groups and repetitions: no kind
+    return " ".join(filter(None, (f"<b>{html.escape(name)}</b>", html.escape(kind) if kind != name else "")))
+
+
+def _layer_title(layer: Layer) -> str:
+    """`<b>conv1</b> conv 7×7 /2`; an unlabelled (numbered) layer, or one named after its op, says it once."""
+    text = html.escape(_op_text(layer))
+    if layer.name.isdigit() or layer.name == layer.op:
+        return text
+    return f"<b>{html.escape(layer.name)}</b> {text}"
+
+
+def _dims(value) -> str:
+    return "×".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def _op_text(layer: Layer) -> str:
+    """The op and the arguments a reader needs beyond the shapes: kernel, stride, dilation, groups."""
+    args, parts = layer.args, [layer.op]
+    if "kernel" in args:
+        kernel = args["kernel"]
+        parts.append(_dims(kernel) if isinstance(kernel, (tuple, list)) else f"{kernel}×{kernel}")
+    if args.get("stride", 1) not in (1, (1, 1)):
+        parts.append(f"/{_dims(args['stride'])}")
+    if args.get("dilation", 1) not in (1, (1, 1)):
+        parts.append(f"dilation {_dims(args['dilation'])}")
+    groups = args.get("groups", 1)
+    if groups != 1:
+        parts.append("depthwise" if groups == layer.in_shape[0] else f"groups {groups}")
+    return " ".join(parts)
+
+
+def _composition(module: Module) -> str:
+    """`36 × bottleneck` for a module that is a stack of one kind of block."""
+    children = list(module.children())
+    kinds = {child.type_name for child in children if isinstance(child, Module)}
+    if len(children) > 1 and len(kinds) == 1 and all(isinstance(child, Module) for child in children):
+        return f"{len(children)} × {html.escape(kinds.pop())}"
+    return ""
+
+
+def _run_names(first: str, last: str) -> str:
+    """`denselayer1–6` for denselayer1..denselayer6, `1–35`, `Mixed_5c–Mixed_5d`."""
+    head, tail = re.fullmatch(r"(.*?)(\d*)", first), re.fullmatch(r"(.*?)(\d*)", last)
+    if head[1] == tail[1] and head[2] and tail[2]:
+        return f"{first}–{tail[2]}"
+    return f"{first}–{last}"
+
+
+# ---- folding ----------------------------------------------------------------------------------
+
+def _signature(node: Node) -> tuple:
+    """What a drawing shows of a node: kind, names, ops and structural arguments. Not shapes (they
+    follow from the input) nor float arguments (rates, eps, momentum), which it does not show."""
+    if isinstance(node, Layer):
+        return ("layer", node.name, node.op,
+                tuple((key, value) for key, value in sorted(node.args.items()) if not isinstance(value, float)))
+    if isinstance(node, Module):
+        return ("module", node.name, fold_key(node))
+    if isinstance(node, Residual):
+        return ("residual", _structure(node.body), node.shortcut and _signature(node.shortcut))
+    if isinstance(node, (Concat, Sum)):
+        return (type(node).__name__, tuple(_structure(branch) for branch in node.branches))
+    if isinstance(node, Gate):
+        return ("gate", _structure(node.body))
+    if isinstance(node, Aux):
+        return ("aux", _signature(node.head))
+    return (type(node).__name__, node.wire.name)  # Tap, From
+
+
+def _structure(nodes: list[Node]) -> tuple:
+    return tuple(_signature(node) for node in nodes)
+
+
+def fold_key(module: Module) -> tuple:
+    """Consecutive sibling modules fold into one `×N` drawing when these agree: the same block with
+    the same structure inside. (A ResNet stage's first block strides and projects: it stays apart.)"""
+    return (module.kind, module.type_name, len(module.inputs), _structure(module.body))
+
+
+def _runs(body: list[Node]) -> Iterator[tuple[int, int]]:
+    """[start, end) runs of `body`: consecutive foldable copies of a module, or single nodes."""
+    start = 0
+    while start < len(body):
+        end = start + 1
+        if isinstance(body[start], Module) and not body[start].inputs:
+            key = fold_key(body[start])
+            while end < len(body) and isinstance(body[end], Module) and fold_key(body[end]) == key:
+                end += 1
+        yield start, end
+        start = end
+
+
+# ---- the drawing ------------------------------------------------------------------------------
+
+Copies = tuple  # the same node in each copy of a folded block (one element outside folds)
+
+
+class _Total(NamedTuple):
+    """The summed costs of one copy of a folded run, labelled like a node's."""
+
+    params: int
+    macs: int
+
+
+class _Drawer:
+    """Walks the graph once, adding nodes to nested Graphviz clusters and collecting the edges."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.ids = 0
+        self.lines: dict[str, int] = {}  # lines of text in each node, for the height estimate
+        self.edges: list[tuple[str, str, dict]] = []
+        self.labelled: set[tuple[str, str]] = set()  # (node, label): each tensor is labelled once
+        self.wires: dict[int, Port] = {}
+
+    def height(self) -> int:
+        """Lines of text along the tallest path from the input (a node's lines, and one for the shape
+        on the edge into it): how tall the drawing is, or how wide with LR."""
+        before: dict[str, set[str]] = {}
+        for tail, head, _ in self.edges:
+            before.setdefault(head, set()).add(tail)
+        tallest: dict[str, int] = {}
+        for node in TopologicalSorter(before).static_order():
+            tallest[node] = self.lines.get(node, 1) + 1 + max((tallest[t] for t in before.get(node, ())), default=0)
+        return max(tallest.values(), default=0)
+
+    def _id(self, prefix: str = "n") -> str:
+        self.ids += 1
+        return f"{prefix}{self.ids}"
+
+    def node(self, container, label: str, **attrs) -> str:
+        name = self._id()
+        container.node(name, label=label, **attrs)
+        # a point (a cluster's way in) stands for the cluster's title; table labels have a row per line
+        self.lines[name] = 2 if attrs.get("shape") == "point" else max(1, label.count("<tr>"))
+        return name
+
+    def edge(self, port: Port, head: str, always: bool = False, **attrs) -> None:
+        """An edge carrying `port`'s tensor, its shape written on the first edge leaving the port
+        (and, `always`, on skip and dense connections too)."""
+        label = shape_label(port.shapes)
+        shown = always or (port.node, label) not in self.labelled
+        self.labelled.add((port.node, label))
+        self.edges.append((port.node, head, {"label": label if shown else "", **attrs}))
+
+    def join(self, container, symbol: str, tooltip: str) -> str:
+        """A small round node where tensors meet: + (add), × (gate), ‖ (concatenate)."""
+        return self.node(container, symbol, shape="circle", width="0.28", height="0.28", fixedsize="true",
+                         fontsize="12", style="filled", fillcolor="white", tooltip=tooltip)
+
+    @contextmanager
+    def cluster(self, container, label: str, style: str = "rounded") -> Iterator[tuple[object, str]]:
+        name = self._id("cluster_")
+        with container.subgraph(name=name, graph_attr={"label": label, "labeljust": "l", "style": style,
+                                                       "color": "#999999", "margin": "5"}) as inner:
+            yield inner, name
+
+    def enter(self, cluster, name: str, port: Port, shapes: tuple[Shape, ...]) -> Port:
+        """A point just inside a cluster's top where its input arrives. The edge to it stops at the
+        cluster's border (`lhead`), so no edge crosses the cluster's label."""
+        point = self.node(cluster, "", shape="point", width="0.05", color=_GREY)
+        self.edge(port, point, lhead=name)
+        if shape_label(shapes) == shape_label(port.shapes):
+            self.labelled.add((point, shape_label(shapes)))  # already written on the edge in
+        return Port(point, shapes)
+
+    # A body is drawn as a list of rows; a row holds the same node in every copy of a fold.
+    def body(self, container, rows: Iterable[Copies], port: Port, level: int) -> Port:
+        rows = list(rows)
+        for start, end in _runs([row[0] for row in rows]):
+            if end - start > 1:
+                port = self.fold(container, rows[start:end], port, level)
+            else:
+                port = self.item(container, rows[start], port, level)
+        return port
+
+    def item(self, container, nodes: Copies, port: Port, level: int) -> Port:
+        first = nodes[0]
+        if isinstance(first, Layer):
+            return self.layer(container, nodes, port)
+        if isinstance(first, Module):
+            return self.module(container, nodes, port, level)
+        if isinstance(first, Residual):
+            return self.residual(container, nodes, port, level)
+        if isinstance(first, (Concat, Sum)):
+            return self.merge(container, nodes, port, level)
+        if isinstance(first, Gate):
+            return self.gate(container, nodes, port, level)
+        if isinstance(first, Aux):
+            self.aux(container, nodes, port, level)
+            return port
+        if isinstance(first, Tap):
+            self.wires[first.wire.key] = port
+            return port
+        return self.wires.get(first.wire.key, port)  # From: continue from the named tensor
+
+    def layer(self, container, layers: Copies, port: Port) -> Port:
+        first = layers[0]
+        label = _label(_layer_title(first), _costs(layers))
+        name = self.node(container, label, fillcolor=_COLOURS.get(first.op, "white"))
+        self.edge(port, name)
+        return Port(name, tuple(layer.out_shape for layer in layers))
+
+    def module(self, container, modules: Copies, port: Port, level: int, path: str = "") -> Port:
+        """A node (below `depth`), a table (a block of layers only) or a cluster of its body. `path`:
+        the names of enclosing modules that held nothing but this one, drawn as part of its title."""
+        first = modules[0]
+        title = _module_title(f"{path}{first.name}", first)
+        out_shapes = tuple(module.out_shape for module in modules)
+        if level >= self.depth:
+            name = self.node(container, _label(title, _composition(first), _costs(modules)),
+                             fillcolor=_MODULE_COLOUR)
+            self.edge(port, name)
+            for wire in first.inputs:  # a block's extra tensor arguments (NASNet's cells)
+                if wire.key in self.wires:
+                    self.edge(self.wires[wire.key], name, style="dashed")
+            return Port(name, out_shapes)
+        rows = list(zip(*(module.body for module in modules)))
+        if all(isinstance(node, Layer) for node in first.body):
+            return self.table(container, rows, port, f"{title} {_small(_costs(modules))}")
+        if isinstance(first.body[0], Module) and len(list(_runs(first.body))) == 1 and not first.parameters:
+            # a lone child, or one folded run of children: drawn without a cluster around it
+            inner_path = f"{path}{first.name}."
+            if len(rows) == 1:
+                return self.module(container, rows[0], port, level + 1, inner_path)
+            return self.fold(container, rows, port, level + 1, inner_path)
+        for inner, outer in zip(first.parameters, first.inputs):
+            if outer.key in self.wires:
+                self.wires[inner.key] = self.wires[outer.key]
+        with self.cluster(container, f"<{title} {_small(_costs(modules))}>") as (inner, name):
+            entry = self.enter(inner, name, port, port.shapes)
+            out = self.body(inner, rows, entry, level + 1)
+        return Port(out.node, out_shapes)
+
+    def table(self, container, rows: Sequence[Copies], port: Port, header: str = "") -> Port:
+        """A chain made only of layers, as one node listing them with their output shapes and costs
+        (a conv-bn-relu block as three rows rather than three boxes)."""
+        lines = [f'<tr><td align="left" colspan="3">{header}</td></tr>'] if header else []
+        for layers in rows:
+            first = layers[0]
+            lines.append(f'<tr><td align="left" bgcolor="{_COLOURS.get(first.op, "white")}">{_layer_title(first)}</td>'
+                         f'<td align="left">{_small(shape_label([layer.out_shape for layer in layers]))}</td>'
+                         f'<td align="left">{_small(_costs(layers))}</td></tr>')
+        label = f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">{"".join(lines)}</table>>'
+        name = self.node(container, label, fillcolor="white", margin="0.04,0.02")
+        self.edge(port, name)
+        return Port(name, tuple(layer.out_shape for layer in rows[-1]) if rows else port.shapes)
+
+    def arm(self, container, rows: Sequence[Copies], port: Port, level: int) -> Port:
+        """One arm of a residual, branch or gate: a table when it is two or more layers and nothing else."""
+        rows = list(rows)
+        if len(rows) > 1 and all(isinstance(row[0], Layer) for row in rows):
+            return self.table(container, rows, port)
+        return self.body(container, rows, port, level)
+
+    def fold(self, container, rows: Sequence[Copies], port: Port, level: int, path: str = "") -> Port:
+        """Consecutive copies of one block: a node `first–last kind ×N`, or a cluster drawing one."""
+        first, last, count = rows[0][0], rows[-1][0], len(rows)
+        per_copy = range(len(rows[0]))
+        totals = [_Total(sum(row[i].params for row in rows), sum(row[i].macs for row in rows)) for i in per_copy]
+        title = f"{_module_title(path + _run_names(first.name, last.name), first)} <b>×{count}</b>"
+        out_shapes = tuple(module.out_shape for module in rows[-1])
+        if level >= self.depth:
+            name = self.node(container, _label(title, _costs(totals)), fillcolor=_MODULE_COLOUR,
+                             shape="box3d", style="filled")
+            self.edge(port, name)
+            return Port(name, out_shapes)
+        copies = [module for row in rows for module in row]
+        inside = list(zip(*(module.body for module in copies)))
+        note = _small(f"{_costs(totals)} in all; one drawn" if _costs(totals) else "one drawn")
+        if all(isinstance(node, Layer) for node in first.body):
+            out = self.table(container, inside, port, f"{title} {note}")
+        else:
+            with self.cluster(container, f"<{title} {note}>", style="rounded,dashed") as (inner, name):
+                entry = self.enter(inner, name, port, tuple(module.in_shape for module in copies))
+                out = self.body(inner, inside, entry, level + 1)
+        return Port(out.node, out_shapes)
+
+    def residual(self, container, residuals: Copies, port: Port, level: int) -> Port:
+        out = self.arm(container, zip(*(r.body for r in residuals)), port, level)
+        add = self.join(container, "+", "residual add")
+        self.edge(out, add)
+        if residuals[0].shortcut is None:
+            self.edge(port, add, always=True, **_SKIP)
+        else:
+            mark = len(self.edges)
+            shortcut = self.item(container, tuple(r.shortcut for r in residuals), port, level)
+            self.edges[mark] = (*self.edges[mark][:2], {**self.edges[mark][2], **_SKIP})  # the way in
+            self.edge(shortcut, add, always=True, **_SKIP)
+        return Port(add, tuple(r.out_shape for r in residuals))
+
+    def merge(self, container, merges: Copies, port: Port, level: int) -> Port:
+        """Concat (‖) or sum (+) of branches applied to the same input, drawn side by side."""
+        concat = isinstance(merges[0], Concat)
+        outs = []
+        for index, branch in enumerate(merges[0].branches):
+            rows = list(zip(*(m.branches[index] for m in merges)))
+            if not branch:  # the input itself: DenseNet's dense connection, or an identity term
+                outs.append((port, _IDENTITY))
+                continue
+            with self.cluster(container, "", style="invis") as (column, _):  # keeps a branch in a column
+                outs.append((self.arm(column, rows, port, level), {}))
+        join = self.join(container, "‖" if concat else "+", "concatenate channels" if concat else "sum")
+        for out, style in outs:
+            self.edge(out, join, always=bool(style), **style)
+        return Port(join, tuple(m.out_shape for m in merges))
+
+    def gate(self, container, gates: Copies, port: Port, level: int) -> Port:
+        """Squeeze-and-excitation: the input times a gate computed from it."""
+        out = self.arm(container, zip(*(g.body for g in gates)), port, level)
+        multiply = self.join(container, "×", "input × gate")
+        self.edge(port, multiply)
+        self.edge(out, multiply, style="dashed")
+        return Port(multiply, tuple(g.out_shape for g in gates))
+
+    def aux(self, container, auxes: Copies, port: Port, level: int) -> None:
+        """An auxiliary head: a side branch ending in its own (training-time) output."""
+        head = self.item(container, tuple(a.head for a in auxes), port, level)
+        terminal = self.node(container, html.escape(f"{auxes[0].head.name} output (training)"),
+                             shape="box", style="rounded,dashed")
+        self.edge(head, terminal, style="dashed")
+
+
+def _levels(nodes: Iterable[Node]) -> int:
+    """How many levels of modules are nested in `nodes` (0 for a body of layers)."""
+    deepest = 0
+    for node in nodes:
+        if isinstance(node, Module):
+            deepest = max(deepest, 1 + _levels(node.body))
+        elif isinstance(node, Residual):
+            deepest = max(deepest, _levels([*node.body, *filter(None, [node.shortcut])]))
+        elif isinstance(node, (Concat, Sum)):
+            deepest = max([deepest, *(_levels(branch) for branch in node.branches)])
+        elif isinstance(node, Gate):
+            deepest = max(deepest, _levels(node.body))
+        elif isinstance(node, Aux):
+            deepest = max(deepest, _levels([node.head]))
+    return deepest
+
+
+def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB"):
+    """The network as a `graphviz.Digraph`, modules expanded down to `depth` (default: see NOTE)."""
+    return _build(network, default_depth(network) if depth is None else depth, rankdir)[0]
+
+
+def default_depth(network: Network) -> int:
+    """The deepest uniform depth whose drawing is at most HEIGHT_BUDGET boxes tall (at least 1)."""
+    best = 1
+    for depth in range(2, _levels(network.root.body) + 2):  # depth = levels + 1 expands everything
+        if _build(network, depth, "TB")[1].height() > HEIGHT_BUDGET:
+            break
+        best = depth
+    return best
+
+
+def _build(network: Network, depth: int, rankdir: str):
+    """The Digraph, and the drawer that made it (which knows its edges and height)."""
+    dot = graphviz.Digraph(network.name)
+    title = f"<b>{html.escape(network.name)}</b> {html.escape(Path(network.file).name)}"
+    dot.attr(rankdir=rankdir, compound="true", nodesep="0.15", ranksep="0.12", fontname=_FONT, fontsize="11",
+             labelloc="t", label=_label(title, f"{_human(network.params)} params · {_human(network.macs)} MACs "
+                                               f"· depth {depth}"))
+    dot.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT, fontsize="10",
+             height="0.3", margin="0.08,0.03")
+    dot.attr("edge", fontname=_FONT, fontsize="8", fontcolor=_GREY, color=_GREY, arrowsize="0.6")
+    drawer = _Drawer(depth)
+    dot.node("input", label="input", shape="ellipse", style="filled", fillcolor="#f3f3f3")
+    out = drawer.body(dot, [(node,) for node in network.root.body], Port("input", (network.input_shape,)), 1)
+    dot.node("output", label="output", shape="ellipse", style="filled", fillcolor="#f3f3f3")
+    drawer.edge(out, "output")
+    for tail, head, attrs in drawer.edges:
+        dot.edge(tail, head, **attrs)
+    return dot, drawer
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+def run(args) -> int:
+    """`netdsl draw FILE [-o OUT] [--depth N] [--rankdir TB|LR]`: write DOT, or render it with `dot`."""
+    from . import api
+    from .cli import EXIT_OK, UsageError, _overrides
+    from .emit import write_atomically
+
+    suffix = Path(args.output).suffix.lower() if args.output else ".svg"
+    if suffix not in FORMATS:
+        raise UsageError(f"-o {args.output}: cannot draw to '{suffix or 'a file without a suffix'}'; "
+                         f"use {', '.join(FORMATS)}")
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be at least 1, got {args.depth}")
+    network = api.check(args.file, network=args.network, **_overrides(args.overrides))
+    depth = default_depth(network) if args.depth is None else args.depth
+    dot = to_dot(network, depth, args.rankdir)
+    target = Path(args.output) if args.output else Path(f"{network.name}.svg")
+    source = target if FORMATS[suffix] is None else target.with_suffix(".dot")
+
+    def write_source() -> None:
+        write_atomically(source, lambda tmp: Path(tmp).write_text(dot.source, encoding="utf-8"))
+
+    if FORMATS[suffix] is None:
+        write_source()
+        print(f"wrote {target} (Graphviz source, depth {depth})")
+        return EXIT_OK
+    if suffix == ".png":
+        dot.attr(dpi=PNG_DPI)
+    try:
+        if shutil.which("dot") is None:
+            raise graphviz.ExecutableNotFound(["dot"])
+        data = dot.pipe(format=FORMATS[suffix])
+    except graphviz.ExecutableNotFound:
+        write_source()  # the diagram is not lost: render it once Graphviz is installed
+        raise UsageError(f"cannot draw {target}: the Graphviz program 'dot' is not installed; wrote the "
+                         f"diagram's source to {source} instead. To finish, {INSTALL_HINT}, then run: "
+                         f"dot -T{FORMATS[suffix]} {source} -o {target}") from None
+    write_atomically(target, lambda tmp: Path(tmp).write_bytes(data))
+    print(f"wrote {target} (depth {depth})")
+    return EXIT_OK
