@@ -10,10 +10,11 @@ from .errors import (
     ParameterError, ShapeError,
 )
 from .graph import Network
+from .sizes import valid_inputs
 
 __version__ = "0.1.0"
 
 __all__ = [
     "build", "check", "compile", "Limits", "Network", "NetDSLError", "NetDSLSyntaxError",
-    "NetDSLNameError", "NetDSLTypeError", "NetDSLImportError", "ShapeError", "ParameterError",
+    "NetDSLNameError", "NetDSLTypeError", "NetDSLImportError", "ShapeError", "ParameterError", "valid_inputs",
 ]

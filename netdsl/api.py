@@ -41,11 +41,26 @@ def parse_override(text: str) -> tuple[str, ast.Expr]:
     return name, parse_expr(value.strip(), Span(where, 1, 1, 1, len(value.strip()) + 1))
 
 
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """`3x320x320` (channels x height x width) or `784` (features) from the command line."""
+    parts = text.strip().lower().replace("\u00d7", "x").split("x")
+    if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise OptionError(f"expected an input size like 3x224x224 (or 784 for a flat input), got {text!r}")
+    return tuple(int(part) for part in parts)
+
+
 def check(path: str | os.PathLike, *, network: str | None = None, source: str | None = None,
-          limits: Limits = Limits(), **overrides) -> Network:
-    """Parse, resolve and check a .net file; returns the annotated graph (raises `NetDSLError`)."""
+          limits: Limits = Limits(), input_shape: tuple[int, ...] | None = None, **overrides) -> Network:
+    """Parse, resolve and check a .net file; returns the annotated graph (raises `NetDSLError`).
+
+    `input_shape` (e.g. `(3, 320, 320)`) checks the network at that size instead of its declared
+    `input [...]`; it must have the declared number of dimensions."""
     values = {k: _python_value(v, k) for k, v in overrides.items()}
-    return check_program(load(path, source), network, values, limits)
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+        if not input_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
+            raise OptionError(f"input_shape must be positive integers, e.g. (3, 224, 224), got {input_shape!r}")
+    return check_program(load(path, source), network, values, limits, input_shape)
 
 
 def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
@@ -57,16 +72,17 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
 
 def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
             network: str | None = None, format: str = "torchscript", dtype: str | None = None,
-            device: str | None = None, **overrides) -> tuple[Network, Path]:
+            device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
-    "export" (a `torch.export` program, `torch.export.load`) or "python" (standalone source).
-    `dtype` ("float32", "float16", "bfloat16") and `device` apply to the tensor formats."""
-    from .emit import FORMATS, build as build_module, save_export, save_python, save_torchscript
+    "export" (a `torch.export` program, `torch.export.load`), "onnx" or "python" (standalone
+    source). `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
+    bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
+    BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
+    and a frozen graph (`netdsl.optimize`)."""
+    from .emit import (FORMATS, build as build_module, save_export, save_onnx, save_python,
+                       save_torchscript)
 
-    if format not in FORMATS:
-        raise OptionError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    if format == "python" and (dtype or device):
-        raise OptionError("--dtype and --device apply to the torchscript and export formats")
+    _check_compile_options(format, dtype, device, optimize)
     graph = check(path, network=network, **overrides)
     target = Path(output) if output is not None else Path(f"{graph.name}{FORMATS[format]}")
     if format == "python":
@@ -75,13 +91,47 @@ def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
     import torch
 
     model = build_module(graph)
+    if optimize:
+        from .optimize import fold_batchnorm
+
+        fold_batchnorm(model, graph)  # in float32, before any cast
     torch_dtype = getattr(torch, dtype) if dtype else None
     model.to(device=device, dtype=torch_dtype)
     if format == "export":
         save_export(model, target, graph.input_shape, torch_dtype, device)
+    elif format == "onnx":
+        size = graph.params * (torch_dtype or torch.float32).itemsize
+        if size >= 2**31:
+            raise OptionError(f"{graph.params:,} parameters need {size / 2**30:.1f} GiB, over the 2 GiB an "
+                              "ONNX file can hold; use --format export or --dtype float16")
+        save_onnx(model, target, graph.input_shape, torch_dtype)
     else:
-        save_torchscript(model, target)
+        if optimize:  # NOTE: [Channels-last] in netdsl/optimize.py
+            model.to(memory_format=torch.channels_last)
+        save_torchscript(model, target, freeze=optimize)
     return graph, target
 
 
-__all__ = ["check", "build", "compile", "parse_override", "NetDSLError"]
+def _check_compile_options(format: str, dtype: str | None, device: str | None, optimize: bool) -> None:
+    """Raise `OptionError` for options that do not go together or a missing exporter."""
+    from .emit import FORMATS
+
+    if format not in FORMATS:
+        raise OptionError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    if format == "python" and (dtype or device):
+        raise OptionError("--dtype and --device apply to the torchscript and export formats (--dtype to onnx too)")
+    if format == "python" and optimize:
+        raise OptionError("--optimize applies to the torchscript, export and onnx formats")
+    if format == "onnx" and device:
+        raise OptionError("--device does not apply to onnx: an ONNX file runs on the device its runtime "
+                          "picks (e.g. onnxruntime's CUDAExecutionProvider)")
+    if format == "onnx" and dtype == "bfloat16":
+        raise OptionError("ONNX convolutions have no bfloat16 type; use --dtype float16 or float32")
+    if format == "onnx":
+        import importlib.util
+
+        if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript")):
+            raise OptionError("--format onnx needs the onnx exporter: pip install onnx onnxscript")
+
+
+__all__ = ["check", "build", "compile", "parse_override", "parse_input_shape", "NetDSLError"]

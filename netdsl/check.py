@@ -41,6 +41,9 @@ class Limits:
     sequence: int = 100_000  # items in a list or characters in a string built by an expression
 
 
+SYMBOLIC_PROBE = 224  # where `input [3, H, W]` is checked without --input: the ImageNet size
+
+
 def shape_str(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
@@ -177,13 +180,19 @@ class Checker:
         self.scope: Scope | None = None  # the module whose statement is being evaluated
         self.wire_count = 0
         self.root_flow: Flow | None = None  # the network's own chain: where auxiliary heads may tap
+        self.declared_input: Shape | None = None  # set when checking at another size than declared
+        self.shortcuts: list = []  # each generated residual shortcut, in order: "identity" or a stride
+        self.replay: list = []  # the same, from the declared size, kept when checking at another size
+        self.symbolic = False  # the input statement names its sizes (`input [3, H, W]`)
+        self.reads_input_size: Span | None = None  # the first read of a tensor's size (in.height)
 
     # ---- errors ----------------------------------------------------------------------------
     def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
         return cls(message, span, hint, tuple(self.trace))
 
     # ---- networks --------------------------------------------------------------------------
-    def network(self, decl: ast.Decl, overrides: dict) -> Network:
+    def network(self, decl: ast.Decl, overrides: dict, input_shape: Shape | None = None) -> Network:
+        """`input_shape`, when given, replaces the declared `input [...]` (same rank)."""
         name = decl.name
         defaults: dict[str, object] = {}
         chain = [decl.name]
@@ -235,11 +244,8 @@ class Checker:
         position = 0
         for position, stmt in enumerate(decl.body):
             if isinstance(stmt, ast.InputStmt):
-                dims = self.eval(stmt.dims, env)
-                if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-                    raise self.error(TypeError_, f"input shape must be a list of positive integers, got {show(dims)}",
-                                     stmt.span, "e.g. input [3, 224, 224] (channels, height, width; batch is implicit)")
-                flow = Flow(shape=tuple(dims))
+                dims, input_names = self.input_dims(stmt, env, input_shape)
+                flow = Flow(shape=dims)
                 env.input_shape = flow.shape
                 break
             if not isinstance(stmt, (ast.Let, ast.Assert)):
@@ -251,10 +257,57 @@ class Checker:
                              "add 'input [3, 224, 224]' (channels, height, width) as its first statement")
         input_shape = flow.shape
         self.root_flow = flow
-        self.run(decl.body[position + 1:], env, scope, flow)
+        try:
+            self.run(decl.body[position + 1:], env, scope, flow)
+        except NetDSLError as error:
+            if self.declared_input is not None:
+                note_resized(error, input_shape, self.declared_input)
+            raise
         root = self.module("", "network", name, flow, input_shape, decl.span)
         return Network(name=name, file=self.program.main_file, arguments=arguments,
-                       input_shape=input_shape, root=root)
+                       input_shape=input_shape, root=root, input_names=input_names,
+                       reads_input_size=self.reads_input_size)
+
+    def input_dims(self, stmt: ast.InputStmt, env: Env, given: Shape | None) -> tuple[Shape, tuple]:
+        """The shape to check at (`given`, or the declared one) and the names of its symbolic sizes:
+        in `input [3, H, W]`, H and W are names bound nowhere, checked at `given` or at SYMBOLIC_PROBE."""
+        names = tuple(item.name if isinstance(item, ast.Name) and self.unbound(item.name, env) else None
+                      for item in stmt.dims.items)
+        dims = tuple(SYMBOLIC_PROBE if name else self.eval(item, env) for item, name in zip(stmt.dims.items, names))
+        if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+            raise self.error(TypeError_, f"input shape must be a list of positive integers, got {show(dims)}",
+                             stmt.span, "e.g. input [3, 224, 224] (channels, height, width; batch is implicit)")
+        symbolic = [name for name in names if name]
+        self.symbolic = bool(symbolic)
+        if symbolic and (len(dims) != 3 or names[0]):
+            raise self.error(TypeError_, f"only the height and width of an input can be symbolic, not "
+                             f"'{symbolic[0] if len(dims) != 3 else names[0]}'", stmt.span,
+                             "e.g. input [3, H, W]; the channels are fixed by the first layer's weights")
+        if len(symbolic) == 2 and names[1] == names[2]:
+            raise self.error(NameError_, f"'{names[1]}' names both the height and the width", stmt.span,
+                             "use two names, e.g. input [3, H, W]; sizes are analysed one dimension at a time")
+        if given is None:
+            return dims, names
+        if len(given) != len(dims):
+            raise self.error(ShapeError, f"input size {shape_str(given)} has {len(given)} "
+                             f"dimension{'s' if len(given) > 1 else ''}, but the network declares "
+                             f"{shape_str(dims)}", stmt.span,
+                             "give channels x height x width, e.g. 3x320x320" if len(dims) == 3
+                             else f"give {len(dims)} dimension{'s' if len(dims) > 1 else ''}")
+        if given != dims and not symbolic:
+            self.declared_input = dims
+        return given, names
+
+    def unbound(self, name: str, env: Env) -> bool:
+        """A name nothing defines (nor nearly spells): in an input statement, a symbolic size."""
+        try:
+            env.lookup(name)
+            return False
+        except KeyError:
+            pass
+        known = env.names() | set(self.program.decls) | set(REGISTRY) | set(BUILTINS)
+        return name not in known and did_you_mean(name, known) is None
+
 
     def module(self, name: str, kind: str, type_name_: str, flow: Flow, in_shape: Shape, span: Span) -> Module:
         module = Module(name=name, kind=kind, type_name=type_name_, body=flow.nodes,
@@ -511,11 +564,8 @@ class Checker:
             side = Flow(in_shape)
             self.layer_statement(unit.shortcut, Env(env), scope, side, default_label="downsample")
             shortcut, shortcut_shape = side.nodes[0], side.shape
-        elif body.shape != in_shape:
-            shortcut = self.projection(in_shape, body.shape, scope, unit.span)
-            shortcut_shape = body.shape
         else:
-            shortcut_shape = in_shape
+            shortcut, shortcut_shape = self.generated_shortcut(in_shape, body.shape, scope, unit.span)
         if shortcut_shape != body.shape:
             raise self.error(
                 ShapeError,
@@ -528,20 +578,34 @@ class Checker:
         self.append(flow, Residual(body=body.nodes, shortcut=shortcut, in_shape=in_shape,
                                    out_shape=body.shape, span=unit.span))
 
-    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span) -> Module:
-        """torchvision's `downsample`: a strided 1×1 conv and batch norm matching the body's shape."""
+    def generated_shortcut(self, in_shape: Shape, out_shape: Shape, scope: Scope,
+                           span: Span) -> tuple[Module | None, Shape]:
+        """A residual without `shortcut`: the identity, or a projection when the body changes the shape.
+        Checked at another input size, it keeps what it had at the declared size (`replay`)."""
+        kept = self.replay.pop(0) if self.replay else None
+        if kept == "identity" or (kept is None and out_shape == in_shape):
+            self.shortcuts.append("identity")
+            return None, in_shape
+        module = self.projection(in_shape, out_shape, scope, span, stride=kept)
+        self.shortcuts.append(module.body[0].args["stride"])
+        return module, module.out_shape
+
+    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span, stride=None) -> Module:
+        """torchvision's `downsample`: a strided 1×1 conv and batch norm matching the body's shape
+        (with `stride` given, that stride, whatever shape it gives)."""
         explain = (f"residual add: the body changes the shape from {shape_str(in_shape)} to "
                    f"{shape_str(out_shape)} and no projection can match it")
         if len(in_shape) != 3 or len(out_shape) != 3:
             raise self.error(ShapeError, explain, span, "a residual body must keep [channels, height, width] form")
-        strides = []
-        for size, target in zip(in_shape[1:], out_shape[1:]):
-            stride = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
-            if stride is None:
-                raise self.error(ShapeError, explain, span,
-                                 "the spatial size may only shrink by striding; give the shortcut explicitly")
-            strides.append(stride)
-        stride = strides[0] if strides[0] == strides[1] else tuple(strides)
+        if stride is None:
+            strides = []
+            for size, target in zip(in_shape[1:], out_shape[1:]):
+                found = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
+                if found is None:
+                    raise self.error(ShapeError, explain, span,
+                                     "the spatial size may only shrink by striding; give the shortcut explicitly")
+                strides.append(found)
+            stride = strides[0] if strides[0] == strides[1] else tuple(strides)
         if "downsample" in scope.names:
             raise self.error(NameError_, f"module '{scope.path or '<root>'}' already has a 'downsample'; this "
                              "residual needs a generated projection of the same name", span,
@@ -815,6 +879,10 @@ class Checker:
     def eval_Attr(self, expr: ast.Attr, env: Env):
         value = self.eval(expr.value, env)
         if isinstance(value, TensorShape):
+            spatial = len(value.shape) == 3
+            sizes = ("height", "h", "width", "w", "shape") if spatial else ("features", "c", "channels", "shape")
+            if expr.attr in sizes and self.reads_input_size is None:  # the structure may depend on the input size
+                self.reads_input_size = expr.span
             try:
                 return value.attr(expr.attr)
             except KeyError:
@@ -956,10 +1024,70 @@ class Checker:
 
 
 def check_program(program: Program, network: str | None = None, overrides: dict | None = None,
-                  limits: Limits = Limits()) -> Network:
+                  limits: Limits = Limits(), input_shape: Shape | None = None) -> Network:
+    """Checks a network; with `input_shape`, at that size instead of its declared one (see the NOTE below)."""
     decl = program.network(network)
+    overrides = overrides or {}
     try:
-        return Checker(program, limits).network(decl, overrides or {})
+        at_declared = Checker(program, limits)
+        try:
+            declared = at_declared.network(decl, overrides)
+        except NetDSLError as error:
+            if not at_declared.symbolic:
+                raise
+            if input_shape is None:
+                note = f"the input size is symbolic, so it was checked at {SYMBOLIC_PROBE} x {SYMBOLIC_PROBE}; " \
+                       "choose another with --input"
+                error.hint = f"{error.hint}\n  note: {note}" if error.hint else note
+                raise
+            declared = None  # it failed at the probe size; what counts is `input_shape`
+        if input_shape is None or (declared is not None and tuple(input_shape) == declared.input_shape):
+            return declared
+        again = Checker(program, limits)
+        if at_declared.symbolic:  # no size of its own: checked at the one given, nothing to compare
+            return again.network(decl, overrides, tuple(input_shape))
+        again.replay = list(at_declared.shortcuts)
+        resized = again.network(decl, overrides, tuple(input_shape))
+        same_weights(declared, resized)
+        return resized
     except RecursionError:
         raise ParameterError("the network is nested too deeply to check", decl.span,
                              "flatten deeply nested groups or expressions") from None
+
+
+# NOTE: [Checking at another input size]
+# `--input` asks whether *this* network accepts another size: the layers keep the weights they
+# have at the declared input. So the network is checked at the declared size and at the new
+# one, and every layer with parameters must get the input its weights were made for -- a fixed
+# `linear` after `flatten` pins the spatial size (AlexNet's 227), the first convolution pins the
+# channels -- and no other such layer may appear. A residual's generated shortcut keeps what it
+# was at the declared size (identity, or a projection's stride) rather than being fitted anew.
+# Parameter-free layers may adapt (a block reading `in.height` may pad differently).
+# A symbolic input (`input [3, H, W]`) declares no size: it is checked once, at the given one.
+
+def same_weights(declared: Network, resized: Network) -> None:
+    """Raises unless every layer with parameters gets, in `resized`, the input its weights in `declared` take."""
+    weights = {path: layer for path, layer in declared.layers() if layer.params}
+    for path, layer in resized.layers():
+        before = weights.get(path)
+        if before is None and layer.params:
+            raise note_resized(ShapeError(f"{path}: this {layer.op} has parameters at input "
+                                          f"{shape_str(resized.input_shape)} but does not exist at the declared size",
+                                          layer.span, None, layer.trace), resized.input_shape, declared.input_shape)
+        if before is None or not layer.params:
+            continue
+        if layer.params != before.params:  # the same layer with another count: its input does not fit
+            flat = len(layer.in_shape) == 1
+            error = ShapeError(
+                f"{path}: {layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
+                f"but at input {shape_str(resized.input_shape)} it receives {shape_str(layer.in_shape)}",
+                layer.span, "insert adaptive_avgpool(...) before 'flatten' to accept other sizes" if flat
+                else "the input channels are fixed by the weights", layer.trace)
+            raise note_resized(error, resized.input_shape, declared.input_shape)
+
+
+def note_resized(error: NetDSLError, given: Shape, declared: Shape) -> NetDSLError:
+    """Adds to an error found at `--input` that the network was checked at another size than declared."""
+    note = f"checked at input {shape_str(given)} instead of the declared {shape_str(declared)}"
+    error.hint = f"{error.hint}\n  note: {note}" if error.hint else note
+    return error

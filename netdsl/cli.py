@@ -54,9 +54,10 @@ def make_parser() -> argparse.ArgumentParser:
                           help="torchscript (torch.jit.load), export (torch.export program, .pt2), onnx (.onnx) "
                                "or python (standalone module source); default torchscript")
     compile_.add_argument("--optimize", action="store_true",
-                          help="for inference: fold BatchNorm into convolutions, freeze, channels-last")
+                          help="for inference: fold BatchNorm into convolutions, eval mode; "
+                               "torchscript: also a frozen graph with channels-last weights")
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                          help="parameter dtype of the saved model (torchscript and export)")
+                          help="parameter dtype of the saved model (torchscript, export; onnx: not bfloat16)")
     compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript and export)")
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
@@ -65,6 +66,8 @@ def make_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input", metavar="CxHxW", help="check at this input size instead of the declared one")
     summary.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                          help="dtype for activation memory in bytes (default float32)")
+    summary.add_argument("--no-biases", action="store_true",
+                         help="count parameters without biases, as the course notes' VGG table does")
     summary.add_argument("--json", action="store_true", help="print the same numbers as JSON")
 
     diff = commands.add_parser("diff", help="compare two networks stage by stage")
@@ -82,7 +85,8 @@ def make_parser() -> argparse.ArgumentParser:
     draw.add_argument("--watch", action="store_true", help="redraw whenever the file (or an import) changes")
 
     fmt = commands.add_parser("fmt", help="format .net files in place (canonical layout)")
-    fmt.add_argument("files", nargs="+", metavar="FILE", help=".net files or directories")
+    fmt.add_argument("files", nargs="+", metavar="FILE",
+                     help=".net files or directories; - formats standard input to standard output")
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
     fmt.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
     fmt.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
@@ -144,19 +148,41 @@ def overview(network: Network) -> str:
     return "\n".join(lines)
 
 
+def input_shape(text: str | None) -> tuple[int, ...] | None:
+    """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
+    if text is None:
+        return None
+    try:
+        return api.parse_input_shape(text)
+    except api.OptionError as error:
+        raise UsageError(f"--input: {error}") from None
+
+
 def _cmd_check(args) -> int:
-    network = api.check(args.file, network=args.network, **_overrides(args.overrides))
+    network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
+                        **_overrides(args.overrides))
+    from .sizes import valid_inputs
+
+    sizes = valid_inputs(network)
     if args.json:
+        from .cost import analyse, byte_size
+
+        costs = analyse(network)
+        activations, feature = costs.totals.activations, costs.feature_map
         print(json.dumps({
             "network": network.name, "file": network.file,
             "input": list(network.input_shape), "output": list(network.output_shape),
             "params": network.params, "macs": network.macs,
+            "memory": {"elements": activations, "bytes": byte_size(activations, "float32")},
+            "receptive_field": feature.to_json() if feature is not None else None,
             "arguments": {k: _jsonable(v) for k, v in network.arguments.items()},
+            "valid_inputs": sizes.as_json(),
         }, indent=2))
     else:
         print(f"{network.file}: ok: network {network.name}, input {_fmt_shape(network.input_shape)} -> "
               f"output {_fmt_shape(network.output_shape)}, {network.params:,} parameters, "
               f"{_human(network.macs)} MACs")
+        print(f"  {sizes.describe()}")
     return EXIT_OK
 
 
@@ -182,14 +208,16 @@ def _cmd_compile(args) -> int:
             raise UsageError(f"--device {args.device}: no CUDA device is available")
     try:
         network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
-                                    dtype=args.dtype, device=args.device, **_overrides(args.overrides))
+                                    dtype=args.dtype, device=args.device, optimize=args.optimize,
+                                    **_overrides(args.overrides))
     except api.OptionError as error:
         raise UsageError(str(error)) from None
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
+           "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",
            "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[args.format]
-    print(f"wrote {path} ({how})")
+    print(f"wrote {path} ({how}{'; optimized for inference' if args.optimize else ''})")
     return EXIT_OK
 
 
@@ -239,6 +267,15 @@ COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers,
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "watch", False):  # re-run on every save; errors are reported and the loop goes on
+        from .watch import watch
+
+        return watch(args.file, lambda: _run(args), stop_on=(EXIT_USAGE, 130, 128 + 13))
+    return _run(args)
+
+
+def _run(args) -> int:
+    """One run of the chosen command, with every outcome mapped to an exit code."""
     debug = getattr(args, "debug", False)
     try:
         return COMMANDS[args.command](args)

@@ -1,11 +1,11 @@
-"""Stage 4 — emit: `graph.Network` → PyTorch source, `nn.Module`, TorchScript.
+"""Stage 4 — emit: `graph.Network` → PyTorch source, `nn.Module`, TorchScript / export / ONNX files.
 
 `python_source` writes the module classes a careful engineer would write by hand: one class per
 distinct block structure (torchvision style, `__init__` with literal sizes, straight-line
 `forward`), `nn.Sequential` for groups and repetitions, attribute names taken from the labels so
 `state_dict` keys are the author's. `build` executes that source (only identifiers validated by
-the checker and numbers reach it) and instantiates the network; `save_torchscript` scripts and
-saves it atomically. The checker's shapes are trusted, never recomputed.
+the checker and numbers reach it) and instantiates the network; `save_torchscript`,
+`save_export` and `save_onnx` save it atomically. The checker's shapes are trusted, never recomputed.
 """
 
 from __future__ import annotations
@@ -383,11 +383,17 @@ def script(module):
         return torch.jit.script(module)
 
 
-def save_torchscript(module, path: str | os.PathLike) -> None:
-    """Script `module` and save it to `path` atomically (a temporary file renamed into place)."""
+def save_torchscript(module, path: str | os.PathLike, freeze: bool = False) -> None:
+    """Script `module` and save it to `path` atomically (a temporary file renamed into place);
+    with `freeze`, an eval-mode frozen graph (`netdsl.optimize.freeze`)."""
     import torch
 
     scripted = script(module)
+    if freeze:
+        from .optimize import freeze as freeze_scripted
+
+        with _jit_quietly():
+            scripted = freeze_scripted(scripted)
 
     def save(tmp: str) -> None:
         with _jit_quietly():
@@ -402,10 +408,32 @@ def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None,
     import torch
 
     module.eval()
-    example = torch.randn(2, *input_shape, dtype=dtype, device=device)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: batch}})
+    example, dynamic_shapes = _dynamic_batch(input_shape, dtype, device)
+    program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
     write_atomically(path, lambda tmp: torch.export.save(program, tmp))
+
+
+def save_onnx(module, path: str | os.PathLike, input_shape: tuple, dtype=None) -> None:
+    """Save `module` (eval mode) as one self-contained ONNX file with a dynamic batch dimension,
+    atomically; its input is named "input" and its output "output"."""
+    import torch
+
+    module.eval()
+    example, dynamic_shapes = _dynamic_batch(input_shape, dtype)
+    # NOTE: [ONNX exporter] torch.export-based (dynamo=True): it exported every network in
+    # networks/ with outputs equal to eager's; weights go inside the file (external_data=False),
+    # which ONNX allows up to 2 GB (api.compile refuses larger models).
+    program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=dynamic_shapes,
+                                input_names=["input"], output_names=["output"], verbose=False)
+    write_atomically(path, lambda tmp: program.save(tmp, external_data=False))
+
+
+def _dynamic_batch(input_shape: tuple, dtype=None, device=None) -> tuple[tuple, dict]:
+    """An example input (batch 2) and `dynamic_shapes` that leave the batch size free."""
+    import torch
+
+    example = torch.randn(2, *input_shape, dtype=dtype, device=device)
+    return (example,), {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
 
 
 def save_python(network: Network, path: str | os.PathLike) -> None:
@@ -414,14 +442,16 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(source, encoding="utf-8"))
 
 
-FORMATS = {"torchscript": ".pt", "export": ".pt2", "python": ".py"}  # format -> default file suffix
+# format -> default file suffix
+FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py"}
 
 
 def write_atomically(path: str | os.PathLike, write) -> None:
     """Calls `write(temporary_path)` in the target directory, then renames it over `path`."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    # The temporary name keeps the real suffix: some savers check it (torch.export.save wants .pt2).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=path.suffix, dir=directory)
     os.close(fd)
     try:
         write(tmp)

@@ -144,6 +144,8 @@ class Network:
     input_shape: Shape
     root: Module
     output_shape: Shape = field(init=False)
+    input_names: tuple[str | None, ...] = ()  # the symbolic sizes of `input [3, H, W]` (None: a number)
+    reads_input_size: Span | None = None  # first `in.height`-like read: the structure may vary with the size
 
     def __post_init__(self) -> None:
         self.output_shape = self.root.out_shape

@@ -46,6 +46,20 @@ class Emission:
 
 
 @dataclass(frozen=True)
+class Window:
+    """How an output position reads its input along one spatial axis: output i reads the input
+    positions i*stride - pad + t*dilation for t < kernel (the receptive-field rule, netdsl/cost.py)."""
+
+    kernel: int = 1
+    stride: int = 1
+    pad: int = 0  # may be negative: a crop
+    dilation: int = 1
+
+
+GLOBAL = "global"  # a `reach` result: every output reads every input position (linear, global pooling)
+
+
+@dataclass(frozen=True)
 class LayerDef:
     name: str
     doc: str
@@ -54,6 +68,9 @@ class LayerDef:
     count: Callable[[Shape, dict], int]  # trainable parameters
     macs: Callable[[Shape, Shape, dict], int]
     torch: Callable[[Shape, dict], Emission]
+    biases: Callable[[Shape, dict], int] = lambda s, a: 0  # of `count`, the additive terms (bias, BN's shift)
+    # Spatial reach: (height, width) windows, GLOBAL, or None for a position-wise op.
+    reach: Callable[[Shape, dict], "tuple[Window, Window] | str | None"] = lambda s, a: None
     aliases_input: bool = False  # output may share storage with the input (views, identity)
     inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
     output_mutable: bool = False  # backward never reads the output, so it may be overwritten
@@ -95,13 +112,11 @@ def _fmt(shape: Shape) -> str:
 
 def window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
     """PyTorch's output length for a convolution or pooling window along one axis."""
-    span = size + 2 * pad - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    out = (-(-span // stride) if ceil else span // stride) + 1
+    span = size + 2 * pad - dilation * (kernel - 1) - 1  # negative when the window overhangs the input
+    out = (-(-span // stride) if ceil else span // stride) + 1  # rounding like ATen's div_rtn, also below 0
     if ceil and (out - 1) * stride >= size + pad:  # the last window must start inside the input
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def _window(in_shape: Shape, args: dict, op: str, ceil: bool = False) -> Shape:
@@ -146,6 +161,13 @@ def _conv_weights(in_shape: Shape, args: dict) -> int:
     return args["out"] * (in_shape[0] // args["groups"]) * kh * kw
 
 
+def _windows(args: dict) -> tuple[Window, Window]:
+    """The (height, width) windows of a convolution or pooling layer's arguments."""
+    kernel, stride, pad = _pair(args["kernel"]), _pair(args["stride"]), _pair(args["pad"])
+    dilation = _pair(args.get("dilation", 1))
+    return tuple(Window(kernel[axis], stride[axis], pad[axis], dilation[axis]) for axis in (0, 1))
+
+
 def _conv_torch(in_shape: Shape, args: dict) -> Emission:
     kwargs = {"kernel_size": args["kernel"]}
     for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0),
@@ -173,6 +195,8 @@ register(LayerDef(
     count=lambda s, a: _conv_weights(s, a) + (a["out"] if a["bias"] else 0),
     macs=lambda s, o, a: _conv_weights(s, a) * o[1] * o[2],
     torch=_conv_torch,
+    biases=lambda s, a: a["out"] if a["bias"] else 0,
+    reach=lambda s, a: _windows(a),
     output_mutable=True,
 ))
 
@@ -202,6 +226,7 @@ register(LayerDef(
     count=lambda s, a: 2 * s[0],
     macs=_zero,
     torch=_bn_torch,
+    biases=lambda s, a: s[0],
     output_mutable=True,
 ))
 
@@ -303,13 +328,13 @@ def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
 register(LayerDef(
     name="maxpool", doc="2-D max pooling.", params=_pool_params(),
     shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
-    output_mutable=True,
+    reach=lambda s, a: _windows(a), output_mutable=True,
 ))
 register(LayerDef(
     name="avgpool", doc="2-D average pooling.",
     params=_pool_params((Param("count_include_pad", "bool", True),)),
     shape=_pool_shape("avgpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("AvgPool2d"),
-    output_mutable=True,
+    reach=lambda s, a: _windows(a), output_mutable=True,
 ))
 
 
@@ -323,7 +348,19 @@ def _adaptive(name: str, cls: str, doc: str) -> None:
         return Emission(cls, (_pair(args["size"]),))
 
     register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1, minimum=1),),
-                      shape=shape, count=_zero, macs=_zero, torch=torch, output_mutable=True))
+                      shape=shape, count=_zero, macs=_zero, torch=torch, reach=_adaptive_reach,
+                      output_mutable=True))
+
+
+def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
+    """A fixed window where the input is a multiple of the output (k = stride = in/out; in = out: identity);
+    global pooling (output 1 from a larger input) or windows of varying size reach the whole input."""
+    windows = []
+    for size, out in zip(in_shape[1:], _pair(args["size"])):
+        if size % out or (out == 1 and size > 1):
+            return GLOBAL
+        windows.append(Window(size // out, size // out))
+    return tuple(windows)
 
 
 _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
@@ -363,6 +400,8 @@ register(LayerDef(
     count=lambda s, a: s[0] * a["out"] + (a["out"] if a["bias"] else 0),
     macs=lambda s, o, a: s[0] * a["out"],
     torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
+    biases=lambda s, a: a["out"] if a["bias"] else 0,
+    reach=lambda s, a: GLOBAL,
     output_mutable=True,
 ))
 
@@ -410,7 +449,7 @@ register(LayerDef(
     params=(Param("out", "int", minimum=1), Param("stride", "int", 1, minimum=1)),
     shape=_pad_identity_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("PadIdentity", (a["out"] - s[0], a["stride"]), helper=True),
-    aliases_input=True,
+    reach=lambda s, a: (Window(stride=a["stride"]), Window(stride=a["stride"])), aliases_input=True,
 ))
 
 def _zeropad_shape(in_shape: Shape, args: dict) -> Shape:
@@ -429,6 +468,7 @@ register(LayerDef(
             Param("top", "int", lambda b: b["left"]), Param("bottom", "int", lambda b: b["top"])),
     shape=_zeropad_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("ZeroPad2d", ((a["left"], a["right"], a["top"], a["bottom"]),)),
+    reach=lambda s, a: (Window(pad=a["top"]), Window(pad=a["left"])),
 ))
 
 def signature(layer: LayerDef) -> str:

@@ -157,7 +157,7 @@ def test_closed_pipe_is_not_an_internal_error():
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "python", "--dtype", "float16"], "--dtype and --device apply to the torchscript and export formats"),
-    (["--format", "onnx"], "invalid choice: 'onnx'"),
+    (["--format", "onnx", "--dtype", "bfloat16"], "ONNX convolutions have no bfloat16 type"),
 ])
 def test_compile_format_usage_errors(tmp_path, args, message):
     result = netdsl("compile", RESNET18, *args, cwd=tmp_path)

@@ -1,0 +1,311 @@
+"""netdsl against torchvision, in one process on one machine: checking, compiling and running.
+
+    python benchmarks/run.py           # full run (under 10 minutes on 2 CPU cores) -> benchmarks/RESULTS.md
+    python benchmarks/run.py --quick   # smoke run: one network, few repeats, printed (or -o FILE)
+
+For resnet50, resnet152, vgg16, mobilenet_v2 and efficientnet_b0 it measures
+- `netdsl.check` (parse, resolve, check; no torch) against building the torchvision model;
+- `netdsl.compile` to a TorchScript file against torchvision's build + `torch.jit.script` + save;
+- CPU forward latency (eval, no_grad) at batch 1 and 8: netdsl eager, its TorchScript file and
+  its `--optimize` file, against torchvision eager;
+- on CUDA, where present: images/s at bfloat16 with channels-last, eager and `torch.compile`.
+Every figure is a median over repeats taken round-robin (one run of each variant in turn, after a
+warm-up), so that a slower or busier moment of the machine hits all variants alike. Ratios are
+netdsl / torchvision: below 1.0 netdsl is faster, for throughput above 1.0.
+
+The "Findings" section of an existing results file is written by hand and kept across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+import netdsl  # noqa: E402
+from netdsl.emit import write_atomically  # noqa: E402
+
+NETWORKS = ["resnet50", "resnet152", "vgg16", "mobilenet_v2", "efficientnet_b0"]
+FINDINGS = "## Findings"
+
+
+@dataclass
+class Bench:
+    """One network: its .net file and the torchvision model it is measured against."""
+
+    name: str
+    path: Path
+    reference: Callable[[], torch.nn.Module]
+    input_shape: tuple[int, ...]
+
+
+@dataclass
+class Results:
+    check: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
+    check_all: dict = field(default_factory=dict)  # {"files": n, "seconds": s, "torch_imported": bool}
+    compile: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
+    latency: dict = field(default_factory=dict)  # (network, batch) -> {variant: s}
+    throughput: dict = field(default_factory=dict)  # (network, mode) -> {variant: images/s}
+
+
+def torchvision_bench(name: str) -> Bench:
+    import torchvision
+
+    path = ROOT / "networks" / f"{name}.net"
+    return Bench(name, path, getattr(torchvision.models, name), netdsl.check(path).input_shape)
+
+
+def round_robin(variants: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each variant, calling them in turn `repeats` times."""
+    for _ in range(warmup):
+        for run in variants.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+# ---- check ------------------------------------------------------------------------------
+
+def measure_check(bench: Bench, repeats: int) -> dict[str, float]:
+    return round_robin({"netdsl": lambda: netdsl.check(bench.path), "torchvision": bench.reference}, repeats)
+
+
+def measure_check_all(directory: Path, repeats: int) -> dict:
+    """Checking every file of `directory`, and whether the checker imported torch (a fresh process)."""
+    files = sorted(directory.glob("*.net"))
+    seconds = round_robin({"all": lambda: [netdsl.check(f) for f in files]}, repeats)["all"]
+    probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import netdsl; "
+             f"[netdsl.check(f) for f in {[str(f) for f in files]!r}]; print('torch' in sys.modules)")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return {"files": len(files), "seconds": seconds, "torch_imported": imported.stdout.strip() == "True"}
+
+
+# ---- compile ----------------------------------------------------------------------------
+
+def measure_compile(bench: Bench, repeats: int, workdir: Path) -> dict[str, float]:
+    """`netdsl.compile` to TorchScript (check, build, script, save) vs torchvision build + script + save."""
+    from netdsl.emit import script
+
+    def reference() -> None:
+        scripted = script(bench.reference())
+        write_atomically(workdir / "reference.pt", lambda tmp: torch.jit.save(scripted, tmp))
+
+    return round_robin({"netdsl": lambda: netdsl.compile(bench.path, workdir / f"{bench.name}.pt"),
+                        "torchvision": reference}, repeats, warmup=0)
+
+
+# ---- CPU latency --------------------------------------------------------------------------
+
+def cpu_models(bench: Bench, workdir: Path) -> dict[str, torch.nn.Module]:
+    """The variants timed on CPU, each with fresh random weights and in eval mode; the netdsl
+    files are the ones `netdsl compile` writes."""
+    _, plain = netdsl.compile(bench.path, workdir / f"{bench.name}.pt")
+    _, optimized = netdsl.compile(bench.path, workdir / f"{bench.name}.opt.pt", optimize=True)
+    return {
+        "torchvision": bench.reference().eval(),
+        "netdsl eager": netdsl.build(bench.path).eval(),
+        "netdsl TorchScript": torch.jit.load(str(plain)).eval(),
+        "netdsl --optimize": torch.jit.load(str(optimized)).eval(),
+    }
+
+
+def measure_latency(bench: Bench, models: dict[str, torch.nn.Module], batch: int, repeats: int) -> dict[str, float]:
+    inputs = torch.randn(batch, *bench.input_shape)
+    with torch.no_grad():
+        return round_robin({name: (lambda m=model: m(inputs)) for name, model in models.items()}, repeats, warmup=3)
+
+
+# ---- GPU throughput ----------------------------------------------------------------------
+
+def measure_throughput(bench: Bench, device: str, dtype: torch.dtype, batch: int, repeats: int,
+                       compiled: bool) -> dict[str, float]:
+    """Images per second, eval, channels-last, netdsl eager vs torchvision eager (or both after
+    `torch.compile`)."""
+    models = {"torchvision": bench.reference(), "netdsl": netdsl.build(bench.path)}
+    inputs = torch.randn(batch, *bench.input_shape, device=device, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    runs = {}
+    for name, model in models.items():
+        model = model.eval().to(device=device, dtype=dtype, memory_format=torch.channels_last)
+        model = torch.compile(model) if compiled else model
+        runs[name] = lambda m=model: (m(inputs), _synchronize(device))
+    with torch.no_grad():
+        seconds = round_robin(runs, repeats, warmup=3)
+    return {name: batch / value for name, value in seconds.items()}
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+# ---- the whole run -------------------------------------------------------------------------
+
+def run(benches: list[Bench], repeats: dict[str, int], batches: tuple[int, ...], workdir: Path,
+        log=print) -> Results:
+    """Every measurement for `benches`; `repeats` per kind: check, compile, latency, throughput."""
+    results = Results()
+    for bench in benches:
+        log(f"{bench.name}: check, compile")
+        results.check[bench.name] = measure_check(bench, repeats["check"])
+        results.compile[bench.name] = measure_compile(bench, repeats["compile"], workdir)
+        models = cpu_models(bench, workdir)
+        for batch in batches:
+            log(f"{bench.name}: CPU latency, batch {batch}")
+            results.latency[bench.name, batch] = measure_latency(bench, models, batch, repeats["latency"])
+        del models
+        if torch.cuda.is_available():
+            for compiled in (False, True):
+                mode = "torch.compile" if compiled else "eager"
+                log(f"{bench.name}: CUDA throughput, {mode}")
+                results.throughput[bench.name, mode] = measure_throughput(
+                    bench, "cuda", torch.bfloat16, 64, repeats["throughput"], compiled)
+    return results
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    import torchvision
+
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _commit(),
+        "CPU": f"{cpu}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
+        "GPU": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
+        "versions": f"Python {platform.python_version()}, torch {torch.__version__}, "
+                    f"torchvision {torchvision.__version__}, netdsl {netdsl.__version__}",
+    }
+    return info
+
+
+def _commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return f"{commit} (with uncommitted changes)" if git("status", "--porcelain") else commit
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}" if seconds < 10 else f"{seconds * 1000:,.0f}"
+
+
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}×"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def markdown(results: Results, info: dict[str, str], repeats: dict[str, int], findings: str) -> str:
+    lines = ["# Benchmark results", "",
+             "Written by `python benchmarks/run.py` (see its docstring for what is measured and how).",
+             "Medians of round-robin repeats; ratios are netdsl / torchvision (below 1.0× netdsl is",
+             "faster; for images/s, above 1.0× is faster). Random weights.", ""]
+    lines += [f"- **{key}**: {value}" for key, value in info.items()]
+    lines += [f"- **repeats**: " + ", ".join(f"{k} {v}" for k, v in repeats.items()), ""]
+
+    lines += ["## Checking vs building the torchvision model", ""]
+    rows = [[name, _ms(t["netdsl"]), _ms(t["torchvision"]), _ratio(t["netdsl"], t["torchvision"])]
+            for name, t in results.check.items()]
+    lines += _table(["network", "netdsl check (ms)", "torchvision build (ms)", "ratio"], rows)
+    if results.check_all:
+        every = results.check_all
+        lines += ["", f"Checking all {every['files']} files of `networks/`: {_ms(every['seconds'])} ms; "
+                      f"torch imported by the checker: {'yes' if every['torch_imported'] else 'no'}."]
+
+    lines += ["", "## Compiling to TorchScript", "",
+              "`netdsl.compile` (check, build, `torch.jit.script`, save) vs torchvision build + "
+              "`torch.jit.script` + save.", ""]
+    rows = [[name, _ms(t["netdsl"]), _ms(t["torchvision"]), _ratio(t["netdsl"], t["torchvision"])]
+            for name, t in results.compile.items()]
+    lines += _table(["network", "netdsl (ms)", "torchvision (ms)", "ratio"], rows)
+
+    lines += ["", "## CPU forward latency", "", "Eval mode, `torch.no_grad()`, milliseconds per batch; "
+              "ratio to torchvision eager in brackets.", ""]
+    variants = ["torchvision", "netdsl eager", "netdsl TorchScript", "netdsl --optimize"]
+    rows = []
+    for (name, batch), t in results.latency.items():
+        base = t["torchvision"]
+        rows.append([name, str(batch), _ms(base)] +
+                    [f"{_ms(t[v])} ({_ratio(t[v], base)})" for v in variants[1:]])
+    lines += _table(["network", "batch", *[f"{v} (ms)" for v in variants]], rows)
+
+    lines += ["", "## GPU throughput", ""]
+    if results.throughput:
+        lines += ["bfloat16, channels-last, batch 64, eval; images per second.", ""]
+        rows = [[name, mode, f"{t['torchvision']:,.0f}", f"{t['netdsl']:,.0f}", _ratio(t["netdsl"], t["torchvision"])]
+                for (name, mode), t in results.throughput.items()]
+        lines += _table(["network", "mode", "torchvision (img/s)", "netdsl (img/s)", "ratio"], rows)
+    else:
+        lines += ["No CUDA device on this machine: not measured (the code path runs where one is present)."]
+    return "\n".join(lines) + "\n\n" + findings.rstrip() + "\n"
+
+
+def kept_findings(path: Path | None) -> str:
+    """The hand-written findings of an earlier results file, or a placeholder."""
+    if path is not None and path.exists():
+        text = path.read_text(encoding="utf-8")
+        if FINDINGS in text:
+            return text[text.index(FINDINGS):]
+    return f"{FINDINGS}\n\n(To be written by hand after looking at the numbers.)\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small network, few repeats (a smoke run)")
+    parser.add_argument("-o", "--output", help="results file (default: benchmarks/RESULTS.md; --quick: stdout)")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
+    torch.manual_seed(0)
+    if args.quick:
+        names, repeats, batches = ["mobilenet_v2"], {"check": 3, "compile": 1, "latency": 3, "throughput": 3}, (1,)
+    else:
+        names, repeats, batches = NETWORKS, {"check": 5, "compile": 2, "latency": 7, "throughput": 20}, (1, 8)
+    log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)  # noqa: E731
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+        results = run([torchvision_bench(name) for name in names], repeats, batches, Path(workdir), log)
+    results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
+    log(f"done in {time.perf_counter() - start:.0f} s")
+    output = Path(args.output) if args.output else (None if args.quick else ROOT / "benchmarks" / "RESULTS.md")
+    text = markdown(results, machine(), repeats, kept_findings(output))
+    if output is None:
+        print(text, end="")
+    else:
+        write_atomically(output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        log(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

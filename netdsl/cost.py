@@ -1,0 +1,286 @@
+"""The cost model: annotated `graph.Network` → the cost of every node and of the whole network.
+
+Per node: output shape, parameters (and how many of them are biases), multiply-accumulates,
+activation memory (output elements), receptive field and effective stride of its output, and
+depth (weight layers on the longest path from the input). A pure pass over the checker's graph:
+shapes, parameter counts and MACs are the checker's own; this adds what needs the dataflow
+(receptive fields, depth, activation totals). It never imports torch. docs/cost.md defines the units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap
+from .layers import GLOBAL, REGISTRY, Window
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+WEIGHT_OPS = frozenset({"conv", "linear"})  # the ops whose MACs are counted, and that count towards depth
+FEATURE_END_OPS = frozenset({"flatten", "adaptive_avgpool", "adaptive_maxpool"})  # end of the feature maps
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Receptive field along one spatial axis: output position i sees the input positions
+    `i * jump + start` to `i * jump + start + size - 1` (positions outside the input are padding)."""
+
+    size: int
+    jump: int  # effective stride: input positions between neighbouring outputs
+    start: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size - 1
+
+    def span(self, position: int) -> tuple[int, int]:
+        """First and last input position that output `position` sees."""
+        return position * self.jump + self.start, position * self.jump + self.end
+
+    def through(self, window: Window) -> "Axis":
+        """The field after a layer reading `window` of this axis."""
+        extent = (window.kernel - 1) * window.dilation
+        return Axis(self.size + extent * self.jump, self.jump * window.stride, self.start - window.pad * self.jump)
+
+    @staticmethod
+    def union(axes: list["Axis"]) -> "Axis":
+        # NOTE: branches merged by add or concat have equal sizes, hence (in every network we know)
+        # equal jumps; if they differ, the larger is kept and the span is that of output 0.
+        start = min(a.start for a in axes)
+        return Axis(max(a.end for a in axes) - start + 1, max(a.jump for a in axes), start)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A node's receptive field: `axes` (height, width) through local paths, None when every path
+    went through a global operation; `whole` when some path pools globally (a linear layer,
+    global pooling, a squeeze-excitation gate), so that every input position reaches the output."""
+
+    axes: tuple[Axis, Axis] | None
+    whole: bool = False
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return (self.axes[0].size, self.axes[1].size) if self.axes else None
+
+    @property
+    def stride(self) -> tuple[int, int] | None:
+        return (self.axes[0].jump, self.axes[1].jump) if self.axes else None
+
+    def through(self, reach) -> "Field":
+        if reach is None:
+            return self
+        if reach == GLOBAL:
+            return Field(None, whole=True)
+        axes = tuple(axis.through(window) for axis, window in zip(self.axes, reach)) if self.axes else None
+        return Field(axes, self.whole)
+
+    @staticmethod
+    def union(fields: list["Field | None"]) -> "Field | None":
+        if any(f is None for f in fields):
+            return None
+        local = [f.axes for f in fields if f.axes is not None]
+        axes = tuple(Axis.union(list(parts)) for parts in zip(*local)) if local else None
+        return Field(axes, any(f.whole for f in fields))
+
+    def to_json(self) -> dict:
+        return {"size": list(self.size) if self.axes else None, "stride": list(self.stride) if self.axes else None,
+                "whole_input": self.whole}
+
+
+PIXEL = Field((Axis(1, 1, 0), Axis(1, 1, 0)))  # an input position sees itself
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One node's numbers (one sample). For modules and combinators, sums over what they contain."""
+
+    out_shape: Shape
+    params: int  # trainable parameters; a reused (shared) module is counted at its first use only
+    biases: int  # of `params`, the additive ones: conv/linear biases and batch norm's shift
+    macs: int  # multiply-accumulates of conv and linear layers
+    elements: int  # the output tensor's elements
+    activations: int  # elements of every tensor computed inside, this node's output included
+    field: Field | None  # receptive field of the output; None for a network whose input is not [C, H, W]
+    depth: int  # conv/linear layers on the longest path from the network input to this output
+    layers_deep: int  # conv/linear layers this node adds to the depth of its input (ResNet-50's stages: 10, 12, 18, 9)
+
+    @property
+    def weights(self) -> int:
+        """Parameters without biases (what the course notes' VGG table counts)."""
+        return self.params - self.biases
+
+
+@dataclass(frozen=True)
+class FeatureMap:
+    """The final feature map: the tensor entering the first flatten or adaptive pool on the
+    network's main path (or the network's output when there is none)."""
+
+    shape: Shape
+    field: Field | None
+    consumer: str | None  # dotted path of the layer that reads it; None: it is the network's output
+
+    def to_json(self) -> dict | None:
+        """`{"size", "stride", "whole_input", "at", "shape"}`; None without a spatial input."""
+        if self.field is None:
+            return None
+        return dict(self.field.to_json(), at=self.consumer, shape=list(self.shape))
+
+
+@dataclass(frozen=True)
+class Totals:
+    params: int  # auxiliary heads included: they are parameters of the model
+    biases: int
+    macs: int  # one inference forward pass (eval: auxiliary heads do not run)
+    aux_macs: int  # the auxiliary heads, run in training only
+    activations: int  # elements of every tensor an inference forward pass computes, input excluded
+    input_elements: int
+    depth: int  # weight layers on the longest path from input to output
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    @property
+    def weights(self) -> int:
+        return self.params - self.biases
+
+
+@dataclass
+class Costs:
+    """`costs[node]` for every node of `network`, the final feature map and the totals."""
+
+    network: Network
+    nodes: dict[int, Cost]
+    feature_map: FeatureMap | None
+    totals: Totals = field(init=False)
+
+    def __getitem__(self, node: Node) -> Cost:
+        return self.nodes[id(node)]
+
+    @property
+    def input_field(self) -> Field | None:
+        return PIXEL if len(self.network.input_shape) == 3 else None
+
+    def __post_init__(self) -> None:
+        root = self[self.network.root]
+        aux = [self[node] for node in self.network.aux_heads]
+        self.totals = Totals(
+            params=root.params, biases=root.biases, macs=root.macs - sum(c.macs for c in aux),
+            aux_macs=sum(c.macs for c in aux), activations=root.activations - sum(c.activations for c in aux),
+            input_elements=math.prod(self.network.input_shape), depth=root.depth)
+
+
+def analyse(network: Network) -> Costs:
+    """Every node's cost, in one walk along the dataflow."""
+    walk = _Walk(_feature_end(network.root))
+    start = _State(PIXEL if len(network.input_shape) == 3 else None, 0)
+    end = walk.module(network.root, start)
+    feature = walk.feature
+    if feature is None and len(network.output_shape) == 3:
+        feature = FeatureMap(network.output_shape, end.field, None)
+    return Costs(network, walk.costs, feature)
+
+
+def byte_size(elements: int, dtype: str) -> int:
+    return elements * DTYPE_BYTES[dtype]
+
+
+def _feature_end(module: Module, prefix: str = "") -> tuple[str, Layer] | None:
+    """The first flatten or adaptive pool on the main path (not inside branches, gates or heads)."""
+    for node in module.body:
+        if isinstance(node, Layer) and node.op in FEATURE_END_OPS:
+            return f"{prefix}{node.name}", node
+        if isinstance(node, Module):
+            found = _feature_end(node, f"{prefix}{node.name}.")
+            if found:
+                return found
+    return None
+
+
+@dataclass(frozen=True)
+class _State:
+    """What flows along an edge: the current tensor's receptive field and depth."""
+
+    field: Field | None
+    depth: int
+
+    @staticmethod
+    def union(states: list["_State"]) -> "_State":
+        return _State(Field.union([s.field for s in states]), max(s.depth for s in states))
+
+
+class _Walk:
+    def __init__(self, feature_end: tuple[str, Layer] | None):
+        self.costs: dict[int, Cost] = {}
+        self.wires: dict[int, _State] = {}  # by Wire.key
+        self.feature_end = feature_end
+        self.feature: FeatureMap | None = None
+
+    def chain(self, nodes: list[Node], state: _State) -> _State:
+        for node in nodes:
+            state = self.node(node, state)
+        return state
+
+    def node(self, node: Node, state: _State) -> _State:
+        if isinstance(node, Layer):
+            return self.layer(node, state)
+        if isinstance(node, Module):
+            return self.module(node, state)
+        if isinstance(node, Residual):
+            body = self.chain(node.body, state)
+            side = self.node(node.shortcut, state) if node.shortcut is not None else state
+            return self.merge(node, node.body + ([node.shortcut] if node.shortcut is not None else []), state, [body, side])
+        if isinstance(node, (Concat, Sum)):
+            ends = [self.chain(branch, state) for branch in node.branches]
+            return self.merge(node, [n for branch in node.branches for n in branch], state, ends)
+        if isinstance(node, Gate):
+            return self.merge(node, node.body, state, [state, self.chain(node.body, state)])
+        if isinstance(node, Aux):
+            self.module(node.head, state)
+            self.costs[id(node)] = self.costs[id(node.head)]
+            return state
+        if isinstance(node, Tap):
+            self.wires[node.wire.key] = state
+        else:  # From
+            state = self.wires[node.wire.key]
+        self.costs[id(node)] = Cost(node.out_shape, 0, 0, 0, math.prod(node.out_shape), 0, state.field, state.depth, 0)
+        return state
+
+    def layer(self, layer: Layer, state: _State) -> _State:
+        if self.feature_end is not None and layer is self.feature_end[1]:
+            self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0])
+        op = REGISTRY[layer.op]
+        reach = op.reach(layer.in_shape, layer.args)
+        out = _State(state.field.through(reach) if state.field else None,
+                     state.depth + (layer.op in WEIGHT_OPS))
+        elements = math.prod(layer.out_shape)
+        biases = 0 if layer.shared else op.biases(layer.in_shape, layer.args)
+        self.costs[id(layer)] = Cost(layer.out_shape, layer.params, biases, layer.macs, elements, elements,
+                                     out.field, out.depth, out.depth - state.depth)
+        return out
+
+    def module(self, module: Module, state: _State) -> _State:
+        for outer, inner in zip(module.inputs, module.parameters):  # tensors passed to a block
+            self.wires[inner.key] = self.wires[outer.key]
+        out = self.chain(module.body, state)
+        self.costs[id(module)] = Cost(
+            module.out_shape, module.params, sum(self.costs[id(c)].biases for c in module.children()),
+            module.macs, math.prod(module.out_shape), self._activations(module.body), out.field, out.depth,
+            out.depth - state.depth)
+        return out
+
+    def merge(self, node: Union[Residual, Concat, Sum, Gate], contents: list[Node], start: _State,
+              ends: list[_State]) -> _State:
+        """A combinator's output: the union of its paths; its numbers: the sums of its contents."""
+        out = _State.union(ends)
+        inner = [self.costs[id(n)] for n in contents]
+        elements = math.prod(node.out_shape)
+        self.costs[id(node)] = Cost(
+            node.out_shape, sum(c.params for c in inner), sum(c.biases for c in inner), sum(c.macs for c in inner),
+            elements, self._activations(contents) + elements, out.field, out.depth, out.depth - start.depth)
+        return out
+
+    def _activations(self, nodes: list[Node]) -> int:
+        return sum(self.costs[id(n)].activations for n in nodes)

@@ -1,0 +1,354 @@
+"""Input-size analysis: checked `Network` → the input sizes at which it is valid.
+
+One dimension at a time (height, then width, the other at its checked size), every size from
+1 to a bound is pushed through the checked graph at once: each layer's registry shape rule gives
+its output size, the combinators demand equal sizes, and a layer with weights must get the input
+they were made for. The valid sizes are summarised as a minimum, a maximum when something pins
+the size, and a period when adds and concatenations need divisibility. Pure: no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .check import Limits
+from .errors import Span
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Residual, Sum, Tap
+from .layers import REGISTRY, LayerProblem
+
+SCAN = 256  # sizes first examined per dimension (at least twice the checked size), doubled until the
+SCAN_LIMIT = 8192  # summary is proven (see the NOTE) or this many (or 4 times the checked size) are done
+ELEMENTS = Limits().elements  # the checker's bound on one tensor's elements
+
+# NOTE: [Valid input sizes]
+# The analysis re-uses the checked graph, so it assumes the network's *structure* does not
+# depend on the input size; where the source reads a size (`in.height`), it says so and stops.
+# Exact for 1..bound: every size is pushed through every layer's own shape rule. Beyond the
+# bound, by periodicity: a window maps n to floor((n + c) / stride) + 1 (ceil mode and
+# `pad_identity` too), so with S a common multiple of the stride products along the paths, every
+# size in the network grows by exactly S / P when the input grows by S. Once all windows fit
+# (sizes only grow with the input), an add or concat whose paths have equal stride products is
+# therefore S-periodic; one whose paths differ, or a fixed `linear`, holds for at most one input
+# per residue class mod S, and a size that has outgrown a fixed layer never fits it again. The
+# summary states a period only when the scan covers two full periods S after the pattern starts;
+# otherwise it says up to where it checked.
+
+
+@dataclass
+class _Sizes:
+    """The size along the analysed axis at one point of the dataflow, for every input size."""
+
+    values: list[int]  # values[n]: the size for input size n; 0 where the network already failed
+    distinct: frozenset[int]  # the nonzero values, where each layer's rule is evaluated
+    period: int  # product of the strides on the way (for the periodicity argument)
+
+
+@dataclass
+class Limit:
+    """What rules out input sizes: a layer (`path`, `op`) and why."""
+
+    path: str
+    op: str
+    reason: str  # "shape" (the layer's rule rejects it), "weights" (fixed input), "merge" (sizes differ)
+    span: Span
+    message: str = ""  # for "shape": the gist of the rule's message, e.g. "conv output would be empty"
+
+    def __str__(self) -> str:
+        if self.reason == "merge":
+            return f"{self.op} at {Path(self.span.file).name}:{self.span.line} needs equal sizes"
+        return f"{self.path}: {self.message if self.reason == 'shape' else f'{self.op} weights fix its input'}"
+
+    def as_json(self) -> dict:
+        return {"path": self.path, "op": self.op, "reason": self.reason, "message": self.message,
+                "file": self.span.file, "line": self.span.line}
+
+
+@dataclass
+class Dimension:
+    """The valid sizes of one input dimension (the others at their checked sizes)."""
+
+    name: str  # "H", "W", "F" or the symbolic name from `input [3, H, W]`
+    axis: int  # position in the input shape
+    checked: int  # the size the network was checked at
+    valid: list[int]  # every valid size up to `scanned`
+    scanned: int
+    period: int  # the valid sizes repeat with this period above `start` (1: all of them)
+    start: int  # where the periodic tail starts (0 when the valid sizes are bounded)
+    residues: tuple[int, ...]  # valid residues mod `period` in the tail
+    certain: bool  # the tail is proven to continue beyond `scanned` (see the NOTE)
+    limits: list[Limit] = field(default_factory=list)  # what bounds the valid sizes
+
+    @property
+    def minimum(self) -> int | None:
+        return self.valid[0] if self.valid else None
+
+    @property
+    def maximum(self) -> int | None:
+        """The largest valid size, or None when there is none (an unbounded tail)."""
+        return None if self.start else (self.valid[-1] if self.valid else None)
+
+    def describe(self) -> str:
+        """`H >= 32`, `227 <= H <= 230`, `H >= 33 with H % 32 == 1`, ..."""
+        if not self.valid:
+            return f"no {self.name} up to {self.scanned}"
+        caveat = "" if self.certain else f" (checked up to {self.scanned})"
+        if not self.start:
+            return _ranges(self.name, self.valid) + caveat
+        head = [n for n in self.valid if n < self.start]
+        tail = f"{self.name} >= {min(n for n in self.valid if n >= self.start)}"
+        if self.period > 1:
+            residues = self.residues[0] if len(self.residues) == 1 else "{" + ", ".join(map(str, self.residues)) + "}"
+            tail += f" with {self.name} % {self.period} {'==' if len(self.residues) == 1 else 'in'} {residues}"
+        return (f"{_ranges(self.name, head)} or {tail}" if head else tail) + caveat
+
+    def as_json(self) -> dict:
+        return {"checked": self.checked, "min": self.minimum, "max": self.maximum,
+                "period": self.period, "residues": list(self.residues), "periodic_from": self.start or None,
+                "scanned": self.scanned, "proven_beyond_scan": self.certain, "text": self.describe(),
+                "limited_by": [limit.as_json() for limit in self.limits]}
+
+
+@dataclass
+class ValidInputs:
+    """The analysis of a network: one `Dimension` per analysed input dimension, or why there is none."""
+
+    dimensions: list[Dimension]
+    skipped: str | None = None  # why the sizes were not analysed
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"valid inputs: not analysed ({self.skipped})"
+        text = ", ".join(dimension.describe() for dimension in self.dimensions)
+        limits = list(dict.fromkeys(str(limit) for dimension in self.dimensions for limit in dimension.limits))
+        return f"valid inputs: {text}" + (f" ({'; '.join(limits[:3])})" if limits else "")
+
+    def as_json(self) -> dict:
+        """`{"analysed": true, "dimensions": {"H": {...}, "W": {...}}}`, or `{"analysed": false, "reason": ...}`."""
+        if self.skipped:
+            return {"analysed": False, "reason": self.skipped}
+        return {"analysed": True, "dimensions": {dimension.name: dimension.as_json() for dimension in self.dimensions}}
+
+
+def valid_inputs(network: Network) -> ValidInputs:
+    """The input sizes at which `network` (with its weights) is valid, one dimension at a time."""
+    if network.reads_input_size is not None:
+        where = network.reads_input_size
+        return ValidInputs([], f"the network reads a tensor's size at {Path(where.file).name}:{where.line}, "
+                               "so its structure may change with it; check sizes with --input")
+    shape = network.input_shape
+    axes = (1, 2) if len(shape) == 3 else (0,)
+    defaults = {1: "H", 2: "W", 0: "F"}
+    dimensions = []
+    for axis in axes:
+        name = (network.input_names[axis] if network.input_names else None) or defaults[axis]
+        bound = max(SCAN, 2 * shape[axis])
+        dimension = _Propagation(network, axis, bound).dimension(name)
+        while not dimension.certain and bound < max(SCAN_LIMIT, 4 * shape[axis]):
+            bound *= 2
+            dimension = _Propagation(network, axis, bound).dimension(name)
+        dimensions.append(dimension)
+    return ValidInputs(dimensions)
+
+
+class _Propagation:
+    """All input sizes 1..bound along one axis, pushed through the checked graph together."""
+
+    def __init__(self, network: Network, axis: int, bound: int):
+        self.network, self.axis, self.bound = network, axis, bound
+        self.limit: list[Limit | None] = [None] * (bound + 1)  # why each input size fails (None: valid)
+        self.limit[0] = Limit("", "", "shape", network.root.span)  # index 0 stands for no size
+        self.messages: dict[tuple[int, int], str] = {}  # (rule, size) -> why the layer's rule rejects it
+        self.wires: dict[int, _Sizes] = {}
+        self.rules: dict[tuple, dict[int, int]] = {}  # layer signature -> {size: output size}
+        self.common_period = 1  # S of the NOTE: a multiple of every stride product
+
+    def dimension(self, name: str) -> Dimension:
+        start = _Sizes(list(range(self.bound + 1)), frozenset(range(1, self.bound + 1)), 1)
+        self.chain(self.network.root.body, start, "")
+        valid = [n for n in range(1, self.bound + 1) if self.limit[n] is None]
+        period, tail_start, residues = _periodic_tail(valid, self.bound)
+        certain = bool(tail_start) and self.common_period % period == 0 and (
+            tail_start + 2 * self.common_period <= self.bound)
+        if not tail_start:  # bounded: proven when the largest size leaves a period of room (see the NOTE)
+            certain = not valid or valid[-1] + self.common_period <= self.bound
+        return Dimension(name, self.axis, self.network.input_shape[self.axis], valid, self.bound, period,
+                         tail_start, residues, certain, self.limits(valid))
+
+    def limits(self, valid: list[int]) -> list[Limit]:
+        """What rules out the sizes next to the valid ones: below the minimum, above the maximum, between."""
+        found: list[Limit] = []
+        probes = [valid[0] - 1] if valid else []
+        if valid:
+            gaps = [n + 1 for n, following in zip(valid, valid[1:]) if following != n + 1]
+            probes += gaps[:1] + ([valid[-1] + 1] if valid[-1] < self.bound else [])
+        for size in probes:
+            limit = self.limit[size] if 0 < size <= self.bound else None
+            if limit is not None and limit not in found:
+                found.append(limit)
+        return found
+
+    # ---- dataflow ----------------------------------------------------------------------------
+    def chain(self, nodes: list, sizes: _Sizes, prefix: str) -> _Sizes:
+        for node in nodes:
+            sizes = self.node(node, sizes, prefix)
+        return sizes
+
+    def node(self, node, sizes: _Sizes, prefix: str) -> _Sizes:
+        if isinstance(node, Layer):
+            return self.layer(node, sizes, prefix)
+        if isinstance(node, Module):
+            for outer, inner in zip(node.inputs, node.parameters):
+                self.wires[inner.key] = self.wires[outer.key]
+            return self.chain(node.body, sizes, f"{prefix}{node.name}.")
+        if isinstance(node, Residual):
+            body = self.chain(node.body, sizes, prefix)
+            shortcut = sizes if node.shortcut is None else self.node(node.shortcut, sizes, prefix)
+            return self.equal([body, shortcut], node, prefix, "residual")
+        if isinstance(node, (Concat, Sum)):
+            branches = [self.chain(branch, sizes, prefix) for branch in node.branches]
+            return self.equal(branches, node, prefix, "concat" if isinstance(node, Concat) else "add")
+        if isinstance(node, Gate):
+            return self.gate(node, sizes, self.chain(node.body, sizes, prefix), prefix)
+        if isinstance(node, Aux):
+            self.node(node.head, sizes, prefix)  # its failures count; the main path goes on unchanged
+            return sizes
+        if isinstance(node, Tap):
+            self.wires[node.wire.key] = sizes
+            return sizes
+        if isinstance(node, From):
+            return self.wires[node.wire.key]
+        raise TypeError(f"unknown graph node {node!r}")  # pragma: no cover
+
+    def layer(self, layer: Layer, sizes: _Sizes, prefix: str) -> _Sizes:
+        rule = self.rule(layer)
+        outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
+        stride = self.stride(layer)
+        if stride == 1 and all(outputs[size] == size for size in sizes.distinct):
+            return sizes  # this layer keeps every size: nothing to recompute
+        outputs[0] = 0
+        values = [outputs[size] for size in sizes.values]
+        failed = [size for size, out in outputs.items() if out <= 0 and size]
+        if failed:
+            first = min(failed)
+            reason = "weights" if outputs[first] < 0 else "shape"
+            values = [max(value, 0) for value in values]
+            self.fail(values, Limit(f"{prefix}{layer.name}", layer.op, reason, layer.span,
+                                    self.messages.get((id(rule), first), "")))
+        return self.sizes(values, sizes.period * stride)
+
+    def rule(self, layer: Layer) -> dict[int, int]:
+        """The output sizes found so far for layers like this one (same op, arguments and other sizes)."""
+        axis = self.axis if len(layer.in_shape) == 3 else 0
+        # a layer with weights compares against its own checked input; others depend on the rest only
+        shape = layer.in_shape if layer.params else layer.in_shape[:axis] + (None,) + layer.in_shape[axis + 1:]
+        return self.rules.setdefault((layer.op, repr(layer.args), shape, layer.params > 0), {})
+
+    def apply(self, layer: Layer, size: int, rule: dict[int, int]) -> int:
+        """The layer's output size along the axis for input `size`: 0 when it fails, -1 when its weights
+        do not fit (as `check.same_weights`: another parameter count)."""
+        op = REGISTRY[layer.op]
+        axis = self.axis if len(layer.in_shape) == 3 else 0
+        in_shape = layer.in_shape[:axis] + (size,) + layer.in_shape[axis + 1:]
+        try:
+            out_shape = op.shape(in_shape, layer.args)
+        except LayerProblem as problem:  # keep its gist: "conv output would be empty: input [...]" -> before ":"
+            self.messages[id(rule), size] = problem.message.split(":")[0].split(",")[0].split(" (")[0]
+            out = 0
+        else:
+            if layer.params and op.count(in_shape, layer.args) != layer.params:
+                out = -1
+            elif math.prod(out_shape) > ELEMENTS:
+                self.messages[id(rule), size] = f"{layer.op} output has more than {ELEMENTS} elements"
+                out = 0
+            else:
+                out = out_shape[self.axis if len(out_shape) == 3 else 0]
+        rule[size] = out
+        return out
+
+    def stride(self, layer: Layer) -> int:
+        stride = layer.args.get("stride", 1)
+        if isinstance(stride, tuple):
+            return stride[self.axis - 1] if len(layer.in_shape) == 3 else 1
+        return stride if isinstance(stride, int) and len(layer.in_shape) == 3 else 1
+
+    def equal(self, branches: list[_Sizes], node, prefix: str, kind: str) -> _Sizes:
+        """An add or concatenation: the branches' sizes along the axis must agree."""
+        first = branches[0]
+        period = math.lcm(*(branch.period for branch in branches))
+        others = [branch for branch in branches[1:] if branch is not first]
+        if not others:
+            return first if period == first.period else self.sizes(first.values, period)
+        values = first.values
+        for other in others:
+            values = [a if a == b else 0 for a, b in zip(values, other.values)]
+        if isinstance(node, Concat):  # the checker's bound on the concatenated tensor
+            per_unit = math.prod(node.out_shape) // node.out_shape[self.axis if len(node.out_shape) == 3 else 0]
+            values = [value if value * per_unit <= ELEMENTS else 0 for value in values]
+        self.fail(values, Limit(prefix.rstrip("."), kind, "merge", node.span))
+        return self.sizes(values, period)
+
+    def gate(self, node: Gate, sizes: _Sizes, body: _Sizes, prefix: str) -> _Sizes:
+        """`gate`: the body gives the input's shape, or [C, 1, 1] to broadcast (as `Checker.gate`)."""
+        body_shape = node.body[-1].out_shape if node.body else node.in_shape
+        in_shape = node.in_shape
+        axis = self.axis if len(in_shape) == 3 else 0
+        others = [i for i in range(len(in_shape)) if i != axis]
+        same = all(body_shape[i] == in_shape[i] for i in others)
+        broadcast = len(in_shape) == 3 and len(body_shape) == 3 and body_shape[0] == in_shape[0] and all(
+            body_shape[i] == 1 for i in others if i)
+        values = [size if (same and out == size) or (broadcast and out == 1) else 0
+                  for size, out in zip(sizes.values, body.values)]
+        if values == sizes.values:
+            return sizes
+        self.fail(values, Limit(prefix.rstrip("."), "gate", "merge", node.span))
+        return self.sizes(values, sizes.period)
+
+    # ---- bookkeeping -------------------------------------------------------------------------
+    def sizes(self, values: list[int], period: int) -> _Sizes:
+        self.common_period = math.lcm(self.common_period, period)
+        return _Sizes(values, frozenset(values) - {0}, period)
+
+    def fail(self, values: list[int], limit: Limit) -> None:
+        """Records `limit` as the reason for every input size that fails here first."""
+        for size, value in enumerate(values):
+            if not value and self.limit[size] is None:
+                self.limit[size] = limit
+
+
+def _periodic_tail(valid: list[int], bound: int) -> tuple[int, int, tuple[int, ...]]:
+    """(period, start, residues) of the valid sizes' repeating tail; start 0 when they stop early."""
+    half = bound // 2
+    is_valid = bytearray(bound + 1)
+    for n in valid:
+        is_valid[n] = 1
+    if not any(is_valid[half:]):
+        return 1, 0, ()
+    for period in range(1, bound // 4 + 1):
+        if is_valid[half:bound + 1 - period] == is_valid[half + period:]:
+            break
+    else:
+        return 1, 0, ()  # no period within the scan: report the sizes as they are
+    start = half
+    while start > 1 and is_valid[start - 1] == is_valid[start - 1 + period]:
+        start -= 1
+    residues = tuple(sorted({n % period for n in range(start, start + period) if is_valid[n]}))
+    return period, start, residues
+
+
+def _ranges(name: str, sizes: list[int]) -> str:
+    """`227 <= H <= 230`, `H = 32`, `H in 32..33, 40..41` for a finite set of sizes."""
+    runs: list[list[int]] = []
+    for n in sizes:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    if len(runs) == 1:
+        low, high = runs[0]
+        return f"{name} = {low}" if low == high else f"{low} <= {name} <= {high}"
+    shown = [f"{low}" if low == high else f"{low}..{high}" for low, high in runs]
+    if len(shown) > 6:
+        shown = shown[:3] + [f"... ({len(sizes)} sizes)"] + shown[-2:]
+    return f"{name} in {{{', '.join(shown)}}}"

@@ -1,0 +1,336 @@
+"""`netdsl summary` and `netdsl diff`: checked network + cost model → tables (rich) or JSON.
+
+Reads the numbers `netdsl.cost` attaches to the checker's graph and never recomputes them.
+A summary lists every node in dataflow order, indented by nesting and folded by module depth;
+a diff sets two networks' modules side by side, matched by their dotted names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from . import api
+from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
+from .cost import DTYPE_BYTES, Cost, Costs, Field, analyse, byte_size
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
+
+DEFAULT_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str  # dotted module path ("" for a combinator: its layers belong to the enclosing module)
+    name: str
+    kind: str  # the op, the block's name, or the combinator
+    level: int  # indentation: enclosing modules and combinators
+    depth: int  # enclosing modules (the root's children: 1); what --depth folds by
+    folded: bool  # a module whose contents are not listed: its row shows their totals
+    cost: Cost
+
+
+def rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
+    """The network's nodes in dataflow order, modules deeper than `max_depth` folded into their row."""
+    found: list[Row] = []
+    _collect(network.root.body, costs, "", 0, 1, max_depth, found)
+    return found
+
+
+def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: int, max_depth: int,
+             found: list[Row]) -> None:
+    for node in nodes:
+        cost = costs[node]
+        if isinstance(node, Layer):
+            kind = f"{node.op} (reused)" if node.shared else node.op
+            found.append(Row(f"{prefix}{node.name}", node.name, kind, level, depth, False, cost))
+        elif isinstance(node, (Module, Aux)):
+            module = node.head if isinstance(node, Aux) else node
+            kind = f"aux head: {module.type_name}" if isinstance(node, Aux) else module.type_name
+            folded = depth >= max_depth and bool(module.body)
+            found.append(Row(f"{prefix}{module.name}", module.name, kind, level, depth, folded, cost))
+            if not folded:
+                _collect(module.body, costs, f"{prefix}{module.name}.", level + 1, depth + 1, max_depth, found)
+        elif isinstance(node, (Tap, From)):
+            kind = "tap" if isinstance(node, Tap) else "from"
+            found.append(Row("", node.wire.name, kind, level, depth, False, cost))
+        else:
+            found.append(Row("", "", _combinator(node), level, depth, False, cost))
+            for contents in _contents(node):
+                _collect(contents, costs, prefix, level + 1, depth, max_depth, found)
+
+
+def _combinator(node: Node) -> str:
+    if isinstance(node, Concat):
+        return "dense" if len(node.branches) == 2 and not node.branches[0] else "concat"
+    return {Residual: "residual", Sum: "add", Gate: "gate"}[type(node)]
+
+
+def _contents(node: Node) -> list[list[Node]]:
+    if isinstance(node, Residual):
+        return [node.body] + ([[node.shortcut]] if node.shortcut is not None else [])
+    if isinstance(node, (Concat, Sum)):
+        return node.branches
+    return [node.body]
+
+
+# ---- formatting -----------------------------------------------------------------------------
+
+def field_text(field: Field | None) -> str:
+    """`212`, `23x29` (height x width), `all` (the whole input), `851*` (also the whole input, see the note)."""
+    if field is None:
+        return ""
+    if field.axes is None:
+        return "all" if field.whole else ""
+    height, width = field.size
+    text = str(height) if height == width else f"{height}x{width}"
+    return f"{text}*" if field.whole else text
+
+
+WHOLE_NOTE = ("* also the whole input: a path through a global pooling (a linear layer, or a squeeze-excitation "
+              "gate) reaches every input position; the number is the extent through the other paths")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.2f} MB"
+
+
+def _field_json(field: Field | None) -> dict | None:
+    return field.to_json() if field is not None else None
+
+
+def row_json(row: Row, dtype: str) -> dict:
+    cost = row.cost
+    return {
+        "path": row.path, "name": row.name, "type": row.kind, "level": row.level, "depth": row.depth,
+        "folded": row.folded, "output": list(cost.out_shape), "params": cost.params,
+        "params_without_biases": cost.weights, "macs": cost.macs,
+        "memory": {"elements": cost.elements, "bytes": byte_size(cost.elements, dtype)},
+        "activations": cost.activations, "receptive_field": _field_json(cost.field),
+        "layers_deep": cost.layers_deep,
+    }
+
+
+def summary_json(network: Network, costs: Costs, listed: list[Row], dtype: str, max_depth: int) -> dict:
+    totals, feature = costs.totals, costs.feature_map
+    input_row = {"path": "input", "name": "input", "type": "input", "level": 0, "depth": 0, "folded": False,
+                 "output": list(network.input_shape), "params": 0, "params_without_biases": 0, "macs": 0,
+                 "memory": {"elements": totals.input_elements, "bytes": byte_size(totals.input_elements, dtype)},
+                 "activations": 0, "receptive_field": _field_json(costs.input_field), "layers_deep": 0}
+    return {
+        "network": network.name, "file": network.file, "input": list(network.input_shape),
+        "output": list(network.output_shape), "dtype": dtype, "fold_depth": max_depth,
+        "rows": [input_row] + [row_json(row, dtype) for row in listed],
+        "totals": {
+            "params": totals.params, "params_without_biases": totals.weights, "trainable": totals.params,
+            "macs": totals.macs, "flops": totals.flops, "aux_macs": totals.aux_macs,
+            "activation_memory": {"elements": totals.activations, "bytes": byte_size(totals.activations, dtype)},
+            "input": {"elements": totals.input_elements, "bytes": byte_size(totals.input_elements, dtype)},
+            "params_bytes": byte_size(totals.params, dtype), "layers_deep": totals.depth,
+            "receptive_field": None if feature is None else feature.to_json(),
+        },
+    }
+
+
+def _console(table=None):
+    """A console that never truncates: as wide as the table needs, plain text when not a terminal."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(markup=False, highlight=False, emoji=False)
+    if table is not None:
+        wide = Console(markup=False, width=100_000)
+        needed = Measurement.get(wide, wide.options, table).maximum
+        console = Console(markup=False, highlight=False, emoji=False, width=max(needed, 20))
+    return console
+
+
+def _table(columns: list[tuple[str, str]]):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for title, justify in columns:
+        table.add_column(title, justify=justify, no_wrap=True)
+    return table
+
+
+def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, no_biases: bool) -> None:
+    params_title = "params (no biases)" if no_biases else "params"
+    table = _table([("layer", "left"), ("type", "left"), ("output", "left"), (params_title, "right"),
+                    ("MACs", "right"), ("memory", "right"), ("RF", "right")])
+    table.add_row("input", "", _fmt_shape(network.input_shape), "", "", f"{costs.totals.input_elements:,}",
+                  field_text(costs.input_field))
+    for row in listed:
+        cost = row.cost
+        name = row.name or f"({row.kind})"
+        numbers = row.kind not in ("tap", "from")
+        params = cost.weights if no_biases else cost.params
+        table.add_row(
+            "  " * row.level + name + (" ..." if row.folded else ""), "" if not row.name else row.kind,
+            _fmt_shape(cost.out_shape), f"{params:,}" if numbers and params else "",
+            _human(cost.macs) if cost.macs else "", f"{cost.elements:,}" if numbers else "",
+            field_text(cost.field))
+    _console(table).print(table)
+    totals, feature = costs.totals, costs.feature_map
+    bytes_per = DTYPE_BYTES[dtype]
+    lines = [f"network {network.name} ({network.file}): input {_fmt_shape(network.input_shape)} -> "
+             f"output {_fmt_shape(network.output_shape)}, {totals.depth} weight layers deep",
+             f"params: {totals.params:,} ({_human(totals.params)}), all trainable; without biases {totals.weights:,}",
+             f"MACs: {totals.macs:,} ({_human(totals.macs)}); FLOPs (2 x MACs): {_human(totals.flops)}; "
+             "counted: conv and linear layers"]
+    if totals.aux_macs:
+        lines.append(f"auxiliary heads (training only, not in the MACs above): {totals.aux_macs:,} MACs")
+    lines += [f"activation memory: {totals.activations:,} elements, {_megabytes(totals.activations * bytes_per)} "
+              f"at {dtype} (every layer output and merge, one sample)",
+              f"input: {totals.input_elements:,} elements, {_megabytes(totals.input_elements * bytes_per)}; "
+              f"params: {_megabytes(totals.params * bytes_per)} at {dtype}"]
+    if feature is not None and feature.field is not None:
+        where = f"entering {feature.consumer}" if feature.consumer else "the output"
+        stride = feature.field.stride
+        stride_text = "" if stride is None else f", stride {stride[0] if stride[0] == stride[1] else stride}"
+        lines.append(f"receptive field of the final feature map {_fmt_shape(feature.shape)} ({where}): "
+                     f"{field_text(feature.field)}{stride_text}")
+    if any(row.cost.field is not None and row.cost.field.whole and row.cost.field.axes for row in listed):
+        lines.append(WHOLE_NOTE)
+    print("\n".join(lines))
+
+
+def _max_depth(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if value < 1:
+        raise UsageError(f"--depth must be at least 1, got {value}")
+    return value
+
+
+def run(args) -> int:
+    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
+    max_depth = _max_depth(args.depth, DEFAULT_DEPTH)
+    network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
+                        **_overrides(args.overrides))
+    costs = analyse(network)
+    listed = rows(network, costs, max_depth)
+    if args.json:
+        print(json.dumps(summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
+    else:
+        summary_text(network, costs, listed, args.dtype, args.no_biases)
+    return EXIT_OK
+
+
+# ---- diff -----------------------------------------------------------------------------------
+
+def _side(row: Row | None) -> dict | None:
+    if row is None:
+        return None
+    cost = row.cost
+    return {"type": row.kind, "layers_deep": cost.layers_deep, "output": list(cost.out_shape),
+            "params": cost.params, "macs": cost.macs}
+
+
+def _delta(before: int, after: int) -> dict:
+    return {"absolute": after - before, "percent": None if before == 0 else round(100 * (after - before) / before, 2)}
+
+
+def matched(first: list[Row], second: list[Row]) -> list[tuple[Row | None, Row | None]]:
+    """Pairs rows by path, in the first network's order; rows of the second alone come after the
+    row that precedes them there."""
+    theirs = {row.path: row for row in second}
+    ours = {row.path for row in first}
+    pairs, pending = [], list(second)
+    for row in first:
+        if row.path in theirs:
+            while pending and pending[0].path != row.path:
+                extra = pending.pop(0)
+                if extra.path not in ours:
+                    pairs.append((None, extra))
+            if pending:
+                pending.pop(0)
+        pairs.append((row, theirs.get(row.path)))
+    pairs += [(None, row) for row in pending if row.path not in ours]
+    return pairs
+
+
+def _named_rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
+    """Modules and layers (not combinators or named tensors) down to `max_depth`, each shown whole."""
+    return [row for row in rows(network, costs, max_depth) if row.path and row.depth <= max_depth]
+
+
+def run_diff(args) -> int:
+    """`netdsl diff A.net B.net [--depth N] [--json]`."""
+    max_depth = _max_depth(args.depth, 1)
+    sides = []
+    for path in (args.file, args.other):
+        network = api.check(path)
+        costs = analyse(network)
+        sides.append((network, costs, _named_rows(network, costs, max_depth)))
+    (first, first_costs, first_rows), (second, second_costs, second_rows) = sides
+    pairs = matched(first_rows, second_rows)
+    totals = [(c.totals.depth, list(n.output_shape), c.totals.params, c.totals.macs)
+              for n, c, _ in sides]
+    if args.json:
+        print(json.dumps({
+            "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
+            "rows": [{"path": (a or b).path, "a": _side(a), "b": _side(b),
+                      "delta": None if a is None or b is None else {
+                          "layers_deep": b.cost.layers_deep - a.cost.layers_deep,
+                          "params": _delta(a.cost.params, b.cost.params), "macs": _delta(a.cost.macs, b.cost.macs)}}
+                     for a, b in pairs],
+            "totals": {"a": dict(zip(("layers_deep", "output", "params", "macs"), totals[0])),
+                       "b": dict(zip(("layers_deep", "output", "params", "macs"), totals[1])),
+                       "delta": {"layers_deep": totals[1][0] - totals[0][0],
+                                 "params": _delta(totals[0][2], totals[1][2]),
+                                 "macs": _delta(totals[0][3], totals[1][3])}},
+        }, indent=2))
+        return EXIT_OK
+    print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
+    table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
+                    ("params A → B", "right"), ("Δ params", "right"), ("MACs A → B", "right"), ("Δ MACs", "right")])
+    for a, b in pairs:
+        row = a or b
+        where = "" if a and b else f" (only in {'A' if a else 'B'})"
+        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost))
+    table.add_section()
+    table.add_row("total", *_diff_cells(*(_total_cost(network, costs) for network, costs, _ in sides)))
+    _console(table).print(table)
+    print("depth: conv and linear layers on the longest path through the module; MACs: multiply-accumulates "
+          "of conv and linear layers (inference)")
+    return EXIT_OK
+
+
+def _total_cost(network: Network, costs: Costs) -> Cost:
+    """The whole network as one row of the diff (inference MACs)."""
+    totals = costs.totals
+    return Cost(out_shape=network.output_shape, params=totals.params, biases=totals.biases, macs=totals.macs,
+                elements=math.prod(network.output_shape), activations=totals.activations,
+                field=costs.feature_map.field if costs.feature_map else None, depth=totals.depth,
+                layers_deep=totals.depth)
+
+
+def _change(before, after, show) -> str:
+    if before is None or after is None:
+        return f"{'–' if before is None else show(before)} → {'–' if after is None else show(after)}"
+    return show(before) if before == after else f"{show(before)} → {show(after)}"
+
+
+def _delta_text(before: int, after: int) -> str:
+    if before == after:
+        return "="
+    change = _delta(before, after)
+    sign = "+" if change["absolute"] > 0 else "-"
+    percent = "" if change["percent"] is None else f" ({change['percent']:+.1f}%)"
+    return f"{sign}{_human(abs(change['absolute']))}{percent}"
+
+
+def _diff_cells(a: Cost | None, b: Cost | None) -> list[str]:
+    """depth, output, params, Δ params, MACs, Δ MACs: one value when equal, `A → B` when not."""
+    def get(cost, attribute):
+        return None if cost is None else getattr(cost, attribute)
+
+    both = a is not None and b is not None
+    return [_change(get(a, "layers_deep"), get(b, "layers_deep"), str),
+            _change(get(a, "out_shape"), get(b, "out_shape"), _fmt_shape),
+            _change(get(a, "params"), get(b, "params"), _human),
+            _delta_text(a.params, b.params) if both else "",
+            _change(get(a, "macs"), get(b, "macs"), _human),
+            _delta_text(a.macs, b.macs) if both else ""]

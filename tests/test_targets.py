@@ -1,0 +1,255 @@
+"""Deployment targets: `netdsl compile --format onnx`, `--optimize`, and the benchmark's code.
+
+Outputs are compared with the PyTorch eval model with BatchNorm running statistics and affine
+parameters set to random, non-trivial values, so that folding and export are actually exercised.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import netdsl
+from netdsl import cli
+from netdsl.emit import build, save_onnx, save_torchscript
+from netdsl.optimize import conv_bn_pairs, fold_batchnorm
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parent.parent
+NETWORKS = ROOT / "networks"
+TINY = """
+network tiny(classes=10) {
+  input [3, 32, 32]
+  stem: { conv(16, 3, pad=1, bias=false) bn relu }
+  unit: residual { conv(16, 3, pad=1) bn relu conv(16, 3, pad=1, bias=false) bn }
+  relu
+  mixed: inception {
+    a1: conv(8, 1) -> a2: bn -> relu
+    b1: maxpool(3, stride=1, pad=1) -> b2: conv(8, 1)
+  }
+  conv(24, 1)
+  twice: inception { bn  bn -> relu }
+  pool: adaptive_avgpool(1)
+  flatten
+  fc: linear(classes)
+}
+"""
+
+
+def _randomize_batchnorm(model, seed: int = 0):
+    """Non-trivial running statistics and affine parameters in every BatchNorm."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                size = module.num_features
+                module.running_mean.copy_(torch.randn(size, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(size, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(size, generator=generator) * 0.2)
+    return model.eval()
+
+
+def _batchnorms(model) -> int:
+    return sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _close(actual, expected, tolerance: float = 1e-4) -> None:
+    """Equal within `tolerance`, relative to the output's scale (at least 1)."""
+    scale = max(1.0, expected.abs().max().item())
+    error = (actual - expected).abs().max().item()
+    assert error <= tolerance * scale, f"max |difference| {error:.3g} at output scale {scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "tiny.net"
+    path.write_text(TINY)
+    return path
+
+
+# ---- ONNX ------------------------------------------------------------------------------------
+
+onnx_params = [pytest.param("tiny", id="tiny"), "resnet18", "googlenet", "mobilenet_v3_small", "efficientnet_b0"]
+
+
+@pytest.mark.parametrize("name", onnx_params)
+def test_onnx_matches_pytorch(name, tiny, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    graph = netdsl.check(tiny if name == "tiny" else NETWORKS / f"{name}.net")
+    model = _randomize_batchnorm(build(graph))
+    path = tmp_path / f"{name}.onnx"
+    save_onnx(model, path, graph.input_shape)
+    onnx.checker.check_model(onnx.load(str(path)))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    for batch in (1, 3):  # the batch dimension is dynamic
+        x = torch.randn(batch, *graph.input_shape)
+        with torch.no_grad():
+            expected = model(x)  # eval: inception's auxiliary heads are off
+        (actual,) = session.run(None, {"input": x.numpy()})
+        assert actual.shape == (batch, *graph.output_shape)
+        _close(torch.from_numpy(actual), expected)
+
+
+def test_onnx_from_the_command_line(tiny, tmp_path):
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    assert cli.main(["compile", str(tiny), "--format", "onnx", "-o", str(tmp_path / "tiny.onnx")]) == 0
+    torch.manual_seed(0)  # the same random weights as the compiled model's
+    reference = netdsl.build(tiny).eval()
+    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _close(torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), reference(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]  # one self-contained file
+
+
+def test_onnx_float16(tiny, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    netdsl.compile(tiny, tmp_path / "tiny.onnx", format="onnx", dtype="float16")
+    model = onnx.load(str(tmp_path / "tiny.onnx"))
+    onnx.checker.check_model(model)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": torch.randn(2, 3, 32, 32).half().numpy()})
+    assert output.shape == (2, 10) and str(output.dtype) == "float16"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx", "--dtype", "bfloat16"], "ONNX convolutions have no bfloat16 type"),
+    (["--format", "onnx", "--device", "cpu"], "--device does not apply to onnx"),
+    (["--format", "python", "--optimize"], "--optimize applies to the torchscript, export and onnx formats"),
+])
+def test_option_combinations_that_do_not_apply(args, message, tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["compile", str(tiny), *args]) == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_without_the_exporter_is_a_usage_error(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    assert cli.main(["compile", str(tiny), "--format", "onnx"]) == cli.EXIT_USAGE
+    assert "pip install onnx onnxscript" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- --optimize ------------------------------------------------------------------------------
+
+def test_fold_pairs_follow_the_graph(tiny):
+    # Folded: each bn right after a conv -- in a group, a residual body, an inception branch.
+    # Not folded: the two bns of `twice`, which both read the same convolution's output.
+    assert list(conv_bn_pairs(netdsl.check(tiny).root)) == [
+        ("stem", "0", "1"), ("unit", "0", "1"), ("unit", "3", "4"), ("mixed", "a1", "a2")]
+
+
+@pytest.mark.parametrize("name, left", [("resnet50", 0), ("mobilenet_v2", 0), ("efficientnet_b0", 0),
+                                        ("googlenet", 0), ("tiny", 2)])
+def test_optimized_torchscript_matches_eval_model(name, left, tiny, tmp_path):
+    graph = netdsl.check(tiny if name == "tiny" else NETWORKS / f"{name}.net")
+    model = _randomize_batchnorm(build(graph))
+    x = torch.randn(2, 3, 64, 64)  # smaller than declared, to keep the test quick
+    with torch.no_grad():
+        expected = model(x)
+    before = _batchnorms(model)
+    folded = copy.deepcopy(model)
+    assert fold_batchnorm(folded, graph) == before - left
+    assert _batchnorms(folded) == left
+    with torch.no_grad():
+        _close(folded(x), expected)
+    # What `compile --optimize` saves: channels-last weights, frozen TorchScript.
+    save_torchscript(folded.to(memory_format=torch.channels_last), tmp_path / "model.pt", freeze=True)
+    loaded = torch.jit.load(str(tmp_path / "model.pt"))
+    with torch.no_grad():
+        _close(loaded(x), expected)
+
+
+def test_optimize_from_the_command_line(tmp_path):
+    """The whole `compile --optimize` path: same seed, same weights, same outputs as eval."""
+    path = NETWORKS / "resnet18.net"
+    for fmt, suffix in (("torchscript", "pt"), ("export", "pt2"), ("onnx", "onnx")):
+        if fmt == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+            continue
+        torch.manual_seed(0)
+        netdsl.compile(path, tmp_path / f"r18.{suffix}", format=fmt, optimize=True, classes=10)
+        torch.manual_seed(0)
+        reference = netdsl.build(path, classes=10).eval()
+        x = torch.randn(2, 3, 224, 224)  # export and ONNX keep the declared height and width
+        with torch.no_grad():
+            expected = reference(x)
+            if fmt == "torchscript":
+                loaded = torch.jit.load(str(tmp_path / "r18.pt"))
+                assert not any("BatchNorm" in m.original_name for m in loaded.modules())
+                actual = loaded(x)
+            elif fmt == "export":
+                exported = torch.export.load(str(tmp_path / "r18.pt2")).module()
+                assert not any(".bn" in key for key in exported.state_dict())
+                actual = exported(x)
+            else:
+                import onnxruntime
+
+                session = onnxruntime.InferenceSession(str(tmp_path / "r18.onnx"), providers=["CPUExecutionProvider"])
+                actual = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+        _close(actual, expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_optimize_for_cuda_half_precision(tmp_path):
+    path = NETWORKS / "resnet18.net"
+    torch.manual_seed(0)
+    netdsl.compile(path, tmp_path / "r18.pt", optimize=True, device="cuda", dtype="float16")
+    torch.manual_seed(0)
+    reference = netdsl.build(path).eval().cuda()
+    x = torch.randn(2, 3, 224, 224, device="cuda")
+    model = torch.jit.load(str(tmp_path / "r18.pt"), map_location="cuda")
+    with torch.no_grad():
+        actual = model(x.half())
+        expected = reference(x)
+    assert actual.dtype == torch.float16 and actual.is_cuda
+    _close(actual.float(), expected, tolerance=2e-2)  # float16 rounding, not folding, sets the bound
+
+
+# ---- the benchmark ---------------------------------------------------------------------------
+
+def test_benchmark_code_runs(tiny, tmp_path, monkeypatch):
+    """Every measurement of benchmarks/run.py, once, on a tiny network (no timing asserted)."""
+    spec = importlib.util.spec_from_file_location("netdsl_benchmark", ROOT / "benchmarks" / "run.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, benchmark)  # dataclasses look their module up
+    spec.loader.exec_module(benchmark)
+    bench = benchmark.Bench("tiny", tiny, lambda: build(netdsl.check(tiny)), (3, 32, 32))
+    repeats = {"check": 1, "compile": 1, "latency": 1, "throughput": 1}
+    results = benchmark.run([bench], repeats, (1, 2), tmp_path, log=lambda message: None)
+    results.throughput["tiny", "eager"] = benchmark.measure_throughput(
+        bench, "cpu", torch.float32, 2, 1, compiled=False)  # the CUDA code path, run on the CPU
+    results.check_all = benchmark.measure_check_all(tiny.parent, 1)
+    assert results.check_all == {"files": 1, "seconds": results.check_all["seconds"], "torch_imported": False}
+    assert set(results.latency) == {("tiny", 1), ("tiny", 2)}
+    assert set(results.latency["tiny", 1]) == {"torchvision", "netdsl eager", "netdsl TorchScript",
+                                               "netdsl --optimize"}
+    text = benchmark.markdown(results, benchmark.machine(), repeats, benchmark.kept_findings(None))
+    for heading in ("## Checking", "## Compiling to TorchScript", "## CPU forward latency", "## GPU throughput",
+                    "## Findings", "| tiny | 2 |"):
+        assert heading in text
+    findings = tmp_path / "RESULTS.md"
+    findings.write_text("# old\n\n## Findings\n\nWritten by hand.\n")
+    assert benchmark.kept_findings(findings) == "## Findings\n\nWritten by hand.\n"
+
+
+def test_benchmark_quick_mode_has_a_command_line():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "--quick" in result.stdout
