@@ -185,7 +185,7 @@ def run(benches: list[Bench], repeats: dict[str, int], batches: tuple[int, ...],
 
 # ---- the report ------------------------------------------------------------------------------
 
-def machine() -> dict[str, str]:
+def machine(command: str = "python benchmarks/run.py") -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -197,7 +197,8 @@ def machine() -> dict[str, str]:
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
-        "CPU": f"{cpu}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads",
+        "command": f"`{command}`",
+        "CPU": f"{cpu}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} thread(s)",
         "GPU": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         "versions": f"Python {platform.python_version()}, torch {torch.__version__}, "
                     f"torchvision {torchvision.__version__}, netdsl {netdsl.__version__}",
@@ -222,8 +223,9 @@ def _ratio(value: float, reference: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+    """A Markdown table: the first column left-aligned, the numbers right-aligned."""
+    rule = "|---|" + "---:|" * (len(header) - 1)
+    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def markdown(results: Results, info: dict[str, str], repeats: dict[str, int], findings: str) -> str:
@@ -284,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small network, few repeats (a smoke run)")
     parser.add_argument("-o", "--output", help="results file (default: benchmarks/RESULTS.md; --quick: stdout)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core); "
+                        "1 is steadier on a machine other jobs are using")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
     torch.manual_seed(0)
     if args.quick:
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
     log(f"done in {time.perf_counter() - start:.0f} s")
     output = Path(args.output) if args.output else (None if args.quick else ROOT / "benchmarks" / "RESULTS.md")
-    text = markdown(results, machine(), repeats, kept_findings(output))
+    command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
+    text = markdown(results, machine(command), repeats, kept_findings(output))
     if output is None:
         print(text, end="")
     else:
