@@ -105,10 +105,13 @@ def _attribute(name: str) -> str:
 # input afterwards (a residual's identity, a sibling inception branch, the caller's tensor) and
 # the op that produced it does not need its own output for backward. `_plan` walks the graph
 # once with that "owned" fact and records, per module attribute, whether every use is safe.
+# The same fact lets a residual add in place (`out += identity`, as torchvision writes it) when
+# the body's result is a fresh tensor that no backward reads: one allocation less per block.
 
 class _InplacePlan:
     def __init__(self, root: Module):
         self.safe: dict[tuple[int, str], bool] = {}
+        self.add_in_place: set[int] = set()  # ids of the Residual nodes whose body result is owned
         self._module(root)
 
     def __call__(self, module: Module, layer: Layer) -> bool:
@@ -131,7 +134,8 @@ class _InplacePlan:
             elif isinstance(node, Module):
                 owned = self._module(node)
             elif isinstance(node, Residual):
-                self._chain(module, node.body, owned=False)
+                if self._chain(module, node.body, owned=False):
+                    self.add_in_place.add(id(node))
                 if isinstance(node.shortcut, Layer):
                     self._chain(module, [node.shortcut], owned=False)
                 elif node.shortcut is not None:
@@ -237,7 +241,7 @@ class _SourceWriter:
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
             else:
                 init.append(f'{INDENT * 2}self.add_module("{int(child.name)}", {expr})')
-        forward = _Forward().function(module)
+        forward = _Forward(self.plan).function(module)
         body = "\n".join(init) + "\n\n" + "\n".join(forward)
         name = self.classes.get(body)
         if name is None:
@@ -265,7 +269,8 @@ def _shape(shape) -> str:
 class _Forward:
     """Straight-line `forward` for one module class."""
 
-    def __init__(self):
+    def __init__(self, plan: _InplacePlan):
+        self.plan = plan
         self.lines: list[str] = []
         self.names: set[str] = {"x", "self", "torch", "nn", "Tensor", "aux"}
         self.wires: dict[int, str] = {}  # wire key -> the variable holding it
@@ -328,7 +333,10 @@ class _Forward:
                 else:
                     identity = self.fresh("identity")
                     self.emit(f"{identity} = {_attribute(node.shortcut.name)}({current})")
-                self.emit(f"{out} = {result} + {identity}")
+                if id(node) in self.plan.add_in_place and result == out:
+                    self.emit(f"{out} += {identity}")
+                else:
+                    self.emit(f"{out} = {result} + {identity}")
                 current = target = out
             elif isinstance(node, Concat):
                 branches = []

@@ -74,8 +74,14 @@ def _token_text(token: Token) -> str:
 
 
 def parse(text: str, path: str = "<string>") -> ast.SourceFile:
-    """Parse a whole .net file."""
+    """Parse a whole .net file. The AST is treated as immutable by every later stage, so a file
+    parsed again unchanged (the standard library, once per network checked) comes from a cache."""
     remember_source(path, text)
+    return _parse_cached(text, path)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(text: str, path: str) -> ast.SourceFile:
     try:
         tree = _parser().parse(text, start="start")
     except UnexpectedInput as error:

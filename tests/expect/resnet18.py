@@ -23,7 +23,7 @@ class Basic(nn.Module):
         out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -50,7 +50,7 @@ class Basic2(nn.Module):
         out = self.conv2(out)
         out = self.bn2(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -72,7 +72,7 @@ class Basic3(nn.Module):
         out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -99,7 +99,7 @@ class Basic4(nn.Module):
         out = self.conv2(out)
         out = self.bn2(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -121,7 +121,7 @@ class Basic5(nn.Module):
         out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -148,7 +148,7 @@ class Basic6(nn.Module):
         out = self.conv2(out)
         out = self.bn2(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -170,7 +170,7 @@ class Basic7(nn.Module):
         out = self.relu(out)
         out = self.conv2(out)
         out = self.bn2(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 

@@ -33,7 +33,7 @@ class Bottleneck(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -60,7 +60,7 @@ class Bottleneck2(nn.Module):
         out = self.relu(out)
         out = self.conv3(out)
         out = self.bn3(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -92,7 +92,7 @@ class Bottleneck3(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -119,7 +119,7 @@ class Bottleneck4(nn.Module):
         out = self.relu(out)
         out = self.conv3(out)
         out = self.bn3(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -151,7 +151,7 @@ class Bottleneck5(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -178,7 +178,7 @@ class Bottleneck6(nn.Module):
         out = self.relu(out)
         out = self.conv3(out)
         out = self.bn3(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
@@ -210,7 +210,7 @@ class Bottleneck7(nn.Module):
         out = self.conv3(out)
         out = self.bn3(out)
         identity = self.downsample(x)
-        out = out + identity
+        out += identity
         out = self.relu(out)
         return out
 
@@ -237,7 +237,7 @@ class Bottleneck8(nn.Module):
         out = self.relu(out)
         out = self.conv3(out)
         out = self.bn3(out)
-        out = out + x
+        out += x
         out = self.relu(out)
         return out
 
