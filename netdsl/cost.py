@@ -68,7 +68,8 @@ class Field:
     def stride(self) -> tuple[int, int] | None:
         return (self.axes[0].jump, self.axes[1].jump) if self.axes else None
 
-    def through(self, reach) -> "Field":
+    def through(self, reach: "tuple[Window, Window] | str | None") -> "Field":
+        """The field after a layer whose `LayerDef.reach` is `reach`."""
         if reach is None:
             return self
         if reach == GLOBAL:
@@ -104,7 +105,7 @@ class Cost:
     activations: int  # elements of every tensor computed inside, this node's output included
     field: Field | None  # receptive field of the output; None for a network whose input is not [C, H, W]
     depth: int  # conv/linear layers on the longest path from the network input to this output
-    layers_deep: int  # conv/linear layers this node adds to the depth of its input (ResNet-50's stages: 10, 12, 18, 9)
+    layers_deep: int  # conv/linear layers it adds to its input's depth (ResNet-50's stages: 9, 12, 18, 9)
 
     @property
     def weights(self) -> int:
@@ -231,7 +232,8 @@ class _Walk:
         if isinstance(node, Residual):
             body = self.chain(node.body, state)
             side = self.node(node.shortcut, state) if node.shortcut is not None else state
-            return self.merge(node, node.body + ([node.shortcut] if node.shortcut is not None else []), state, [body, side])
+            contents = node.body + ([node.shortcut] if node.shortcut is not None else [])
+            return self.merge(node, contents, state, [body, side])
         if isinstance(node, (Concat, Sum)):
             ends = [self.chain(branch, state) for branch in node.branches]
             return self.merge(node, [n for branch in node.branches for n in branch], state, ends)

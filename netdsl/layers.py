@@ -1,8 +1,9 @@
 """The layer registry: the single source of truth for every built-in op.
 
-Each op declares, in one place, its parameter schema, shape rule, parameter count, MAC rule
-and torch emission (as a constructor name and arguments; this module never imports torch).
-The checker, emitter, docs and CLI all loop over `REGISTRY`.
+Each op declares, in one place, its parameter schema, shape rule, parameter count (and how
+many are biases), MAC rule, spatial reach (for receptive fields) and torch emission (as a
+constructor name and arguments; this module never imports torch). The checker, emitter, docs
+and CLI all loop over `REGISTRY`.
 """
 
 from __future__ import annotations

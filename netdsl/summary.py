@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import api
 from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
-from .cost import DTYPE_BYTES, Cost, Costs, Field, analyse, byte_size
+from .cost import Cost, Costs, Field, analyse, byte_size
 from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
 
 DEFAULT_DEPTH = 2
@@ -35,6 +35,14 @@ def rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
     found: list[Row] = []
     _collect(network.root.body, costs, "", 0, 1, max_depth, found)
     return found
+
+
+def input_row(network: Network, costs: Costs) -> Row:
+    """The input as a row, as the course notes' tables start."""
+    elements = costs.totals.input_elements
+    return Row("input", "input", "input", 0, 0, False, Cost(
+        out_shape=network.input_shape, params=0, biases=0, macs=0, elements=elements, activations=0,
+        field=costs.input_field, depth=0, layers_deep=0))
 
 
 def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: int, max_depth: int,
@@ -91,12 +99,8 @@ WHOLE_NOTE = ("* also the whole input: a path through a global pooling (a linear
               "gate) reaches every input position; the number is the extent through the other paths")
 
 
-def _megabytes(size: int) -> str:
+def _megabytes(size: int) -> str:  # decimal megabytes, as torchinfo
     return f"{size / 1e6:,.2f} MB"
-
-
-def _field_json(field: Field | None) -> dict | None:
-    return field.to_json() if field is not None else None
 
 
 def row_json(row: Row, dtype: str) -> dict:
@@ -106,21 +110,17 @@ def row_json(row: Row, dtype: str) -> dict:
         "folded": row.folded, "output": list(cost.out_shape), "params": cost.params,
         "params_without_biases": cost.weights, "macs": cost.macs,
         "memory": {"elements": cost.elements, "bytes": byte_size(cost.elements, dtype)},
-        "activations": cost.activations, "receptive_field": _field_json(cost.field),
+        "activations": cost.activations, "receptive_field": cost.field.to_json() if cost.field else None,
         "layers_deep": cost.layers_deep,
     }
 
 
 def summary_json(network: Network, costs: Costs, listed: list[Row], dtype: str, max_depth: int) -> dict:
     totals, feature = costs.totals, costs.feature_map
-    input_row = {"path": "input", "name": "input", "type": "input", "level": 0, "depth": 0, "folded": False,
-                 "output": list(network.input_shape), "params": 0, "params_without_biases": 0, "macs": 0,
-                 "memory": {"elements": totals.input_elements, "bytes": byte_size(totals.input_elements, dtype)},
-                 "activations": 0, "receptive_field": _field_json(costs.input_field), "layers_deep": 0}
     return {
         "network": network.name, "file": network.file, "input": list(network.input_shape),
         "output": list(network.output_shape), "dtype": dtype, "fold_depth": max_depth,
-        "rows": [input_row] + [row_json(row, dtype) for row in listed],
+        "rows": [row_json(row, dtype) for row in listed],
         "totals": {
             "params": totals.params, "params_without_biases": totals.weights, "trainable": totals.params,
             "macs": totals.macs, "flops": totals.flops, "aux_macs": totals.aux_macs,
@@ -159,21 +159,19 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
     params_title = "params (no biases)" if no_biases else "params"
     table = _table([("layer", "left"), ("type", "left"), ("output", "left"), (params_title, "right"),
                     ("MACs", "right"), ("memory", "right"), ("RF", "right")])
-    table.add_row("input", "", _fmt_shape(network.input_shape), "", "", f"{costs.totals.input_elements:,}",
-                  field_text(costs.input_field))
     for row in listed:
         cost = row.cost
         name = row.name or f"({row.kind})"
         numbers = row.kind not in ("tap", "from")
         params = cost.weights if no_biases else cost.params
         table.add_row(
-            "  " * row.level + name + (" ..." if row.folded else ""), "" if not row.name else row.kind,
+            "  " * row.level + name + (" ..." if row.folded else ""),
+            "" if not row.name or row.kind == "input" else row.kind,
             _fmt_shape(cost.out_shape), f"{params:,}" if numbers and params else "",
             _human(cost.macs) if cost.macs else "", f"{cost.elements:,}" if numbers else "",
             field_text(cost.field))
     _console(table).print(table)
     totals, feature = costs.totals, costs.feature_map
-    bytes_per = DTYPE_BYTES[dtype]
     lines = [f"network {network.name} ({network.file}): input {_fmt_shape(network.input_shape)} -> "
              f"output {_fmt_shape(network.output_shape)}, {totals.depth} weight layers deep",
              f"params: {totals.params:,} ({_human(totals.params)}), all trainable; without biases {totals.weights:,}",
@@ -181,10 +179,10 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
              "counted: conv and linear layers"]
     if totals.aux_macs:
         lines.append(f"auxiliary heads (training only, not in the MACs above): {totals.aux_macs:,} MACs")
-    lines += [f"activation memory: {totals.activations:,} elements, {_megabytes(totals.activations * bytes_per)} "
-              f"at {dtype} (every layer output and merge, one sample)",
-              f"input: {totals.input_elements:,} elements, {_megabytes(totals.input_elements * bytes_per)}; "
-              f"params: {_megabytes(totals.params * bytes_per)} at {dtype}"]
+    lines += [f"activation memory: {totals.activations:,} elements, {_megabytes(byte_size(totals.activations, dtype))}"
+              f" at {dtype} (every layer output and merge, one sample)",
+              f"input: {totals.input_elements:,} elements, {_megabytes(byte_size(totals.input_elements, dtype))}; "
+              f"params: {_megabytes(byte_size(totals.params, dtype))} at {dtype}"]
     if feature is not None and feature.field is not None:
         where = f"entering {feature.consumer}" if feature.consumer else "the output"
         stride = feature.field.stride
@@ -210,7 +208,7 @@ def run(args) -> int:
     network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
                         **_overrides(args.overrides))
     costs = analyse(network)
-    listed = rows(network, costs, max_depth)
+    listed = [input_row(network, costs)] + rows(network, costs, max_depth)
     if args.json:
         print(json.dumps(summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
     else:
@@ -220,16 +218,8 @@ def run(args) -> int:
 
 # ---- diff -----------------------------------------------------------------------------------
 
-def _side(row: Row | None) -> dict | None:
-    if row is None:
-        return None
-    cost = row.cost
-    return {"type": row.kind, "layers_deep": cost.layers_deep, "output": list(cost.out_shape),
-            "params": cost.params, "macs": cost.macs}
-
-
-def _delta(before: int, after: int) -> dict:
-    return {"absolute": after - before, "percent": None if before == 0 else round(100 * (after - before) / before, 2)}
+DIFF_NOTE = ("depth: conv and linear layers on the longest path through the module; MACs: multiply-accumulates "
+             "of conv and linear layers (inference)")
 
 
 def matched(first: list[Row], second: list[Row]) -> list[tuple[Row | None, Row | None]]:
@@ -253,49 +243,7 @@ def matched(first: list[Row], second: list[Row]) -> list[tuple[Row | None, Row |
 
 def _named_rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
     """Modules and layers (not combinators or named tensors) down to `max_depth`, each shown whole."""
-    return [row for row in rows(network, costs, max_depth) if row.path and row.depth <= max_depth]
-
-
-def run_diff(args) -> int:
-    """`netdsl diff A.net B.net [--depth N] [--json]`."""
-    max_depth = _max_depth(args.depth, 1)
-    sides = []
-    for path in (args.file, args.other):
-        network = api.check(path)
-        costs = analyse(network)
-        sides.append((network, costs, _named_rows(network, costs, max_depth)))
-    (first, first_costs, first_rows), (second, second_costs, second_rows) = sides
-    pairs = matched(first_rows, second_rows)
-    totals = [(c.totals.depth, list(n.output_shape), c.totals.params, c.totals.macs)
-              for n, c, _ in sides]
-    if args.json:
-        print(json.dumps({
-            "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-            "rows": [{"path": (a or b).path, "a": _side(a), "b": _side(b),
-                      "delta": None if a is None or b is None else {
-                          "layers_deep": b.cost.layers_deep - a.cost.layers_deep,
-                          "params": _delta(a.cost.params, b.cost.params), "macs": _delta(a.cost.macs, b.cost.macs)}}
-                     for a, b in pairs],
-            "totals": {"a": dict(zip(("layers_deep", "output", "params", "macs"), totals[0])),
-                       "b": dict(zip(("layers_deep", "output", "params", "macs"), totals[1])),
-                       "delta": {"layers_deep": totals[1][0] - totals[0][0],
-                                 "params": _delta(totals[0][2], totals[1][2]),
-                                 "macs": _delta(totals[0][3], totals[1][3])}},
-        }, indent=2))
-        return EXIT_OK
-    print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
-    table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
-                    ("params A → B", "right"), ("Δ params", "right"), ("MACs A → B", "right"), ("Δ MACs", "right")])
-    for a, b in pairs:
-        row = a or b
-        where = "" if a and b else f" (only in {'A' if a else 'B'})"
-        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost))
-    table.add_section()
-    table.add_row("total", *_diff_cells(*(_total_cost(network, costs) for network, costs, _ in sides)))
-    _console(table).print(table)
-    print("depth: conv and linear layers on the longest path through the module; MACs: multiply-accumulates "
-          "of conv and linear layers (inference)")
-    return EXIT_OK
+    return [row for row in rows(network, costs, max_depth) if row.path]
 
 
 def _total_cost(network: Network, costs: Costs) -> Cost:
@@ -305,6 +253,54 @@ def _total_cost(network: Network, costs: Costs) -> Cost:
                 elements=math.prod(network.output_shape), activations=totals.activations,
                 field=costs.feature_map.field if costs.feature_map else None, depth=totals.depth,
                 layers_deep=totals.depth)
+
+
+def _delta(before: int, after: int) -> dict:
+    return {"absolute": after - before, "percent": None if before == 0 else round(100 * (after - before) / before, 2)}
+
+
+def _pair_json(a: Cost | None, b: Cost | None) -> dict:
+    def side(cost: Cost | None) -> dict | None:
+        return None if cost is None else {"layers_deep": cost.layers_deep, "output": list(cost.out_shape),
+                                          "params": cost.params, "macs": cost.macs}
+
+    delta = None if a is None or b is None else {
+        "layers_deep": b.layers_deep - a.layers_deep, "params": _delta(a.params, b.params),
+        "macs": _delta(a.macs, b.macs)}
+    return {"a": side(a), "b": side(b), "delta": delta}
+
+
+def run_diff(args) -> int:
+    """`netdsl diff A.net B.net [--depth N] [--json]`."""
+    max_depth = _max_depth(args.depth, 1)
+    sides = []
+    for path in (args.file, args.other):
+        network = api.check(path)
+        costs = analyse(network)
+        sides.append((network, _named_rows(network, costs, max_depth), _total_cost(network, costs)))
+    (first, first_rows, first_total), (second, second_rows, second_total) = sides
+    pairs = matched(first_rows, second_rows)
+    if args.json:
+        print(json.dumps({
+            "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
+            "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
+                     for a, b in pairs],
+            "totals": _pair_json(first_total, second_total),
+        }, indent=2))
+        return EXIT_OK
+    print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
+    table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
+                    ("params A → B", "right"), ("Δ params", "right"),
+                    ("MACs A → B", "right"), ("Δ MACs", "right")])
+    for a, b in pairs:
+        row = a or b
+        where = "" if a and b else f" (only in {'A' if a else 'B'})"
+        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost))
+    table.add_section()
+    table.add_row("total", *_diff_cells(first_total, second_total))
+    _console(table).print(table)
+    print(DIFF_NOTE)
+    return EXIT_OK
 
 
 def _change(before, after, show) -> str:
