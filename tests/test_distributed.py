@@ -158,8 +158,13 @@ def _worker() -> None:
         results["fsdp"] = _fsdp_step(netdsl.build(NETWORK, classes=CLASSES), rank)
     except Exception as error:  # noqa: BLE001 - reported to the test, which fails with the message
         results["fsdp"] = {"error": f"{type(error).__name__}: {error}"}
+    # Let every collective (FSDP's are asynchronous) finish on both ranks before tearing gloo down:
+    # without this, a rank occasionally aborted at exit ("terminate called without an active
+    # exception") although both steps had passed.
+    dist.barrier()
     if rank == 0:
         Path(os.environ["NETDSL_DISTRIBUTED_RESULT"]).write_text(json.dumps(results))
+    dist.barrier()
     dist.destroy_process_group()
 
 
