@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap
+from .graph import Aux, Concat, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap, nested
 from .layers import GLOBAL, REGISTRY, Window
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -232,11 +232,10 @@ class _Walk:
         if isinstance(node, Residual):
             body = self.chain(node.body, state)
             side = self.node(node.shortcut, state) if node.shortcut is not None else state
-            contents = node.body + ([node.shortcut] if node.shortcut is not None else [])
-            return self.merge(node, contents, state, [body, side])
+            return self.merge(node, _flat(node), state, [body, side])
         if isinstance(node, (Concat, Sum)):
             ends = [self.chain(branch, state) for branch in node.branches]
-            return self.merge(node, [n for branch in node.branches for n in branch], state, ends)
+            return self.merge(node, _flat(node), state, ends)
         if isinstance(node, Gate):
             return self.merge(node, node.body, state, [state, self.chain(node.body, state)])
         if isinstance(node, Aux):
@@ -286,3 +285,8 @@ class _Walk:
 
     def _activations(self, nodes: list[Node]) -> int:
         return sum(self.costs[id(n)].activations for n in nodes)
+
+
+def _flat(node: Node) -> list[Node]:
+    """The nodes directly inside a combinator, its chains one after another."""
+    return [inner for chain in nested(node) for inner in chain]

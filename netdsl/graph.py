@@ -167,6 +167,21 @@ class Network:
         yield from _walk_layers(self.root, "")
 
 
+def nested(node: Node) -> list[list[Node]]:
+    """The chains a combinator holds, in definition order: a residual's body, then its shortcut as
+    a one-node chain; the branches of a concat or sum; a gate's body; an aux head. Layers, modules
+    and the named-tensor markers hold none (a module's own body is `module.body`)."""
+    if isinstance(node, Residual):
+        return [node.body] + ([[node.shortcut]] if node.shortcut is not None else [])
+    if isinstance(node, (Concat, Sum)):
+        return node.branches
+    if isinstance(node, Gate):
+        return [node.body]
+    if isinstance(node, Aux):
+        return [[node.head]]
+    return []
+
+
 def _named(nodes: list[Node]) -> Iterator[Union[Layer, Module]]:
     for node in nodes:
         if isinstance(node, Layer) and node.shared:

@@ -28,7 +28,7 @@ from . import __version__, ast
 from .check import check_program
 from .cli import _fmt_shape, _human
 from .errors import NetDSLError, Span, span_text
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
 from .resolve import Program, _find_import, load
@@ -159,18 +159,10 @@ def _instances(network: Network) -> Iterator[Instance]:
                 yield from visit(node.body, f"{prefix}{node.name}.")
             elif isinstance(node, Aux):
                 yield from visit([node.head], prefix)
-            elif isinstance(node, Residual):
+            else:  # a combinator or a named-tensor marker
                 yield Instance(network.name, here, node)
-                yield from visit(node.body + ([node.shortcut] if node.shortcut is not None else []), prefix)
-            elif isinstance(node, (Concat, Sum)):
-                yield Instance(network.name, here, node)
-                for branch in node.branches:
-                    yield from visit(branch, prefix)
-            elif isinstance(node, Gate):
-                yield Instance(network.name, here, node)
-                yield from visit(node.body, prefix)
-            elif isinstance(node, (Tap, From)):
-                yield Instance(network.name, here, node)
+                for chain in nested(node):
+                    yield from visit(chain, prefix)
     yield Instance(network.name, network.name, network.root)
     yield from visit(network.root.body, "")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import api
 from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
 from .cost import Cost, Costs, Field, analyse, byte_size
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
+from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
 
 DEFAULT_DEPTH = 2
 
@@ -64,7 +64,7 @@ def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: in
             found.append(Row("", node.wire.name, kind, level, depth, False, cost))
         else:
             found.append(Row("", "", _combinator(node), level, depth, False, cost))
-            for contents in _contents(node):
+            for contents in nested(node):
                 _collect(contents, costs, prefix, level + 1, depth, max_depth, found)
 
 
@@ -72,14 +72,6 @@ def _combinator(node: Node) -> str:
     if isinstance(node, Concat):
         return "dense" if len(node.branches) == 2 and not node.branches[0] else "concat"
     return {Residual: "residual", Sum: "add", Gate: "gate"}[type(node)]
-
-
-def _contents(node: Node) -> list[list[Node]]:
-    if isinstance(node, Residual):
-        return [node.body] + ([[node.shortcut]] if node.shortcut is not None else [])
-    if isinstance(node, (Concat, Sum)):
-        return node.branches
-    return [node.body]
 
 
 # ---- formatting -----------------------------------------------------------------------------
