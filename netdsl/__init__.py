@@ -4,7 +4,7 @@ Pipeline (one module per stage): parse → resolve → check → emit, driven by
 """
 
 from .api import build, check, compile
-from .check import Limits
+from .limits import Limits
 from .errors import (
     NetDSLError, NetDSLImportError, NetDSLNameError, NetDSLSyntaxError, NetDSLTypeError,
     ParameterError, ShapeError,

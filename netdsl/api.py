@@ -9,11 +9,12 @@ import os
 from pathlib import Path
 
 from . import ast
-from .check import Limits, check_program
+from .limits import Limits
 from .errors import NetDSLError, Span, TypeError_, remember_source
 from .graph import Network
 from .parse import parse_expr
 from .resolve import load
+from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
 
 
 class OptionError(ValueError):

@@ -1,7 +1,7 @@
 """Typed AST of a .net file (pydantic models), built by `parse.py` from Lark's tree.
 
 Nodes carry only what the source says plus their `Span`; names are not yet resolved and no
-value is computed. `resolve.py` loads imports and `check.py` evaluates these nodes.
+value is computed. `resolve.py` loads imports and `check.py` elaborates these nodes.
 """
 
 from __future__ import annotations
@@ -142,31 +142,13 @@ class Group(Unit):
     body: list[Stmt]
 
 
-class Residual(Unit):
+class Combinator(Unit):
+    """`keyword { body } [shortcut stmt]`: a combinator of `netdsl/combinators.py` (residual,
+    inception, dense, gate, add, aux, ...); what its body means is the combinator's."""
+
+    keyword: str
     body: list[Stmt]
-    shortcut: "LayerStmt | None"
-
-
-class Inception(Unit):
-    body: list[Stmt]
-
-
-class Dense(Unit):
-    """`dense { body }`: the input concatenated with body(input) on channels (DenseNet)."""
-
-    body: list[Stmt]
-
-
-class Gate(Unit):
-    """`gate { body }`: the input multiplied by body(input) (squeeze-and-excitation)."""
-
-    body: list[Stmt]
-
-
-class Add(Unit):
-    """`add { branch ... }`: the branches' outputs summed element-wise."""
-
-    body: list[Stmt]
+    shortcut: "LayerStmt | None" = None
 
 
 class From(Unit):
@@ -181,12 +163,6 @@ class Tap(Stmt):
     name: str
 
 
-class Aux(Unit):
-    """`aux { body }`: an auxiliary head on the current tensor, an extra output in training."""
-
-    body: list[Stmt]
-
-
 class LayerStmt(Stmt):
     label: Label | None
     unit: Unit
@@ -199,7 +175,7 @@ class Chain(Stmt):
     stmts: list[LayerStmt]
 
 
-Residual.model_rebuild()
+Combinator.model_rebuild()
 
 
 # ---- declarations ------------------------------------------------------------------------

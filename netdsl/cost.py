@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Union
 
-from .graph import Aux, Concat, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap, nested
+from .combinators import COMBINATORS
+from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap
 from .layers import GLOBAL, REGISTRY, Window
+from .walk import Interpreter
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-WEIGHT_OPS = frozenset({"conv", "linear"})  # the ops whose MACs are counted, and that count towards depth
-FEATURE_END_OPS = frozenset({"flatten", "adaptive_avgpool", "adaptive_maxpool"})  # end of the feature maps
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,8 @@ class Cost:
     elements: int  # the output tensor's elements
     activations: int  # elements of every tensor computed inside, this node's output included
     field: Field | None  # receptive field of the output; None for a network whose input is not [C, H, W]
-    depth: int  # conv/linear layers on the longest path from the network input to this output
-    layers_deep: int  # conv/linear layers it adds to its input's depth (ResNet-50's stages: 9, 12, 18, 9)
+    depth: int  # weight layers (conv, linear) on the longest path from the network input to this output
+    layers_deep: int  # weight layers it adds to its input's depth (ResNet-50's stages: 9, 12, 18, 9)
 
     @property
     def weights(self) -> int:
@@ -177,7 +177,8 @@ def analyse(network: Network) -> Costs:
     """Every node's cost, in one walk along the dataflow."""
     walk = _Walk(_feature_end(network.root))
     start = _State(PIXEL if len(network.input_shape) == 3 else None, 0)
-    end = walk.module(network.root, start)
+    end = walk.run(network, start)
+    walk.record(network.root, start, end)
     feature = walk.feature
     if feature is None and len(network.output_shape) == 3:
         feature = FeatureMap(network.output_shape, end.field, None)
@@ -188,16 +189,21 @@ def byte_size(elements: int, dtype: str) -> int:
     return elements * DTYPE_BYTES[dtype]
 
 
-def _feature_end(module: Module, prefix: str = "") -> tuple[str, Layer] | None:
-    """The first flatten or adaptive pool on the main path (not inside branches, gates or heads)."""
-    for node in module.body:
-        if isinstance(node, Layer) and node.op in FEATURE_END_OPS:
-            return f"{prefix}{node.name}", node
-        if isinstance(node, Module):
-            found = _feature_end(node, f"{prefix}{node.name}.")
-            if found:
-                return found
+def _feature_end(module: Module) -> tuple[str, Layer] | None:
+    """The first layer ending the feature maps (`LayerDef.feature_end`: flatten, adaptive pooling) on
+    the main path: in the network's modules, not inside a merge's arms."""
+    for path, node, _ in _main_path(module):
+        if node.walk_kind == "layer" and REGISTRY[node.op].feature_end:
+            return path, node
     return None
+
+
+def _main_path(module: Module, prefix: str = ""):
+    for node in module.body:
+        if node.walk_kind == "layer":
+            yield f"{prefix}{node.name}", node, 0
+        elif node.walk_kind == "module":
+            yield from _main_path(node, f"{prefix}{node.name}.")
 
 
 @dataclass(frozen=True)
@@ -212,50 +218,19 @@ class _State:
         return _State(Field.union([s.field for s in states]), max(s.depth for s in states))
 
 
-class _Walk:
+class _Walk(Interpreter):
     def __init__(self, feature_end: tuple[str, Layer] | None):
+        super().__init__()
         self.costs: dict[int, Cost] = {}
-        self.wires: dict[int, _State] = {}  # by Wire.key
         self.feature_end = feature_end
         self.feature: FeatureMap | None = None
-
-    def chain(self, nodes: list[Node], state: _State) -> _State:
-        for node in nodes:
-            state = self.node(node, state)
-        return state
-
-    def node(self, node: Node, state: _State) -> _State:
-        if isinstance(node, Layer):
-            return self.layer(node, state)
-        if isinstance(node, Module):
-            return self.module(node, state)
-        if isinstance(node, Residual):
-            body = self.chain(node.body, state)
-            side = self.node(node.shortcut, state) if node.shortcut is not None else state
-            return self.merge(node, _flat(node), state, [body, side])
-        if isinstance(node, (Concat, Sum)):
-            ends = [self.chain(branch, state) for branch in node.branches]
-            return self.merge(node, _flat(node), state, ends)
-        if isinstance(node, Gate):
-            return self.merge(node, node.body, state, [state, self.chain(node.body, state)])
-        if isinstance(node, Aux):
-            self.module(node.head, state)
-            self.costs[id(node)] = self.costs[id(node.head)]
-            return state
-        if isinstance(node, Tap):
-            self.wires[node.wire.key] = state
-        else:  # From
-            state = self.wires[node.wire.key]
-        self.costs[id(node)] = Cost(node.out_shape, 0, 0, 0, math.prod(node.out_shape), 0, state.field, state.depth, 0)
-        return state
 
     def layer(self, layer: Layer, state: _State) -> _State:
         if self.feature_end is not None and layer is self.feature_end[1]:
             self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0])
         op = REGISTRY[layer.op]
         reach = op.reach(layer.in_shape, layer.args)
-        out = _State(state.field.through(reach) if state.field else None,
-                     state.depth + (layer.op in WEIGHT_OPS))
+        out = _State(state.field.through(reach) if state.field else None, state.depth + op.weight)
         elements = math.prod(layer.out_shape)
         biases = 0 if layer.shared else op.biases(layer.in_shape, layer.args)
         self.costs[id(layer)] = Cost(layer.out_shape, layer.params, biases, layer.macs, elements, elements,
@@ -263,30 +238,40 @@ class _Walk:
         return out
 
     def module(self, module: Module, state: _State) -> _State:
-        for outer, inner in zip(module.inputs, module.parameters):  # tensors passed to a block
-            self.wires[inner.key] = self.wires[outer.key]
-        out = self.chain(module.body, state)
+        out = self.module_body(module, state)
+        self.record(module, state, out)
+        return out
+
+    def record(self, module: Module, state: _State, out: _State) -> None:
         self.costs[id(module)] = Cost(
             module.out_shape, module.params, sum(self.costs[id(c)].biases for c in module.children()),
             module.macs, math.prod(module.out_shape), self._activations(module.body), out.field, out.depth,
             out.depth - state.depth)
+
+    def merge(self, merge: Merge, start: _State, ends: list[_State]) -> _State:
+        """A merge's output: the union of its arms (its input, for a passthrough); its numbers: the
+        sums of its contents, and its own output (none for a passthrough, whose output is its input)."""
+        passthrough = COMBINATORS[merge.kind].passthrough
+        out = start if passthrough else _State.union(ends)
+        inner = [self.costs[id(n)] for arm in merge.arms for n in arm]
+        elements = math.prod(merge.out_shape)
+        self.costs[id(merge)] = Cost(
+            merge.out_shape, sum(c.params for c in inner), sum(c.biases for c in inner), sum(c.macs for c in inner),
+            elements, sum(c.activations for c in inner) + (0 if passthrough else elements), out.field, out.depth,
+            out.depth - start.depth)
         return out
 
-    def merge(self, node: Union[Residual, Concat, Sum, Gate], contents: list[Node], start: _State,
-              ends: list[_State]) -> _State:
-        """A combinator's output: the union of its paths; its numbers: the sums of its contents."""
-        out = _State.union(ends)
-        inner = [self.costs[id(n)] for n in contents]
-        elements = math.prod(node.out_shape)
-        self.costs[id(node)] = Cost(
-            node.out_shape, sum(c.params for c in inner), sum(c.biases for c in inner), sum(c.macs for c in inner),
-            elements, self._activations(contents) + elements, out.field, out.depth, out.depth - start.depth)
-        return out
+    def tap(self, tap: Tap, state: _State) -> _State:
+        self.marker(tap, state)
+        return state
+
+    def from_(self, node: From, state: _State, wire: _State) -> _State:
+        self.marker(node, wire)
+        return wire
+
+    def marker(self, node: Tap | From, state: _State) -> None:
+        self.costs[id(node)] = Cost(node.out_shape, 0, 0, 0, math.prod(node.out_shape), 0, state.field,
+                                    state.depth, 0)
 
     def _activations(self, nodes: list[Node]) -> int:
         return sum(self.costs[id(n)].activations for n in nodes)
-
-
-def _flat(node: Node) -> list[Node]:
-    """The nodes directly inside a combinator, its chains one after another."""
-    return [inner for chain in nested(node) for inner in chain]

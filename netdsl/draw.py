@@ -8,6 +8,7 @@ on edges, parameters and MACs on nodes) is the checker's; nothing is recomputed 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 import shutil
@@ -20,7 +21,9 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 import graphviz
 
 from .cli import _human
-from .graph import Aux, Concat, Gate, Layer, Module, Network, Node, Residual, Shape, Sum, Tap
+from .combinators import COMBINATORS
+from .graph import Layer, Merge, Module, Network, Node, Shape, walk
+from .layers import REGISTRY
 
 # NOTE: [Default depth]
 # No fixed depth suits the zoo: ResNet's blocks sit two levels down, EfficientNet's squeeze-excitation
@@ -35,16 +38,22 @@ FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}  # suffix 
 PNG_DPI = "96"
 INSTALL_HINT = "install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
 
-# Fill colours by op family, in the spirit of torch.fx's _COLOR_MAP; other ops are white.
-_COLOURS = {
-    "conv": "#cfe2f3", "linear": "#fce5cd",
-    **dict.fromkeys(["bn", "lrn"], "#fff2cc"),
-    **dict.fromkeys(["maxpool", "avgpool", "adaptive_avgpool", "adaptive_maxpool"], "#d9ead3"),
-    **dict.fromkeys(["relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu"], "#eeeeee"),
-}
+# Fill colours by op family (`LayerDef.family`), in the spirit of torch.fx's _COLOR_MAP; an op of no
+# family gets a pale colour hashed from its name, so no op is ever unstyled.
+_FAMILY_COLOURS = {"conv": "#cfe2f3", "linear": "#fce5cd", "norm": "#fff2cc", "pool": "#d9ead3",
+                   "activation": "#eeeeee"}
 _MODULE_COLOUR = "#e4dcf1"
 _SKIP = {"color": "#c0392b", "fontcolor": "#c0392b", "penwidth": "1.6"}  # residual shortcuts
 _IDENTITY = {"color": "#2e6fb7", "fontcolor": "#2e6fb7", "penwidth": "1.6"}  # dense connections
+_EDGE_STYLES = {"skip": _SKIP, "identity": _IDENTITY, "dashed": {"style": "dashed"}, "plain": {}}  # DrawSpec.styles
+
+
+def _colour(op: str) -> str:
+    family = REGISTRY[op].family if op in REGISTRY else None
+    if family in _FAMILY_COLOURS:
+        return _FAMILY_COLOURS[family]
+    digest = hashlib.sha1((family or op).encode()).digest()  # a pale colour of the op's own
+    return "#" + "".join(f"{0xd8 + byte % 0x28:02x}" for byte in digest[:3])
 _GREY = "#555555"
 _FONT = "Helvetica"
 
@@ -128,8 +137,8 @@ def _op_text(layer: Layer) -> str:
 def _composition(module: Module) -> str:
     """`36 × bottleneck` for a module that is a stack of one kind of block."""
     children = list(module.children())
-    kinds = {child.type_name for child in children if isinstance(child, Module)}
-    if len(children) > 1 and len(kinds) == 1 and all(isinstance(child, Module) for child in children):
+    kinds = {child.type_name for child in children if child.walk_kind == "module"}
+    if len(children) > 1 and len(kinds) == 1 and all(child.walk_kind == "module" for child in children):
         return f"{len(children)} × {html.escape(kinds.pop())}"
     return ""
 
@@ -147,20 +156,17 @@ def _run_names(first: str, last: str) -> str:
 def _signature(node: Node) -> tuple:
     """What a drawing shows of a node: kind, names, ops and structural arguments. Not shapes (they
     follow from the input) nor float arguments (rates, eps, momentum), which it does not show."""
-    if isinstance(node, Layer):
-        return ("layer", node.name, node.op,
-                tuple((key, value) for key, value in sorted(node.args.items()) if not isinstance(value, float)))
-    if isinstance(node, Module):
-        return ("module", node.name, fold_key(node))
-    if isinstance(node, Residual):
-        return ("residual", _structure(node.body), node.shortcut and _signature(node.shortcut))
-    if isinstance(node, (Concat, Sum)):
-        return (type(node).__name__, tuple(_structure(branch) for branch in node.branches))
-    if isinstance(node, Gate):
-        return ("gate", _structure(node.body))
-    if isinstance(node, Aux):
-        return ("aux", _signature(node.head))
-    return (type(node).__name__, node.wire.name)  # Tap, From
+    return _SIGNATURES[node.walk_kind](node)
+
+
+_SIGNATURES = {
+    "layer": lambda node: ("layer", node.name, node.op, tuple(
+        (key, value) for key, value in sorted(node.args.items()) if not isinstance(value, float))),
+    "module": lambda node: ("module", node.name, fold_key(node)),
+    "merge": lambda node: ("merge", node.kind, tuple(_structure(arm) for arm in node.arms)),
+    "tap": lambda node: ("tap", node.wire.name),
+    "from_": lambda node: ("from", node.wire.name),
+}
 
 
 def _structure(nodes: list[Node]) -> tuple:
@@ -178,9 +184,9 @@ def _runs(body: list[Node]) -> Iterator[tuple[int, int]]:
     start = 0
     while start < len(body):
         end = start + 1
-        if isinstance(body[start], Module) and not body[start].inputs:
+        if body[start].walk_kind == "module" and not body[start].inputs:
             key = fold_key(body[start])
-            while end < len(body) and isinstance(body[end], Module) and fold_key(body[end]) == key:
+            while end < len(body) and body[end].walk_kind == "module" and fold_key(body[end]) == key:
                 end += 1
         yield start, end
         start = end
@@ -271,29 +277,19 @@ class _Drawer:
         return port
 
     def item(self, container, nodes: Copies, port: Port, level: int) -> Port:
-        first = nodes[0]
-        if isinstance(first, Layer):
-            return self.layer(container, nodes, port)
-        if isinstance(first, Module):
-            return self.module(container, nodes, port, level)
-        if isinstance(first, Residual):
-            return self.residual(container, nodes, port, level)
-        if isinstance(first, (Concat, Sum)):
-            return self.merge(container, nodes, port, level)
-        if isinstance(first, Gate):
-            return self.gate(container, nodes, port, level)
-        if isinstance(first, Aux):
-            self.aux(container, nodes, port, level)
-            return port
-        if isinstance(first, Tap):
-            self.wires[first.wire.key] = port
-            return port
-        return self.wires.get(first.wire.key, port)  # From: continue from the named tensor
+        return getattr(self, nodes[0].walk_kind)(container, nodes, port, level)
 
-    def layer(self, container, layers: Copies, port: Port) -> Port:
+    def tap(self, container, taps: Copies, port: Port, level: int) -> Port:
+        self.wires[taps[0].wire.key] = port
+        return port
+
+    def from_(self, container, froms: Copies, port: Port, level: int) -> Port:
+        return self.wires.get(froms[0].wire.key, port)  # continue from the named tensor
+
+    def layer(self, container, layers: Copies, port: Port, level: int = 0) -> Port:
         first = layers[0]
         label = _label(_layer_title(first), _costs(layers))
-        name = self.node(container, label, fillcolor=_COLOURS.get(first.op, "white"))
+        name = self.node(container, label, fillcolor=_colour(first.op))
         self.edge(port, name)
         return Port(name, tuple(layer.out_shape for layer in layers))
 
@@ -312,9 +308,9 @@ class _Drawer:
                     self.edge(self.wires[wire.key], name, style="dashed")
             return Port(name, out_shapes)
         rows = list(zip(*(module.body for module in modules)))
-        if all(isinstance(node, Layer) for node in first.body):
+        if all(node.walk_kind == "layer" for node in first.body):
             return self.table(container, rows, port, f"{title} {_small(_costs(modules))}")
-        if isinstance(first.body[0], Module) and len(list(_runs(first.body))) == 1 and not first.parameters:
+        if first.body[0].walk_kind == "module" and len(list(_runs(first.body))) == 1 and not first.parameters:
             # a lone child, or one folded run of children: drawn without a cluster around it
             inner_path = f"{path}{first.name}."
             if len(rows) == 1:
@@ -334,7 +330,7 @@ class _Drawer:
         lines = [f'<tr><td align="left" colspan="3">{header}</td></tr>'] if header else []
         for layers in rows:
             first = layers[0]
-            lines.append(f'<tr><td align="left" bgcolor="{_COLOURS.get(first.op, "white")}">{_layer_title(first)}</td>'
+            lines.append(f'<tr><td align="left" bgcolor="{_colour(first.op)}">{_layer_title(first)}</td>'
                          f'<td align="left">{_small(shape_label([layer.out_shape for layer in layers]))}</td>'
                          f'<td align="left">{_small(_costs(layers))}</td></tr>')
         label = f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">{"".join(lines)}</table>>'
@@ -345,7 +341,7 @@ class _Drawer:
     def arm(self, container, rows: Sequence[Copies], port: Port, level: int) -> Port:
         """One arm of a residual, branch or gate: a table when it is two or more layers and nothing else."""
         rows = list(rows)
-        if len(rows) > 1 and all(isinstance(row[0], Layer) for row in rows):
+        if len(rows) > 1 and all(row[0].walk_kind == "layer" for row in rows):
             return self.table(container, rows, port)
         return self.body(container, rows, port, level)
 
@@ -364,7 +360,7 @@ class _Drawer:
         copies = [module for row in rows for module in row]
         inside = list(zip(*(module.body for module in copies)))
         note = _small(f"{_costs(totals)} in all; one drawn" if _costs(totals) else "one drawn")
-        if all(isinstance(node, Layer) for node in first.body):
+        if all(node.walk_kind == "layer" for node in first.body):
             out = self.table(container, inside, port, f"{title} {note}")
         else:
             with self.cluster(container, f"<{title} {note}>", style="rounded,dashed") as (inner, name):
@@ -372,66 +368,50 @@ class _Drawer:
                 out = self.body(inner, inside, entry, level + 1)
         return Port(out.node, out_shapes)
 
-    def residual(self, container, residuals: Copies, port: Port, level: int) -> Port:
-        out = self.arm(container, zip(*(r.body for r in residuals)), port, level)
-        add = self.join(container, "+", "residual add")
-        self.edge(out, add)
-        if residuals[0].shortcut is None:
-            self.edge(port, add, always=True, **_SKIP)
-        else:
-            mark = len(self.edges)
-            shortcut = self.item(container, tuple(r.shortcut for r in residuals), port, level)
-            self.edges[mark] = (*self.edges[mark][:2], {**self.edges[mark][2], **_SKIP})  # the way in
-            self.edge(shortcut, add, always=True, **_SKIP)
-        return Port(add, tuple(r.out_shape for r in residuals))
-
     def merge(self, container, merges: Copies, port: Port, level: int) -> Port:
-        """Concat (‖) or sum (+) of branches applied to the same input, drawn side by side."""
-        concat = isinstance(merges[0], Concat)
-        outs = []
-        for index, branch in enumerate(merges[0].branches):
-            rows = list(zip(*(m.branches[index] for m in merges)))
-            if not branch:  # the input itself: DenseNet's dense connection, or an identity term
-                outs.append((port, _IDENTITY))
+        """A combinator as its `DrawSpec` says: each arm from the input (side by side in columns for
+        parallel branches) into a round join node; an empty arm is an edge straight from the input."""
+        first = merges[0]
+        spec = COMBINATORS[first.kind].draw
+        if spec.symbol is None:
+            self.side_output(container, merges, port, level)
+            return port
+        ends = []
+        for index, arm in enumerate(first.arms):
+            style = spec.styles[index] if index < len(spec.styles) else None
+            attrs = _EDGE_STYLES[style or ("plain" if arm else "identity")]
+            if not arm:  # the input itself: a residual's identity, DenseNet's dense connection
+                ends.append((port, attrs))
                 continue
-            with self.cluster(container, "", style="invis") as (column, _):  # keeps a branch in a column
-                outs.append((self.arm(column, rows, port, level), {}))
-        join = self.join(container, "‖" if concat else "+", "concatenate channels" if concat else "sum")
-        for out, style in outs:
-            self.edge(out, join, always=bool(style), **style)
+            rows = list(zip(*(m.arms[index] for m in merges)))
+            if spec.columns:
+                with self.cluster(container, "", style="invis") as (column, _):  # keeps a branch in a column
+                    ends.append((self.arm(column, rows, port, level), attrs))
+                continue
+            mark = len(self.edges)
+            end = self.arm(container, rows, port, level)
+            if "color" in attrs:  # a highlighted arm: its way in too (a residual's projection)
+                self.edges[mark] = (*self.edges[mark][:2], {**self.edges[mark][2], **attrs})
+            ends.append((end, attrs))
+        join = self.join(container, spec.symbol, spec.tooltip)
+        for end, attrs in ends:
+            self.edge(end, join, always="color" in attrs, **attrs)
         return Port(join, tuple(m.out_shape for m in merges))
 
-    def gate(self, container, gates: Copies, port: Port, level: int) -> Port:
-        """Squeeze-and-excitation: the input times a gate computed from it."""
-        out = self.arm(container, zip(*(g.body for g in gates)), port, level)
-        multiply = self.join(container, "×", "input × gate")
-        self.edge(port, multiply)
-        self.edge(out, multiply, style="dashed")
-        return Port(multiply, tuple(g.out_shape for g in gates))
-
-    def aux(self, container, auxes: Copies, port: Port, level: int) -> None:
+    def side_output(self, container, merges: Copies, port: Port, level: int) -> None:
         """An auxiliary head: a side branch ending in its own (training-time) output."""
-        head = self.item(container, tuple(a.head for a in auxes), port, level)
-        terminal = self.node(container, html.escape(f"{auxes[0].head.name} output (training)"),
+        rows = list(zip(*(m.arms[0] for m in merges)))
+        head = self.arm(container, rows, port, level)
+        names = [node.name for node in merges[0].arms[0] if node.walk_kind in ("layer", "module")]
+        terminal = self.node(container, html.escape(f"{names[-1] if names else merges[0].kind} output (training)"),
                              shape="box", style="rounded,dashed")
         self.edge(head, terminal, style="dashed")
 
 
-def _levels(nodes: Iterable[Node]) -> int:
+def _levels(nodes: list[Node]) -> int:
     """How many levels of modules are nested in `nodes` (0 for a body of layers)."""
-    deepest = 0
-    for node in nodes:
-        if isinstance(node, Module):
-            deepest = max(deepest, 1 + _levels(node.body))
-        elif isinstance(node, Residual):
-            deepest = max(deepest, _levels([*node.body, *filter(None, [node.shortcut])]))
-        elif isinstance(node, (Concat, Sum)):
-            deepest = max([deepest, *(_levels(branch) for branch in node.branches)])
-        elif isinstance(node, Gate):
-            deepest = max(deepest, _levels(node.body))
-        elif isinstance(node, Aux):
-            deepest = max(deepest, _levels([node.head]))
-    return deepest
+    holder = Module("", "sequential", "", nodes, (), (), None)
+    return max((depth for _, node, depth in walk(holder) if node.walk_kind == "module"), default=0)
 
 
 def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB"):

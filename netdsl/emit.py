@@ -12,77 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import keyword
 import linecache
 import os
-import tempfile
 from pathlib import Path
 
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
+from .combinators import COMBINATORS
+from .fileio import write_atomically
+from .graph import Layer, Merge, Module, Network, Node, Tap, From
 from .layers import REGISTRY
+from .names import Namespace, attribute, class_name
+from .text import shape_text
+from .walk import Interpreter
 
 INDENT = "    "
-
-# Classes the emitted source defines itself for ops torch.nn lacks (`Emission.helper`), so that
-# the generated file imports only torch.
-HELPERS = {
-    "StochasticDepth": '''class StochasticDepth(nn.Module):
-    """In training, drops each sample ("row") or the whole batch ("batch") with probability p."""
-
-    def __init__(self, p: float, mode: str) -> None:
-        super().__init__()
-        self.p = p
-        self.mode = mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        survival = 1.0 - self.p
-        size = [x.shape[0]] + [1] * (x.dim() - 1) if self.mode == "row" else [1] * x.dim()
-        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
-        return x * noise.div_(survival)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, mode={self.mode}"''',
-    "Mul": '''class Mul(nn.Module):
-    """Multiplies by a constant factor."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.factor
-
-    def extra_repr(self) -> str:
-        return f"factor={self.factor}"''',
-    "PadIdentity": '''class PadIdentity(nn.Module):
-    """Parameter-free shortcut: subsample by `stride`, then add `extra` zero channels (half before)."""
-
-    def __init__(self, extra: int, stride: int) -> None:
-        super().__init__()
-        self.extra = extra
-        self.stride = stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, ::self.stride, ::self.stride]
-        if self.extra > 0:
-            x = nn.functional.pad(x, [0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2])
-        return x
-
-    def extra_repr(self) -> str:
-        return f"extra={self.extra}, stride={self.stride}"''',
-}
-
-
-def class_name(type_name: str) -> str:
-    name = "".join(part[:1].upper() + part[1:] for part in type_name.split("_") if part) or "Block"
-    if not name[0].isalpha():
-        name = f"Net{name}"
-    if name in {"Tensor", "OrderedDict", "Optional", "List"} or keyword.iskeyword(name):
-        name += "_"
-    return name
+# Names the emitted source defines or imports at module level, besides the helper classes.
+RESERVED_CLASS_NAMES = ("OrderedDict", "List", "Tuple", "Union", "torch", "Tensor", "nn", "ROOT")
 
 
 def _literal(value) -> str:
@@ -95,10 +39,6 @@ def _literal(value) -> str:
     raise ValueError(f"cannot emit {value!r}")  # the checker admits nothing else
 
 
-def _attribute(name: str) -> str:
-    return f"self.{name}" if name.isidentifier() else f'getattr(self, "{int(name)}")'
-
-
 # ---- in-place planning -------------------------------------------------------------------
 # NOTE: [In-place activations]
 # torchvision runs ReLU in place. That is safe only when nothing else reads the activation's
@@ -108,52 +48,44 @@ def _attribute(name: str) -> str:
 # The same fact lets a residual add in place (`out += identity`, as torchvision writes it) when
 # the body's result is a fresh tensor that no backward reads: one allocation less per block.
 
-class _InplacePlan:
-    def __init__(self, root: Module):
+class _InplacePlan(Interpreter):
+    """The walk's value is whether the current tensor is *owned*: fresh, and read by nobody else."""
+
+    def __init__(self, network: Network):
+        super().__init__()
         self.safe: dict[tuple[int, str], bool] = {}
-        self.add_in_place: set[int] = set()  # ids of the Residual nodes whose body result is owned
-        self._module(root)
+        self.owned_arms: dict[int, list[bool]] = {}  # id(merge) -> whether each arm's result is owned
+        self.run(network, False)
 
     def __call__(self, module: Module, layer: Layer) -> bool:
         return self.safe.get((id(module), layer.name), False)
 
-    def _module(self, module: Module) -> bool:
-        """Plans `module`; returns whether its output is owned by the caller."""
-        return self._chain(module, module.body, owned=False)
+    def owned(self, merge: Merge, arm: int) -> bool:
+        return self.owned_arms[id(merge)][arm]
 
-    def _chain(self, module: Module, nodes: list[Node], owned: bool) -> bool:
-        for node in nodes:
-            if isinstance(node, Layer):
-                op = REGISTRY[node.op]
-                key = (id(module), node.name)
-                if op.inplace:
-                    self.safe[key] = self.safe.get(key, True) and owned
-                    owned = False  # its backward reads its output
-                elif not op.aliases_input:
-                    owned = op.output_mutable
-            elif isinstance(node, Module):
-                owned = self._module(node)
-            elif isinstance(node, Residual):
-                if self._chain(module, node.body, owned=False):
-                    self.add_in_place.add(id(node))
-                if isinstance(node.shortcut, Layer):
-                    self._chain(module, [node.shortcut], owned=False)
-                elif node.shortcut is not None:
-                    self._module(node.shortcut)
-                owned = True  # a fresh sum
-            elif isinstance(node, (Concat, Sum)):
-                for branch in node.branches:
-                    self._chain(module, branch, owned=False)
-                owned = True  # a fresh concatenation or sum
-            elif isinstance(node, (Tap, From)):
-                owned = False  # a named tensor may be read again later
-            elif isinstance(node, Gate):
-                self._chain(module, node.body, owned=False)
-                owned = False  # the product's backward reads both factors
-            elif isinstance(node, Aux):
-                self._module(node.head)
-                owned = False  # the head's backward may read this tensor
-        return owned
+    def layer(self, layer: Layer, owned: bool) -> bool:
+        op = REGISTRY[layer.op]
+        if op.inplace:
+            key = (id(self.modules[-1]), layer.name)
+            self.safe[key] = self.safe.get(key, True) and owned
+            return False  # its backward reads its output
+        return owned if op.aliases_input else op.output_mutable
+
+    def module(self, module: Module, owned: bool) -> bool:
+        return self.module_body(module, False)  # the caller's tensor is not the module's to overwrite
+
+    def arm(self, merge: Merge, index: int, nodes: list[Node], owned: bool) -> bool:
+        return self.chain(nodes, False)  # every arm reads the merge's input: nobody owns it
+
+    def merge(self, merge: Merge, owned: bool, arms: list[bool]) -> bool:
+        self.owned_arms[id(merge)] = arms
+        return COMBINATORS[merge.kind].fresh_output
+
+    def tap(self, tap: Tap, owned: bool) -> bool:
+        return False  # a named tensor may be read again later
+
+    def from_(self, node: From, owned: bool, wire) -> bool:
+        return False
 
 
 # ---- source generation ---------------------------------------------------------------------
@@ -161,12 +93,13 @@ class _InplacePlan:
 class _SourceWriter:
     def __init__(self, network: Network):
         self.network = network
-        self.plan = _InplacePlan(network.root)
+        self.plan = _InplacePlan(network)
         self.classes: dict[str, str] = {}  # class body (with a placeholder name) -> class name
         self.blocks: list[str] = []
-        self.taken: set[str] = set(HELPERS)
+        self.class_names = Namespace(RESERVED_CLASS_NAMES + tuple(
+            _helper_class(layer.helper_source) for layer in REGISTRY.values() if layer.helper_source))
         self.uses_ordered_dict = False
-        self.helpers: list[str] = []
+        self.helpers: dict[str, str] = {}  # helper class name -> its source, in order of first use
 
     def source(self) -> str:
         root = self.module_class(self.network.root)
@@ -181,7 +114,7 @@ class _SourceWriter:
             imports.append("from typing import List, Tuple, Union")
         imports += [""] if imports else []
         imports += ["import torch", "from torch import Tensor, nn"]
-        body = "\n\n\n".join([HELPERS[name] for name in self.helpers] + self.blocks)
+        body = "\n\n\n".join([*self.helpers.values(), *self.blocks])
         return "\n".join(header + [""] + imports) + "\n\n\n" + body + f"\n\n\nROOT = {root}\n"
 
     # constructor expressions
@@ -193,13 +126,12 @@ class _SourceWriter:
             kwargs["inplace"] = True
         args += [f"{k}={_literal(v)}" for k, v in kwargs.items()]
         if emission.helper:
-            if emission.cls not in self.helpers:
-                self.helpers.append(emission.cls)
+            self.helpers.setdefault(emission.cls, REGISTRY[layer.op].helper_source)
             return f"{emission.cls}({', '.join(args)})"
         return f"nn.{emission.cls}({', '.join(args)})"
 
     def child_expr(self, parent: Module, child, depth: int) -> str:
-        if isinstance(child, Layer):
+        if child.walk_kind == "layer":
             return self.layer_expr(parent, child)
         # nn.Sequential only computes a chain; a body with a residual, concat, gate or aux head needs
         # a class of its own whatever its kind.
@@ -241,18 +173,13 @@ class _SourceWriter:
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
             else:
                 init.append(f'{INDENT * 2}self.add_module("{int(child.name)}", {expr})')
-        forward = _Forward(self.plan).function(module)
+        forward = _Forward(self.plan, module).function()
         body = "\n".join(init) + "\n\n" + "\n".join(forward)
         name = self.classes.get(body)
         if name is None:
-            base = class_name("group" if module.type_name == "Sequential" else module.type_name)
-            name, counter = base, 1
-            while name in self.taken:
-                counter += 1
-                name = f"{base}{counter}"
-            self.taken.add(name)
+            name = self.class_names.fresh(class_name("group" if module.type_name == "Sequential" else module.type_name))
             self.classes[body] = name
-            doc = f'{INDENT}"""{module.type_name}: {_shape(module.in_shape)} -> {_shape(module.out_shape)}."""'
+            doc = f'{INDENT}"""{module.type_name}: {shape_text(module.in_shape)} -> {shape_text(module.out_shape)}."""'
             self.blocks.append(f"class {name}(nn.Module):\n{doc}\n\n{body}")
         return name
 
@@ -262,99 +189,89 @@ def _is_numbered_chain(module: Module) -> bool:
     return module.is_sequence and all(c.name == str(i) for i, c in enumerate(module.children()))
 
 
-def _shape(shape) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
+def _helper_class(source: str) -> str:
+    """The name of the class a helper's source defines (`class StochasticDepth(nn.Module):`)."""
+    return source.split("class ", 1)[1].split("(", 1)[0]
 
 
-class _Forward:
-    """Straight-line `forward` for one module class."""
+class _Forward(Interpreter):
+    """Straight-line `forward` for one module class: the walk's value is the variable holding the
+    current tensor; a child module is a call (its own class has its own forward). A merge is
+    written by its combinator's `emit` (`netdsl/combinators.py`) through `fresh`, `line`, `chain`,
+    `attribute` and `owned`."""
 
-    def __init__(self, plan: _InplacePlan):
-        self.plan = plan
+    def __init__(self, plan: _InplacePlan, module: Module):
+        super().__init__()
+        self.plan, self.module_ = plan, module
         self.lines: list[str] = []
-        self.names: set[str] = {"x", "self", "torch", "nn", "Tensor", "aux"}
-        self.wires: dict[int, str] = {}  # wire key -> the variable holding it
+        self.names = Namespace({"x", "self", "torch", "nn", "Tensor", "aux"})
+        self.target = "x"  # the variable the chain being written assigns to
 
+    # the writer's interface for combinators
     def fresh(self, base: str) -> str:
-        if keyword.iskeyword(base):
-            base += "_"
-        name, counter = base, 1
-        while name in self.names:
-            counter += 1
-            name = f"{base}_{counter}" if base[-1].isdigit() else f"{base}{counter}"
-        self.names.add(name)
-        return name
+        return self.names.fresh(base)
 
-    def emit(self, text: str) -> None:
+    def line(self, text: str) -> None:
         self.lines.append(f"{INDENT * 2}{text}")
 
-    def function(self, module: Module) -> list[str]:
+    def chain(self, nodes: list[Node], source: str, target: str | None = None) -> str:
+        """Applies `nodes` to `source`, writing into `target`; returns the variable holding the result."""
+        if target is None:
+            return super().chain(nodes, source)
+        outer, self.target = self.target, target
+        try:
+            return super().chain(nodes, source)
+        finally:
+            self.target = outer
+
+    attribute = staticmethod(attribute)
+
+    def owned(self, merge: Merge, arm: int) -> bool:
+        return self.plan.owned(merge, arm)
+
+    # the function
+    def function(self) -> list[str]:
+        module = self.module_
         arguments = "x: Tensor"
         for wire in module.parameters:  # tensors passed in besides x
             self.wires[wire.key] = self.fresh(wire.name)
             arguments += f", {self.wires[wire.key]}: Tensor"
-        heads = [node for node in module.body if isinstance(node, Aux)]
+        heads = any(node.walk_kind == "merge" and COMBINATORS[node.kind].training_output for node in module.body)
         if not heads:
             result = self.chain(module.body, "x", "x")
             return [f"{INDENT}def forward(self, {arguments}) -> Tensor:", *self.lines,
                     f"{INDENT * 2}return {result}"]
         # NOTE: [Auxiliary heads] as torchvision: (output, [aux outputs]) in training, output in eval.
-        self.emit("aux: List[Tensor] = []")
+        self.line("aux: List[Tensor] = []")
         result = self.chain(module.body, "x", "x")
         signature = f"{INDENT}def forward(self, {arguments}) -> Union[Tensor, Tuple[Tensor, List[Tensor]]]:"
         return [signature, *self.lines, f"{INDENT * 2}if self.training:", f"{INDENT * 3}return {result}, aux",
                 f"{INDENT * 2}return {result}"]
 
-    def chain(self, nodes: list[Node], source: str, target: str) -> str:
-        """Applies `nodes` to `source`, writing into `target`; returns the variable holding the result."""
-        current = source
-        for node in nodes:
-            if isinstance(node, (Layer, Module)):
-                extra = "".join(f", {self.wires[w.key]}" for w in getattr(node, "inputs", ()))
-                self.emit(f"{target} = {_attribute(node.name)}({current}{extra})")
-                current = target
-            elif isinstance(node, Tap):
-                self.wires[node.wire.key] = self.fresh(node.wire.name)
-                self.emit(f"{self.wires[node.wire.key]} = {current}")
-            elif isinstance(node, From):
-                current = self.wires[node.wire.key]
-            elif isinstance(node, Sum):
-                terms = []
-                for branch in node.branches:
-                    terms.append(self.chain(branch, current, self.fresh(f"branch{len(terms) + 1}")))
-                out = self.fresh("out")
-                self.emit(f"{out} = {' + '.join(terms)}")
-                current = target = out
-            elif isinstance(node, Residual):
-                out = self.fresh("out")
-                result = self.chain(node.body, current, out)
-                if node.shortcut is None:
-                    identity = current
-                else:
-                    identity = self.fresh("identity")
-                    self.emit(f"{identity} = {_attribute(node.shortcut.name)}({current})")
-                if id(node) in self.plan.add_in_place and result == out:
-                    self.emit(f"{out} += {identity}")
-                else:
-                    self.emit(f"{out} = {result} + {identity}")
-                current = target = out
-            elif isinstance(node, Concat):
-                branches = []
-                for branch in node.branches:
-                    name = self.fresh(f"branch{len(branches) + 1}")
-                    branches.append(self.chain(branch, current, name))
-                out = self.fresh("out")
-                self.emit(f"{out} = torch.cat([{', '.join(branches)}], 1)")
-                current = target = out
-            elif isinstance(node, Gate):
-                scale = self.chain(node.body, current, self.fresh("scale"))
-                out = self.fresh("out")
-                self.emit(f"{out} = {current} * {scale}")
-                current = target = out
-            elif isinstance(node, Aux):
-                self.emit("if self.training:")
-                self.emit(f"{INDENT}aux.append({_attribute(node.head.name)}({current}))")
-        return current
+    # the walker's hooks
+    def call(self, node: Layer | Module, source: str) -> str:
+        extra = "".join(f", {self.wires[wire.key]}" for wire in getattr(node, "inputs", ()))
+        self.line(f"{self.target} = {attribute(node.name)}({source}{extra})")
+        return self.target
+
+    layer = call
+
+    def module(self, module: Module, source: str) -> str:
+        return self.call(module, source)
+
+    def merge(self, merge: Merge, source: str, arms: list) -> str:
+        out = COMBINATORS[merge.kind].emit(self, merge, source)
+        if out != source:  # the chain goes on in the merge's result
+            self.target = out
+        return out
+
+    def arm(self, merge: Merge, index: int, nodes: list[Node], source: str) -> str:
+        return source  # arms are written by the combinator's `emit`, which names their variables
+
+    def tap(self, tap: Tap, source: str) -> str:
+        name = self.fresh(tap.wire.name)
+        self.line(f"{name} = {source}")
+        return name
 
 
 def python_source(network: Network) -> str:
@@ -452,24 +369,3 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
 
 # format -> default file suffix
 FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py"}
-
-
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """Calls `write(temporary_path)` in the target directory, then renames it over `path`."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    # The temporary name keeps the real suffix: some savers check it (torch.export.save wants .pt2).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=path.suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

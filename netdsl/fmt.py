@@ -79,11 +79,14 @@ class _Tok:
         return self.kind == "COMMENT"
 
 
-@functools.lru_cache(maxsize=1)
 def _layout_parser() -> Lark:
     """The language's own grammar, but keeping the punctuation and keywords `parse` drops."""
-    return Lark(parse.grammar_path().read_text(encoding="utf-8"), parser="lalr",
-                keep_all_tokens=True, maybe_placeholders=False)
+    return _build_layout_parser(parse.grammar_text())
+
+
+@functools.lru_cache(maxsize=8)
+def _build_layout_parser(grammar: str) -> Lark:
+    return Lark(grammar, parser="lalr", keep_all_tokens=True, maybe_placeholders=False)
 
 
 def _code_tokens(tree: Tree) -> tuple[list[_Tok], dict[int, int]]:

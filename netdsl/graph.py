@@ -1,10 +1,14 @@
 """The annotated graph: what the checker returns and every later stage reads.
 
 A `Network` holds a tree of `Module`s (block instances, groups, repetitions). A module's
-`body` is its dataflow, in order: `Layer`s and child `Module`s applied one after another, and
-the combinators `Residual` and `Concat`, which nest dataflow without adding a module (their
-layers still belong to the enclosing module's namespace). Every node carries its input and
-output shape, parameter count and multiply-accumulates; nothing changes them after `check`.
+`body` is its dataflow, in order: `Layer`s and child `Module`s applied one after another,
+`Merge`s — a combinator (`netdsl/combinators.py`) whose arms are chains applied to the same
+input and joined by the combinator's rule — and the named-tensor markers `Tap` and `From`.
+A merge nests dataflow without adding a module (its layers belong to the enclosing module's
+namespace). Every node carries its input and output shape; layers and modules their parameter
+count and multiply-accumulates. Nothing changes them after `check`.
+
+Each node class names its kind in `walk_kind`, which `netdsl/walk.py` dispatches on.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Layer:
     trace: tuple[Frame, ...] = ()
     shared: bool = False  # a later use of a parameter-free module already named in this scope
 
+    walk_kind = "layer"
+
 
 @dataclass
 class Module:
@@ -55,62 +61,33 @@ class Module:
     inputs: tuple[Wire, ...] = ()  # extra tensor arguments, as wires of the calling module
     parameters: tuple[Wire, ...] = ()  # the same tensors as wires inside this module
 
+    walk_kind = "module"
+
     def children(self) -> Iterator[Union[Layer, "Module"]]:
-        """Named children in definition order (looking through combinators)."""
+        """Named children in definition order (looking through merges)."""
         yield from _named(self.body)
 
     @property
     def is_sequence(self) -> bool:
         """True when the body is a plain chain of single-input children (no combinator, no wire)."""
         return not self.parameters and all(
-            isinstance(node, Layer) or (isinstance(node, Module) and not node.inputs) for node in self.body)
+            node.walk_kind == "layer" or (node.walk_kind == "module" and not node.inputs) for node in self.body)
 
 
 @dataclass
-class Residual:
-    body: list["Node"]
-    shortcut: Union[Layer, Module, None]  # None: identity
+class Merge:
+    """A combinator: `arms` are chains applied to the merge's input (an empty arm is the input
+    itself), joined by the rule of `COMBINATORS[kind]`. A residual's arms are its body and its
+    shortcut; dense and gate have the input as their first arm; an auxiliary head's one arm is
+    the head module, and its output is its input."""
+
+    kind: str  # the combinator's keyword
+    arms: list[list["Node"]]
     in_shape: Shape
     out_shape: Shape
     span: Span
 
-
-@dataclass
-class Concat:
-    branches: list[list["Node"]]  # each branch: a chain applied to the same input
-    in_shape: Shape
-    out_shape: Shape
-    span: Span
-
-
-@dataclass
-class Gate:
-    """The input multiplied by `body(input)`, broadcast over space (squeeze-and-excitation)."""
-
-    body: list["Node"]
-    in_shape: Shape
-    out_shape: Shape
-    span: Span
-
-
-@dataclass
-class Aux:
-    """An auxiliary head reading the current tensor; returned as an extra output in training."""
-
-    head: Module
-    in_shape: Shape
-    out_shape: Shape  # the main path's shape: unchanged
-    span: Span
-
-
-@dataclass
-class Sum:
-    """Branches applied to the same input (or to named tensors), summed element-wise."""
-
-    branches: list[list["Node"]]
-    in_shape: Shape
-    out_shape: Shape
-    span: Span
+    walk_kind = "merge"
 
 
 @dataclass
@@ -122,6 +99,8 @@ class Tap:
     out_shape: Shape
     span: Span
 
+    walk_kind = "tap"
+
 
 @dataclass
 class From:
@@ -132,8 +111,10 @@ class From:
     out_shape: Shape
     span: Span
 
+    walk_kind = "from_"
 
-Node = Union[Layer, Module, Residual, Concat, Gate, Aux, Sum, Tap, From]
+
+Node = Union[Layer, Module, Merge, Tap, From]
 
 
 @dataclass
@@ -159,52 +140,67 @@ class Network:
         return self.root.macs
 
     @property
-    def aux_heads(self) -> list[Aux]:
-        return [node for node in self.root.body if isinstance(node, Aux)]
+    def aux_heads(self) -> list[Module]:
+        """The auxiliary heads: the modules of the merges in the network's own body whose arm is an
+        extra, training-time output."""
+        from .combinators import COMBINATORS
+
+        return [arm[0] for node in self.root.body
+                if node.walk_kind == "merge" and COMBINATORS[node.kind].training_output for arm in node.arms]
 
     def layers(self) -> Iterator[tuple[str, Layer]]:
         """Every layer with its dotted module path, in definition order."""
-        yield from _walk_layers(self.root, "")
+        for path, node, _ in walk(self.root):
+            if node.walk_kind == "layer" and not node.shared:
+                yield path, node
 
 
 def nested(node: Node) -> list[list[Node]]:
-    """The chains a combinator holds, in definition order: a residual's body, then its shortcut as
-    a one-node chain; the branches of a concat or sum; a gate's body; an aux head. Layers, modules
-    and the named-tensor markers hold none (a module's own body is `module.body`)."""
-    if isinstance(node, Residual):
-        return [node.body] + ([[node.shortcut]] if node.shortcut is not None else [])
-    if isinstance(node, (Concat, Sum)):
-        return node.branches
-    if isinstance(node, Gate):
-        return [node.body]
-    if isinstance(node, Aux):
-        return [[node.head]]
-    return []
+    """The chains a node holds besides a module's own body: a merge's arms; nothing for others."""
+    return node.arms if node.walk_kind == "merge" else []
 
 
 def _named(nodes: list[Node]) -> Iterator[Union[Layer, Module]]:
     for node in nodes:
-        if isinstance(node, Layer) and node.shared:
-            continue
-        if isinstance(node, (Layer, Module)):
+        if node.walk_kind == "merge":
+            for arm in node.arms:
+                yield from _named(arm)
+        elif node.walk_kind == "module" or (node.walk_kind == "layer" and not node.shared):
             yield node
-        elif isinstance(node, Residual):
-            yield from _named(node.body)
-            if node.shortcut is not None:
-                yield node.shortcut
-        elif isinstance(node, (Concat, Sum)):
-            for branch in node.branches:
-                yield from _named(branch)
-        elif isinstance(node, Gate):
-            yield from _named(node.body)
-        elif isinstance(node, Aux):
-            yield node.head
 
 
-def _walk_layers(module: Module, prefix: str) -> Iterator[tuple[str, Layer]]:
-    for child in module.children():
-        path = f"{prefix}{child.name}"
-        if isinstance(child, Layer):
-            yield path, child
+def walk(module: Module, prefix: str = "", depth: int = 1) -> Iterator[tuple[str, Node, int]]:
+    """Every node below `module` in definition order, as `(path, node, depth)`: `path` is the
+    dotted module path of a layer or module (for a merge or marker, that of the module it sits
+    in), `depth` the number of modules enclosing it below `module` plus one (the root's
+    children: 1). Merges are yielded before their arms; modules before their bodies."""
+    stack: list[tuple[list[Node], int, str, int]] = [(module.body, 0, prefix, depth)]
+    while stack:
+        nodes, position, here, level = stack.pop()
+        if position >= len(nodes):
+            continue
+        node = nodes[position]
+        stack.append((nodes, position + 1, here, level))
+        if node.walk_kind in ("layer", "module"):
+            yield f"{here}{node.name}", node, level
+            if node.walk_kind == "module":
+                stack.append((node.body, 0, f"{here}{node.name}.", level + 1))
         else:
-            yield from _walk_layers(child, f"{path}.")
+            yield here.rstrip("."), node, level
+            for arm in reversed(nested(node)):
+                stack.append((arm, 0, here, level))
+
+
+def chains(module: Module, prefix: str = "") -> Iterator[tuple[str, list[Node]]]:
+    """Every chain below `module` with the dotted path of the module whose namespace holds it:
+    module bodies and merge arms, depth first."""
+    stack: list[tuple[str, list[Node]]] = [(prefix.rstrip("."), module.body)]
+    while stack:
+        path, chain = stack.pop()
+        yield path, chain
+        here = f"{path}." if path else ""
+        for node in reversed(chain):
+            if node.walk_kind == "module":
+                stack.append((f"{here}{node.name}", node.body))
+            else:
+                stack.extend((path, arm) for arm in reversed(nested(node)))

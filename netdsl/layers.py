@@ -1,9 +1,12 @@
 """The layer registry: the single source of truth for every built-in op.
 
-Each op declares, in one place, its parameter schema, shape rule, parameter count (and how
-many are biases), MAC rule, spatial reach (for receptive fields) and torch emission (as a
-constructor name and arguments; this module never imports torch). The checker, emitter, docs
-and CLI all loop over `REGISTRY`.
+Each op declares, in one `LayerDef`: its parameter schema (with aliases) and how arguments are
+bound to it, its shape rule, parameter count (and how many are biases), MAC rule, spatial reach
+(for receptive fields), whether it is a weight layer or ends the feature maps, how it is drawn
+(a colour family), its torch emission (a constructor name and arguments, and the source of a
+helper class where torch.nn has none; this module never imports torch) and what inference
+optimizations may do with it. The checker, cost model, emitter, drawer, docs and CLI all read
+`REGISTRY`; `register` adds an op.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .values import show
+from .text import shape_text
+from .values import is_number, show, type_name
 
 Shape = tuple[int, ...]
 REQUIRED = object()
 
 
 class LayerProblem(Exception):
-    """Raised by a rule; the checker turns it into a located error of the given kind."""
+    """Raised by a rule or by argument binding; the checker turns it into a located error of the
+    given kind ("shape", "param", "type"), at the argument `param` when one is named."""
 
     def __init__(self, message: str, kind: str = "shape", hint: str | None = None, param: str | None = None):
         super().__init__(message)
@@ -34,11 +39,13 @@ class Param:
     doc: str = ""
     choices: tuple = ()
     minimum: int | None = None  # the smallest value allowed (for pairs: for each element)
+    aliases: tuple[str, ...] = ()  # other spellings accepted in calls (`padding` for `pad`)
 
 
 @dataclass(frozen=True)
 class Emission:
-    """`nn.<cls>(*args, **kwargs)`; with `helper`, a class netdsl writes into the emitted source."""
+    """`nn.<cls>(*args, **kwargs)`; with `helper`, a class netdsl writes into the emitted source
+    (its source is the op's `LayerDef.helper_source`)."""
 
     cls: str
     args: tuple = ()
@@ -59,6 +66,13 @@ class Window:
 
 GLOBAL = "global"  # a `reach` result: every output reads every input position (linear, global pooling)
 
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+             "pair": "an integer or a list of two integers"}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass(frozen=True)
 class LayerDef:
@@ -75,9 +89,78 @@ class LayerDef:
     aliases_input: bool = False  # output may share storage with the input (views, identity)
     inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
     output_mutable: bool = False  # backward never reads the output, so it may be overwritten
+    weight: bool = False  # a weight layer: its MACs are the network's, and it counts towards depth
+    feature_end: bool = False  # on the main path, its input is the final feature map (flatten, global pooling)
+    family: str | None = None  # colour family in diagrams (netdsl/draw.py); None: a colour hashed from the name
+    helper_source: str | None = None  # the class the emitted source defines for a `helper` emission
+    folds_after: tuple[str, ...] = ()  # ops whose output this one may be folded into (bn into a conv) for inference
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def aliases(self) -> dict[str, str]:
+        """{alternative spelling: parameter name}."""
+        return {alias: p.name for p in self.params for alias in p.aliases}
+
+    def bind(self, given: dict[str, object] | None = None, **keywords) -> dict:
+        """Every argument of a call: the `given` values (by parameter name) checked and coerced,
+        the rest from the defaults. Raises `LayerProblem` naming the argument at fault."""
+        given = {**(given or {}), **keywords}
+        bound: dict[str, object] = {}
+        for param in self.params:
+            if param.name in given:
+                bound[param.name] = self.coerce(param, given[param.name])
+            elif param.default is REQUIRED:
+                required = ", ".join(p.name for p in self.params if p.default is REQUIRED)
+                raise LayerProblem(f"{self.name} is missing its '{param.name}' argument"
+                                   f"{' (' + param.doc + ')' if param.doc else ''}", "type",
+                                   f"{self.name}({required}, ...)")
+            else:
+                bound[param.name] = param.default(bound) if callable(param.default) else param.default
+        unknown = set(given) - set(bound)
+        if unknown:
+            raise LayerProblem(f"{self.name} has no parameter '{sorted(unknown)[0]}'", "type")
+        return bound
+
+    def coerce(self, param: Param, value):
+        """`value` as `param` takes it (a pair of equal numbers becomes one), or a LayerProblem."""
+        def fail():
+            hint = ("use // for integer division, or floor()/round()"
+                    if isinstance(value, float) and param.kind in ("int", "pair") else None)
+            return LayerProblem(f"{self.name}: '{param.name}' expects {_EXPECTED[param.kind]}, got "
+                                f"{type_name(value)} {show(value)}", "type", hint, param.name)
+
+        if param.default is None and value is None:
+            return None
+        if param.kind == "int":
+            if not _is_int(value):
+                raise fail()
+        elif param.kind == "float":
+            if not is_number(value) or not math.isfinite(value):
+                raise fail()
+            value = float(value)
+        elif param.kind == "bool":
+            if not isinstance(value, bool):
+                raise fail()
+        elif param.kind == "str":
+            if not isinstance(value, str):
+                raise fail()
+            if param.choices and value not in param.choices:
+                raise LayerProblem(f"{self.name}: '{param.name}' must be one of "
+                                   f"{', '.join(map(show, param.choices))}, got {show(value)}", "param",
+                                   param=param.name)
+        elif param.kind == "pair":
+            if isinstance(value, tuple):
+                if len(value) != 2 or not all(_is_int(v) for v in value):
+                    raise fail()
+                value = value[0] if value[0] == value[1] else value
+            elif not _is_int(value):
+                raise fail()
+        if param.minimum is not None and value is not None:
+            if min(value if isinstance(value, tuple) else (value,)) < param.minimum:
+                raise LayerProblem(f"{self.name}: '{param.name}' must be at least {param.minimum}, "
+                                   f"got {show(value)}", "param", param=param.name)
+        return value
 
 
 REGISTRY: dict[str, LayerDef] = {}
@@ -101,14 +184,10 @@ def _pair(value) -> tuple[int, int]:
 def _spatial(in_shape: Shape, op: str) -> tuple[int, int, int]:
     if len(in_shape) != 3:
         raise LayerProblem(
-            f"{op} expects a [channels, height, width] input, got {_fmt(in_shape)}",
+            f"{op} expects a [channels, height, width] input, got {shape_text(in_shape)}",
             hint="spatial layers must come before 'flatten'" if len(in_shape) == 1 else None,
         )
     return in_shape  # type: ignore[return-value]
-
-
-def _fmt(shape: Shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
@@ -129,7 +208,7 @@ def _window(in_shape: Shape, args: dict, op: str, ceil: bool = False) -> Shape:
         length = window_out(size, kernel[axis], stride[axis], pad[axis], dilation[axis], ceil)
         if length <= 0:
             raise LayerProblem(
-                f"{op} output would be empty: input {_fmt(in_shape)}, kernel {kernel[axis]}, "
+                f"{op} output would be empty: input {shape_text(in_shape)}, kernel {kernel[axis]}, "
                 f"stride {stride[axis]}, pad {pad[axis]} leave {length} along "
                 f"{'height' if axis == 0 else 'width'}",
                 hint="use a larger input, a smaller kernel or more padding",
@@ -187,9 +266,9 @@ register(LayerDef(
         Param("out", "int", doc="output channels", minimum=1),
         Param("kernel", "pair", doc="kernel size", minimum=1),
         Param("stride", "pair", 1, minimum=1),
-        Param("pad", "pair", 0, doc="zero padding on each side", minimum=0),
+        Param("pad", "pair", 0, doc="zero padding on each side", minimum=0, aliases=("padding",)),
         Param("dilation", "pair", 1, minimum=1),
-        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", minimum=1),
+        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", minimum=1, aliases=("cardinality",)),
         Param("bias", "bool", True),
     ),
     shape=_conv_shape,
@@ -198,7 +277,7 @@ register(LayerDef(
     torch=_conv_torch,
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: _windows(a),
-    output_mutable=True,
+    output_mutable=True, weight=True, family="conv",
 ))
 
 
@@ -215,7 +294,7 @@ def _bn_torch(in_shape: Shape, args: dict) -> Emission:
 
 def _bn_shape(in_shape: Shape, args: dict) -> Shape:
     if len(in_shape) not in (1, 3):
-        raise LayerProblem(f"bn expects [channels, height, width] or [features], got {_fmt(in_shape)}")
+        raise LayerProblem(f"bn expects [channels, height, width] or [features], got {shape_text(in_shape)}")
     return in_shape
 
 
@@ -228,7 +307,7 @@ register(LayerDef(
     macs=_zero,
     torch=_bn_torch,
     biases=lambda s, a: s[0],
-    output_mutable=True,
+    output_mutable=True, family="norm", folds_after=("conv",),
 ))
 
 
@@ -243,7 +322,7 @@ register(LayerDef(
     params=(Param("size", "int", minimum=1), Param("alpha", "float", 1e-4),
             Param("beta", "float", 0.75), Param("k", "float", 1.0)),
     shape=lambda s, a: _spatial(s, "lrn"),
-    count=_zero, macs=_zero, torch=_lrn_torch,
+    count=_zero, macs=_zero, torch=_lrn_torch, family="norm",
 ))
 
 
@@ -252,7 +331,7 @@ register(LayerDef(
 def _activation(name: str, cls: str, doc: str, inplace: bool = True) -> None:
     register(LayerDef(
         name=name, doc=doc, params=(), shape=lambda s, a: s, count=_zero, macs=_zero,
-        torch=lambda s, a: Emission(cls), inplace=inplace,
+        torch=lambda s, a: Emission(cls), inplace=inplace, family="activation",
     ))
 
 
@@ -292,8 +371,8 @@ def _pool_params(extra: tuple[Param, ...] = ()) -> tuple[Param, ...]:
     return (
         Param("kernel", "pair", minimum=1),
         Param("stride", "pair", lambda bound: bound["kernel"], doc="defaults to the kernel size", minimum=1),
-        Param("pad", "pair", 0, minimum=0),
-        Param("ceil", "bool", False, doc="ceil_mode: round the output size up"),
+        Param("pad", "pair", 0, minimum=0, aliases=("padding",)),
+        Param("ceil", "bool", False, doc="ceil_mode: round the output size up", aliases=("ceil_mode",)),
     ) + extra
 
 
@@ -329,13 +408,13 @@ def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
 register(LayerDef(
     name="maxpool", doc="2-D max pooling.", params=_pool_params(),
     shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
-    reach=lambda s, a: _windows(a), output_mutable=True,
+    reach=lambda s, a: _windows(a), output_mutable=True, family="pool",
 ))
 register(LayerDef(
     name="avgpool", doc="2-D average pooling.",
     params=_pool_params((Param("count_include_pad", "bool", True),)),
     shape=_pool_shape("avgpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("AvgPool2d"),
-    reach=lambda s, a: _windows(a), output_mutable=True,
+    reach=lambda s, a: _windows(a), output_mutable=True, family="pool",
 ))
 
 
@@ -350,7 +429,7 @@ def _adaptive(name: str, cls: str, doc: str) -> None:
 
     register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1, minimum=1),),
                       shape=shape, count=_zero, macs=_zero, torch=torch, reach=_adaptive_reach,
-                      output_mutable=True))
+                      output_mutable=True, feature_end=True, family="pool"))
 
 
 def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
@@ -374,20 +453,20 @@ _adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output 
 register(LayerDef(
     name="flatten", doc="Flattens [C, H, W] to [C*H*W].", params=(),
     shape=lambda s, a: (math.prod(s),), count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True,
+    torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True, feature_end=True,
 ))
 
 
 def _linear_shape(in_shape: Shape, args: dict) -> Shape:
     if len(in_shape) != 1:
         raise LayerProblem(
-            f"linear expects a flat [features] input, got {_fmt(in_shape)}",
+            f"linear expects a flat [features] input, got {shape_text(in_shape)}",
             hint="insert 'flatten' (or a global pool, then 'flatten') before it",
         )
     if "in_features" in args and args["in_features"] is not None and args["in_features"] != in_shape[0]:
         raise LayerProblem(
             f"linear expects {args['in_features']} input features, got {in_shape[0]} "
-            f"(input shape {_fmt(in_shape)})",
+            f"(input shape {shape_text(in_shape)})",
             hint=f"the preceding layers produce {in_shape[0]} features; fix in_features or the layers before",
         )
     return (args["out"],)
@@ -403,7 +482,7 @@ register(LayerDef(
     torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: GLOBAL,
-    output_mutable=True,
+    output_mutable=True, weight=True, family="linear",
 ))
 
 # ---- regularization and arithmetic ---------------------------------------------------------
@@ -423,6 +502,24 @@ register(LayerDef(
     params=(Param("p", "float"), Param("mode", "str", "row", choices=("row", "batch"))),
     shape=_probability("stochastic_depth"), count=_zero, macs=_zero,
     torch=lambda s, a: Emission("StochasticDepth", (a["p"], a["mode"]), helper=True),
+    helper_source='''class StochasticDepth(nn.Module):
+    """In training, drops each sample ("row") or the whole batch ("batch") with probability p."""
+
+    def __init__(self, p: float, mode: str) -> None:
+        super().__init__()
+        self.p = p
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.dim() - 1) if self.mode == "row" else [1] * x.dim()
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        return x * noise.div_(survival)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mode={self.mode}"''',
 ))
 
 
@@ -431,6 +528,18 @@ register(LayerDef(
     params=(Param("factor", "float"),),
     shape=lambda s, a: s, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("Mul", (a["factor"],), helper=True),
+    helper_source='''class Mul(nn.Module):
+    """Multiplies by a constant factor."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}"''',
 ))
 
 
@@ -451,6 +560,23 @@ register(LayerDef(
     shape=_pad_identity_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("PadIdentity", (a["out"] - s[0], a["stride"]), helper=True),
     reach=lambda s, a: (Window(stride=a["stride"]), Window(stride=a["stride"])), aliases_input=True,
+    helper_source='''class PadIdentity(nn.Module):
+    """Parameter-free shortcut: subsample by `stride`, then add `extra` zero channels (half before)."""
+
+    def __init__(self, extra: int, stride: int) -> None:
+        super().__init__()
+        self.extra = extra
+        self.stride = stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        if self.extra > 0:
+            x = nn.functional.pad(x, [0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2])
+        return x
+
+    def extra_repr(self) -> str:
+        return f"extra={self.extra}, stride={self.stride}"''',
 ))
 
 def _zeropad_shape(in_shape: Shape, args: dict) -> Shape:
@@ -458,7 +584,7 @@ def _zeropad_shape(in_shape: Shape, args: dict) -> Shape:
     height += args["top"] + args["bottom"]
     width += args["left"] + args["right"]
     if height < 1 or width < 1:
-        raise LayerProblem(f"zeropad leaves an empty output ({height} x {width}) from {_fmt(in_shape)}")
+        raise LayerProblem(f"zeropad leaves an empty output ({height} x {width}) from {shape_text(in_shape)}")
     return (channels, height, width)
 
 
@@ -498,14 +624,9 @@ def markdown_table() -> str:
                 args[p.name] = p.default(args) if callable(p.default) else p.default
         emission = layer.torch((8, 16, 16), args)
         torch_name = emission.cls if emission.helper else f"nn.{emission.cls}"
-        aliases = ARGUMENT_ALIASES.get(name, {})
+        aliases = layer.aliases()
         doc = layer.doc + (" Aliases: " + ", ".join(f"`{a}` = `{r}`" for a, r in aliases.items()) + "."
                            if aliases else "")
         rows.append(f"| `{signature(layer)}` | `{torch_name}` | {doc} |")
     return "\n".join(rows) + "\n"
 
-
-# Alternative spellings accepted in calls: name → (op, {alias argument: real argument}).
-ARGUMENT_ALIASES = {"conv": {"cardinality": "groups", "padding": "pad"},
-                    "maxpool": {"padding": "pad", "ceil_mode": "ceil"},
-                    "avgpool": {"padding": "pad", "ceil_mode": "ceil"}}

@@ -28,7 +28,8 @@ from . import __version__, ast
 from .check import check_program
 from .cli import _fmt_shape, _human
 from .errors import NetDSLError, Span, span_text
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
+from .combinators import COMBINATORS
+from .graph import Layer, Module, Network, Node, walk
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
 from .resolve import Program, _find_import, load
@@ -60,7 +61,7 @@ class Region:
     keys: tuple[SpanKey, ...] = ()  # graph nodes instantiated from here, tried in order
     name: str | None = None  # a name it refers to: definition, signature
     label: str | None = None  # the layer statement's label, for the hover's title
-    combinator: str | None = None  # the keyword of a `residual { }`, `{ }`, ... region (AST class name)
+    combinator: str | None = None  # the keyword of a `residual { }` region; "{" for a group, "from", "tap"
     network: str | None = None  # a network whose summary the hover shows
     import_path: str | None = None  # an import's path as written
 
@@ -75,8 +76,11 @@ class Region:
         return (end_line - self.span.line, end_column - self.span.column if end_line == self.span.line else end_column)
 
 
-_BODY_KEYWORDS = {ast.Group: "{", ast.Residual: "residual", ast.Inception: "inception", ast.Dense: "dense",
-                  ast.Gate: "gate", ast.Add: "add", ast.Aux: "aux", ast.From: "from"}
+def _keyword(node: ast.Node) -> str | None:
+    """The keyword a unit starts with, for the units that start with one."""
+    if isinstance(node, ast.Combinator):
+        return node.keyword
+    return {ast.Group: "{", ast.From: "from"}.get(type(node))
 
 
 def _prefix(span: Span, length: int) -> Span:
@@ -119,12 +123,12 @@ def _regions_of(node: ast.Node, decl: ast.Decl) -> list[Region]:
     if isinstance(node, ast.Call):
         return [Region(node.span, decl, (_key(node.span),)),
                 Region(node.name_span, decl, (_key(node.span),), node.name)]
-    if type(node) in _BODY_KEYWORDS:
-        keyword = _BODY_KEYWORDS[type(node)]
+    keyword = _keyword(node)
+    if keyword is not None:
         return [Region(_prefix(node.span, len(keyword)), decl, (_key(node.span),), label=keyword,
-                       combinator=type(node).__name__)]
+                       combinator=keyword)]
     if isinstance(node, ast.Tap):
-        return [Region(node.span, decl, (_key(node.span),), label=f"tap {node.name}", combinator="Tap")]
+        return [Region(node.span, decl, (_key(node.span),), label=f"tap {node.name}", combinator="tap")]
     if isinstance(node, ast.Name):
         return [Region(node.span, decl, name=node.name)]
     if isinstance(node, (ast.NetworkDef, ast.VariantDef)):
@@ -148,23 +152,11 @@ class Instance:
 
 def _instances(network: Network) -> Iterator[Instance]:
     """Every node of the graph with its module path. Unlike `Module.children` this also visits
-    combinators and the later uses of a shared layer, which a hover should describe too."""
-    def visit(nodes: list[Node], prefix: str) -> Iterator[Instance]:
-        here = prefix.rstrip(".") or network.name
-        for node in nodes:
-            if isinstance(node, Layer):
-                yield Instance(network.name, f"{prefix}{node.name}", node)
-            elif isinstance(node, Module):
-                yield Instance(network.name, f"{prefix}{node.name}", node)
-                yield from visit(node.body, f"{prefix}{node.name}.")
-            elif isinstance(node, Aux):
-                yield from visit([node.head], prefix)
-            else:  # a combinator or a named-tensor marker
-                yield Instance(network.name, here, node)
-                for chain in nested(node):
-                    yield from visit(chain, prefix)
+    merges, the named-tensor markers and the later uses of a shared layer, which a hover should
+    describe too (a merge or marker: with its module's path)."""
     yield Instance(network.name, network.name, network.root)
-    yield from visit(network.root.body, "")
+    for path, node, _ in walk(network.root):
+        yield Instance(network.name, path or network.name, node)
 
 
 def index(networks: list[Network]) -> dict[SpanKey, list[Instance]]:
@@ -253,17 +245,22 @@ def place(error: NetDSLError, analysis: Analysis) -> tuple[Span, bool]:
 
 def _counts(node: Node) -> str:
     shapes = f"{_fmt_shape(node.in_shape)} -> {_fmt_shape(node.out_shape)}"
-    if isinstance(node, (Layer, Module)):
+    if node.walk_kind in ("layer", "module"):
         return f"{shapes}  {node.params:,} params  {_human(node.macs)} MACs"
     return shapes
 
 
+_KINDS = {
+    "layer": lambda node: node.op,
+    "module": lambda node: node.type_name if node.kind == "block" else node.kind,
+    "merge": lambda node: COMBINATORS[node.kind].label,
+    "tap": lambda node: "tap",
+    "from_": lambda node: "from",
+}
+
+
 def _kind(node: Node) -> str:
-    if isinstance(node, Layer):
-        return node.op
-    if isinstance(node, Module):
-        return node.type_name if node.kind == "block" else node.kind
-    return type(node).__name__.lower()
+    return _KINDS[node.walk_kind](node)
 
 
 MAX_ROWS = 12
@@ -389,9 +386,14 @@ def hover_text(region: Region, analysis: Analysis, others: list[Analysis]) -> st
     return text or None
 
 
-# The graph node each combinator keyword makes (a labelled one is also a module of that type).
-_COMBINATOR_NODES = {"Group": Module, "Aux": Module, "Residual": Residual, "Inception": Concat, "Dense": Concat,
-                     "Gate": Gate, "Add": Sum, "From": From, "Tap": Tap}
+def _made_by(keyword: str):
+    """Tests for the graph nodes a keyword's region makes: a labelled combinator's module (of the
+    combinator's type; a group's or auxiliary head's: "Sequential"), then the node itself."""
+    combinator = COMBINATORS.get(keyword)
+    module_type = combinator.type_name if combinator is not None else "Sequential"
+    kind = {"{": None, "from": "from_", "tap": "tap"}.get(keyword, "merge")
+    return [lambda node: node.walk_kind == "module" and node.type_name == module_type,
+            lambda node: node.walk_kind == kind and (kind != "merge" or node.kind == keyword)]
 
 
 def _lookup(region: Region, analyses: list[Analysis]) -> list[Instance]:
@@ -400,11 +402,9 @@ def _lookup(region: Region, analyses: list[Analysis]) -> list[Instance]:
     apart by kind: a call's layer or block (not the combinator around it), a keyword's
     combinator (not the projection a residual generates at the same place)."""
     if region.combinator is None:
-        tests = [lambda node: isinstance(node, (Layer, Module))]
+        tests = [lambda node: node.walk_kind in ("layer", "module")]
     else:
-        module_type = "Sequential" if region.combinator in ("Group", "Aux") else region.combinator
-        tests = [lambda node: isinstance(node, Module) and node.type_name == module_type,
-                 lambda node: type(node) is _COMBINATOR_NODES[region.combinator]]
+        tests = _made_by(region.combinator)
 
     def chosen(source: Analysis) -> list[Instance]:
         for key in region.keys:

@@ -2,39 +2,28 @@
 the same model in eval mode with every BatchNorm that directly follows a convolution folded into
 that convolution; and a scripted model → a frozen one.
 
-The checked graph, not a trace, says where folding is exact: a `bn` that comes right after a
-`conv` in the same chain reads only that convolution's output (a tensor read twice — by a
-residual's identity, sibling branches, a `tap` — is never a chain neighbour).
+The checked graph, not a trace, says where folding is exact: a layer whose `LayerDef.folds_after`
+names the op right before it in the same chain (a `bn` after a `conv`) reads only that layer's
+output (a tensor read twice — by a residual's identity, sibling branches, a `tap` — is never a
+chain neighbour).
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from .graph import Concat, Gate, Layer, Module, Network, Node, Residual, Sum
-
-
-def _chains(body: list[Node]) -> Iterator[list[Node]]:
-    """Every chain of one module's namespace: its body and the bodies nested in combinators."""
-    yield body
-    for node in body:
-        if isinstance(node, (Residual, Gate)):
-            yield from _chains(node.body)
-        elif isinstance(node, (Concat, Sum)):
-            for branch in node.branches:
-                yield from _chains(branch)
+from .graph import Module, Network, chains
+from .layers import REGISTRY
 
 
 def conv_bn_pairs(module: Module, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """(module path, conv attribute, bn attribute) for each bn whose input is only a conv's output."""
-    for chain in _chains(module.body):
+    """(module path, first attribute, second attribute) for each layer that may be folded into the
+    layer before it (`LayerDef.folds_after`: a bn after a conv) and reads only that layer's output."""
+    for path, chain in chains(module, prefix):
         for first, second in zip(chain, chain[1:]):
-            if (isinstance(first, Layer) and isinstance(second, Layer) and first.op == "conv"
-                    and second.op == "bn" and not (first.shared or second.shared)):
-                yield prefix.rstrip("."), first.name, second.name
-    for child in module.children():
-        if isinstance(child, Module):
-            yield from conv_bn_pairs(child, f"{prefix}{child.name}.")
+            if (first.walk_kind == second.walk_kind == "layer" and first.op in REGISTRY[second.op].folds_after
+                    and not (first.shared or second.shared)):
+                yield path, first.name, second.name
 
 
 def fold_batchnorm(model, network: Network) -> int:

@@ -1,8 +1,10 @@
 """Stage 1 — parse: .net source text → `ast.SourceFile`.
 
-Lark (LALR) builds a parse tree from `grammar/netdsl.lark`; `_ToAst` turns it into typed AST
-nodes and does nothing else (validation happens in later stages, so nothing gets wrapped in
-lark's `VisitError`). Syntax errors are rephrased for humans, with a location and a caret.
+Lark (LALR) builds a parse tree from `grammar/netdsl.lark` (its COMBINATOR terminal made of the
+combinator registry's keywords); `_ToAst` turns it into typed AST nodes and validates nothing,
+so what lark wraps in `VisitError` is only a label template's own syntax error or a tree nested
+too deeply, both unwrapped into located errors. Syntax errors are rephrased for humans, with a
+location and a caret.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from lark.exceptions import (
 )
 
 from . import ast
+from .combinators import COMBINATORS
 from .errors import NetDSLError, Span, SyntaxError_, remember_source
 
 
@@ -29,24 +32,37 @@ def grammar_path() -> Path:
     raise FileNotFoundError("netdsl.lark is missing from the installation")
 
 
-@functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(
-        grammar_path().read_text(encoding="utf-8"),
-        parser="lalr",
-        start=["start", "expr"],
-        propagate_positions=True,
-        maybe_placeholders=True,
-    )
+    """The parser for the grammar and the combinators registered now."""
+    return _build_parser(tuple(sorted(COMBINATORS)))
 
 
-@functools.lru_cache(maxsize=1)
+def grammar_text(combinators: tuple[str, ...] | None = None) -> str:
+    """The grammar, with the COMBINATOR terminal made of the registered combinators' keywords."""
+    combinators = tuple(sorted(COMBINATORS)) if combinators is None else combinators
+    pattern = "/(?:" + "|".join(re.escape(keyword) for keyword in combinators) + r")(?![A-Za-z0-9_])/"
+    return _COMBINATOR_LINE.sub(lambda _: f"COMBINATOR.2: {pattern}", grammar_path().read_text(encoding="utf-8"))
+
+
+_COMBINATOR_LINE = re.compile(r"^COMBINATOR\.2: .*$", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=8)
+def _build_parser(combinators: tuple[str, ...]) -> Lark:
+    return Lark(grammar_text(combinators), parser="lalr", start=["start", "expr"], propagate_positions=True,
+                maybe_placeholders=True)
+
+
 def keywords() -> frozenset[str]:
-    """The language's reserved words, read off the grammar's literal terminals."""
-    return frozenset(
-        t.pattern.value for t in _parser().terminals
-        if t.pattern.type == "str" and t.pattern.value.isidentifier()
-    )
+    """The language's reserved words: the grammar's literal terminals and the combinators."""
+    return _keywords(tuple(sorted(COMBINATORS)))
+
+
+@functools.lru_cache(maxsize=8)
+def _keywords(combinators: tuple[str, ...]) -> frozenset[str]:
+    literals = {t.pattern.value for t in _build_parser(combinators).terminals
+                if t.pattern.type == "str" and t.pattern.value.isidentifier()}
+    return frozenset(literals | set(combinators))
 
 
 # Human names for the grammar's terminals, used in "expected ..." lists.
@@ -77,13 +93,13 @@ def parse(text: str, path: str = "<string>") -> ast.SourceFile:
     """Parse a whole .net file. The AST is treated as immutable by every later stage, so a file
     parsed again unchanged (the standard library, once per network checked) comes from a cache."""
     remember_source(path, text)
-    return _parse_cached(text, path)
+    return _parse_cached(text, path, tuple(sorted(COMBINATORS)))
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_cached(text: str, path: str) -> ast.SourceFile:
+def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.SourceFile:
     try:
-        tree = _parser().parse(text, start="start")
+        tree = _build_parser(combinators).parse(text, start="start")
     except UnexpectedInput as error:
         raise _syntax_error(error, text, path) from None
     try:
@@ -131,7 +147,8 @@ def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
         return SyntaxError_(f"unexpected character {char!r}", Span(path, line, column), hint)
     assert isinstance(error, UnexpectedToken)
     token = error.token
-    expected = sorted({_describe(t) for t in error.expected if not t.startswith("__")})
+    # keywords are not listed (wherever a combinator may start, so may a name): as lark lists none of its own
+    expected = sorted({_describe(t) for t in error.expected if not t.startswith("__") and t != "COMBINATOR"})
     message = f"unexpected {_token_text(token)}"
     if expected and len(expected) <= 8:
         message += f"; expected {', '.join(expected[:-1]) + ' or ' if len(expected) > 1 else ''}{expected[-1]}"
@@ -276,33 +293,18 @@ class _ToAst(Transformer):
     def group(self, meta, children):
         return ast.Group(span=self._span(meta), body=children[0])
 
-    def residual(self, meta, children):
-        body, shortcut = children
-        return ast.Residual(span=self._span(meta), body=body, shortcut=shortcut)
+    def combinator(self, meta, children):
+        keyword, body, shortcut = children
+        return ast.Combinator(span=self._span(meta), keyword=str(keyword), body=body, shortcut=shortcut)
 
     def shortcut(self, meta, children):
         return children[0]
-
-    def inception(self, meta, children):
-        return ast.Inception(span=self._span(meta), body=children[0])
-
-    def dense(self, meta, children):
-        return ast.Dense(span=self._span(meta), body=children[0])
-
-    def gate(self, meta, children):
-        return ast.Gate(span=self._span(meta), body=children[0])
-
-    def add(self, meta, children):
-        return ast.Add(span=self._span(meta), body=children[0])
 
     def from_(self, meta, children):
         return ast.From(span=self._span(meta), name=str(children[0]))
 
     def tap_stmt(self, meta, children):
         return ast.Tap(span=self._span(meta), name=str(children[0]))
-
-    def aux(self, meta, children):
-        return ast.Aux(span=self._span(meta), body=children[0])
 
     def arg_list(self, meta, children):
         return [c for c in children if c is not None]

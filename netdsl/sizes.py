@@ -1,4 +1,5 @@
-"""Input-size analysis: checked `Network` → the input sizes at which it is valid.
+"""Input sizes: checked `Network` → the input sizes at which it is valid; and checking a
+network at another input size than it declares, with the weights it has at the declared one.
 
 One dimension at a time (height, then width, the other at its checked size), every size from
 1 to a bound is pushed through the checked graph at once: each layer's registry shape rule gives
@@ -13,14 +14,18 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .check import Limits
-from .errors import Span
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Residual, Sum, Tap
+from .check import Checker, check_program, nested_too_deeply
+from .combinators import COMBINATORS
+from .errors import NetDSLError, ShapeError, Span
+from .graph import Layer, Merge, Network, Shape
 from .layers import REGISTRY, LayerProblem
+from .limits import Limits
+from .resolve import Program
+from .text import shape_text
+from .walk import Interpreter
 
 SCAN = 256  # sizes first examined per dimension (at least twice the checked size), doubled until the
 SCAN_LIMIT = 8192  # summary is proven (see the NOTE) or this many (or 4 times the checked size) are done
-ELEMENTS = Limits().elements  # the checker's bound on one tensor's elements
 
 # NOTE: [Valid input sizes]
 # The analysis re-uses the checked graph, so it assumes the network's *structure* does not
@@ -131,8 +136,9 @@ class ValidInputs:
         return {"analysed": True, "dimensions": {dimension.name: dimension.as_json() for dimension in self.dimensions}}
 
 
-def valid_inputs(network: Network) -> ValidInputs:
-    """The input sizes at which `network` (with its weights) is valid, one dimension at a time."""
+def valid_inputs(network: Network, limits: Limits = Limits()) -> ValidInputs:
+    """The input sizes at which `network` (with its weights) is valid, one dimension at a time;
+    `limits.elements` bounds a tensor, as when the network was checked."""
     if network.reads_input_size is not None:
         where = network.reads_input_size
         return ValidInputs([], f"the network reads a tensor's size at {Path(where.file).name}:{where.line}, "
@@ -144,29 +150,29 @@ def valid_inputs(network: Network) -> ValidInputs:
     for axis in axes:
         name = (network.input_names[axis] if network.input_names else None) or defaults[axis]
         bound = max(SCAN, 2 * shape[axis])
-        dimension = _Propagation(network, axis, bound).dimension(name)
+        dimension = _Propagation(network, axis, bound, limits).dimension(name)
         while not dimension.certain and bound < max(SCAN_LIMIT, 4 * shape[axis]):
             bound *= 2
-            dimension = _Propagation(network, axis, bound).dimension(name)
+            dimension = _Propagation(network, axis, bound, limits).dimension(name)
         dimensions.append(dimension)
     return ValidInputs(dimensions)
 
 
-class _Propagation:
+class _Propagation(Interpreter):
     """All input sizes 1..bound along one axis, pushed through the checked graph together."""
 
-    def __init__(self, network: Network, axis: int, bound: int):
-        self.network, self.axis, self.bound = network, axis, bound
+    def __init__(self, network: Network, axis: int, bound: int, limits: Limits = Limits()):
+        super().__init__()
+        self.network, self.axis, self.bound, self.elements = network, axis, bound, limits.elements
         self.limit: list[Limit | None] = [None] * (bound + 1)  # why each input size fails (None: valid)
         self.limit[0] = Limit("", "", "shape", network.root.span)  # index 0 stands for no size
         self.messages: dict[tuple[int, int], str] = {}  # (rule, size) -> why the layer's rule rejects it
-        self.wires: dict[int, _Sizes] = {}
-        self.rules: dict[tuple, dict[int, int]] = {}  # layer signature -> {size: output size}
+        self.rules: dict[tuple, dict] = {}  # layer or merge signature -> {size(s): output size}
         self.common_period = 1  # S of the NOTE: a multiple of every stride product
 
     def dimension(self, name: str) -> Dimension:
         start = _Sizes(list(range(self.bound + 1)), frozenset(range(1, self.bound + 1)), 1)
-        self.chain(self.network.root.body, start, "")
+        self.run(self.network, start)
         valid = [n for n in range(1, self.bound + 1) if self.limit[n] is None]
         period, tail_start, residues = _periodic_tail(valid, self.bound)
         certain = bool(tail_start) and self.common_period % period == 0 and (
@@ -189,39 +195,16 @@ class _Propagation:
                 found.append(limit)
         return found
 
-    # ---- dataflow ----------------------------------------------------------------------------
-    def chain(self, nodes: list, sizes: _Sizes, prefix: str) -> _Sizes:
-        for node in nodes:
-            sizes = self.node(node, sizes, prefix)
-        return sizes
+    def along(self, shape: Shape, size: int) -> Shape:
+        """`shape` with its size along the analysed axis (features for a flat one) set to `size`."""
+        axis = self.axis if len(shape) == 3 else 0
+        return shape[:axis] + (size,) + shape[axis + 1:]
 
-    def node(self, node, sizes: _Sizes, prefix: str) -> _Sizes:
-        if isinstance(node, Layer):
-            return self.layer(node, sizes, prefix)
-        if isinstance(node, Module):
-            for outer, inner in zip(node.inputs, node.parameters):
-                self.wires[inner.key] = self.wires[outer.key]
-            return self.chain(node.body, sizes, f"{prefix}{node.name}.")
-        if isinstance(node, Residual):
-            body = self.chain(node.body, sizes, prefix)
-            shortcut = sizes if node.shortcut is None else self.node(node.shortcut, sizes, prefix)
-            return self.equal([body, shortcut], node, prefix, "residual")
-        if isinstance(node, (Concat, Sum)):
-            branches = [self.chain(branch, sizes, prefix) for branch in node.branches]
-            return self.equal(branches, node, prefix, "concat" if isinstance(node, Concat) else "add")
-        if isinstance(node, Gate):
-            return self.gate(node, sizes, self.chain(node.body, sizes, prefix), prefix)
-        if isinstance(node, Aux):
-            self.node(node.head, sizes, prefix)  # its failures count; the main path goes on unchanged
-            return sizes
-        if isinstance(node, Tap):
-            self.wires[node.wire.key] = sizes
-            return sizes
-        if isinstance(node, From):
-            return self.wires[node.wire.key]
-        raise TypeError(f"unknown graph node {node!r}")  # pragma: no cover
+    def size_of(self, shape: Shape) -> int:
+        return shape[self.axis if len(shape) == 3 else 0]
 
-    def layer(self, layer: Layer, sizes: _Sizes, prefix: str) -> _Sizes:
+    # ---- the walker's hooks ------------------------------------------------------------------
+    def layer(self, layer: Layer, sizes: _Sizes) -> _Sizes:
         rule = self.rule(layer)
         outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         stride = self.stride(layer)
@@ -234,23 +217,53 @@ class _Propagation:
             first = min(failed)
             reason = "weights" if outputs[first] < 0 else "shape"
             values = [max(value, 0) for value in values]
-            self.fail(values, Limit(f"{prefix}{layer.name}", layer.op, reason, layer.span,
+            self.fail(values, Limit(f"{self.prefix}{layer.name}", layer.op, reason, layer.span,
                                     self.messages.get((id(rule), first), "")))
         return self.sizes(values, sizes.period * stride)
 
+    def merge(self, merge: Merge, sizes: _Sizes, arms: list[_Sizes]) -> _Sizes:
+        """The combinator's own shape rule, at every combination of sizes its input and arms reach."""
+        combinator = COMBINATORS[merge.kind]
+        if combinator.passthrough:
+            return sizes  # the arm's failures count (the walk went through it); the main path goes on
+        arm_shapes = [arm[-1].out_shape if arm else merge.in_shape for arm in merge.arms]
+        columns = list({id(flow): flow for flow in (sizes, *arms)}.values())  # each distinct flow once
+        where = [columns.index(flow) for flow in (sizes, *arms)]
+        rows = list(zip(*(column.values for column in columns)))
+        known = self.rules.setdefault((merge.kind, self.along(merge.in_shape, None), tuple(where),
+                                       tuple(self.along(shape, None) for shape in arm_shapes)), {})
+        table = {}
+        for row in set(rows):
+            if row not in known:
+                known[row] = 0 if 0 in row else self.joined(combinator, merge, arm_shapes, tuple(row[i] for i in where))
+            table[row] = known[row]
+        values = list(map(table.__getitem__, rows))
+        period = math.lcm(sizes.period, *(arm.period for arm in arms))
+        if values == sizes.values and period == sizes.period:
+            return sizes
+        self.fail(values, Limit(self.prefix.rstrip("."), combinator.limit_name, "merge", merge.span))
+        return self.sizes(values, period)
+
+    def joined(self, combinator, merge: Merge, arm_shapes: list[Shape], key: tuple[int, ...]) -> int:
+        """The merge's output size for one input size and its arms' sizes (0: they do not join)."""
+        try:
+            out_shape = combinator.shape(self.along(merge.in_shape, key[0]),
+                                         [self.along(shape, size) for shape, size in zip(arm_shapes, key[1:])])
+        except LayerProblem:
+            return 0
+        return 0 if math.prod(out_shape) > self.elements else self.size_of(out_shape)
+
     def rule(self, layer: Layer) -> dict[int, int]:
         """The output sizes found so far for layers like this one (same op, arguments and other sizes)."""
-        axis = self.axis if len(layer.in_shape) == 3 else 0
         # a layer with weights compares against its own checked input; others depend on the rest only
-        shape = layer.in_shape if layer.params else layer.in_shape[:axis] + (None,) + layer.in_shape[axis + 1:]
+        shape = layer.in_shape if layer.params else self.along(layer.in_shape, None)
         return self.rules.setdefault((layer.op, repr(layer.args), shape, layer.params > 0), {})
 
     def apply(self, layer: Layer, size: int, rule: dict[int, int]) -> int:
         """The layer's output size along the axis for input `size`: 0 when it fails, -1 when its weights
-        do not fit (as `check.same_weights`: another parameter count)."""
+        do not fit (another parameter count, as `same_weights` below)."""
         op = REGISTRY[layer.op]
-        axis = self.axis if len(layer.in_shape) == 3 else 0
-        in_shape = layer.in_shape[:axis] + (size,) + layer.in_shape[axis + 1:]
+        in_shape = self.along(layer.in_shape, size)
         try:
             out_shape = op.shape(in_shape, layer.args)
         except LayerProblem as problem:  # keep its gist: "conv output would be empty: input [...]" -> before ":"
@@ -259,11 +272,11 @@ class _Propagation:
         else:
             if layer.params and op.count(in_shape, layer.args) != layer.params:
                 out = -1
-            elif math.prod(out_shape) > ELEMENTS:
-                self.messages[id(rule), size] = f"{layer.op} output has more than {ELEMENTS} elements"
+            elif math.prod(out_shape) > self.elements:
+                self.messages[id(rule), size] = f"{layer.op} output has more than {self.elements} elements"
                 out = 0
             else:
-                out = out_shape[self.axis if len(out_shape) == 3 else 0]
+                out = self.size_of(out_shape)
         rule[size] = out
         return out
 
@@ -272,38 +285,6 @@ class _Propagation:
         if isinstance(stride, tuple):
             return stride[self.axis - 1] if len(layer.in_shape) == 3 else 1
         return stride if isinstance(stride, int) and len(layer.in_shape) == 3 else 1
-
-    def equal(self, branches: list[_Sizes], node, prefix: str, kind: str) -> _Sizes:
-        """An add or concatenation: the branches' sizes along the axis must agree."""
-        first = branches[0]
-        period = math.lcm(*(branch.period for branch in branches))
-        others = [branch for branch in branches[1:] if branch is not first]
-        if not others:
-            return first if period == first.period else self.sizes(first.values, period)
-        values = first.values
-        for other in others:
-            values = [a if a == b else 0 for a, b in zip(values, other.values)]
-        if isinstance(node, Concat):  # the checker's bound on the concatenated tensor
-            per_unit = math.prod(node.out_shape) // node.out_shape[self.axis if len(node.out_shape) == 3 else 0]
-            values = [value if value * per_unit <= ELEMENTS else 0 for value in values]
-        self.fail(values, Limit(prefix.rstrip("."), kind, "merge", node.span))
-        return self.sizes(values, period)
-
-    def gate(self, node: Gate, sizes: _Sizes, body: _Sizes, prefix: str) -> _Sizes:
-        """`gate`: the body gives the input's shape, or [C, 1, 1] to broadcast (as `Checker.gate`)."""
-        body_shape = node.body[-1].out_shape if node.body else node.in_shape
-        in_shape = node.in_shape
-        axis = self.axis if len(in_shape) == 3 else 0
-        others = [i for i in range(len(in_shape)) if i != axis]
-        same = all(body_shape[i] == in_shape[i] for i in others)
-        broadcast = len(in_shape) == 3 and len(body_shape) == 3 and body_shape[0] == in_shape[0] and all(
-            body_shape[i] == 1 for i in others if i)
-        values = [size if (same and out == size) or (broadcast and out == 1) else 0
-                  for size, out in zip(sizes.values, body.values)]
-        if values == sizes.values:
-            return sizes
-        self.fail(values, Limit(prefix.rstrip("."), "gate", "merge", node.span))
-        return self.sizes(values, sizes.period)
 
     # ---- bookkeeping -------------------------------------------------------------------------
     def sizes(self, values: list[int], period: int) -> _Sizes:
@@ -352,3 +333,81 @@ def _ranges(name: str, sizes: list[int]) -> str:
     if len(shown) > 6:
         shown = shown[:3] + [f"... ({len(sizes)} sizes)"] + shown[-2:]
     return f"{name} in {{{', '.join(shown)}}}"
+
+
+# ---- checking at another input size ----------------------------------------------------------------
+
+def check_at(program: Program, network: str | None, overrides: dict, limits: Limits,
+             input_shape: Shape) -> Network:
+    """Checks a network at `input_shape` instead of its declared size (see the NOTE below)."""
+    decl = program.network(network)
+    input_shape = tuple(input_shape)
+    at_declared = Checker(program, limits)
+    try:
+        try:
+            declared = at_declared.network(decl, overrides)
+        except NetDSLError:
+            if not at_declared.symbolic:
+                raise
+            declared = None  # it failed at the probe size; what counts is `input_shape`
+        if declared is not None and input_shape == declared.input_shape:
+            return declared
+        if at_declared.symbolic:  # no size of its own: checked at the one given, nothing to compare
+            return Checker(program, limits).network(decl, overrides, input_shape)
+        again = Checker(program, limits, replay=at_declared.shortcuts)
+        try:
+            resized = again.network(decl, overrides, input_shape)
+        except NetDSLError as error:
+            if again.declared_input is not None:
+                note_resized(error, input_shape, again.declared_input)
+            raise
+        same_weights(declared, resized)
+        return resized
+    except RecursionError:
+        raise nested_too_deeply(decl) from None
+
+
+def check(program: Program, network: str | None = None, overrides: dict | None = None,
+          limits: Limits = Limits(), input_shape: Shape | None = None) -> Network:
+    """Checks a network at its declared input size, or at `input_shape`."""
+    if input_shape is None:
+        return check_program(program, network, overrides, limits)
+    return check_at(program, network, overrides or {}, limits, input_shape)
+
+
+# NOTE: [Checking at another input size]
+# `--input` asks whether *this* network accepts another size: the layers keep the weights they
+# have at the declared input. So the network is checked at the declared size and at the new
+# one, and every layer with parameters must get the input its weights were made for -- a fixed
+# `linear` after `flatten` pins the spatial size (AlexNet's 227), the first convolution pins the
+# channels -- and no other such layer may appear. A residual's generated shortcut keeps what it
+# was at the declared size (identity, or a projection's stride) rather than being fitted anew.
+# Parameter-free layers may adapt (a block reading `in.height` may pad differently).
+# A symbolic input (`input [3, H, W]`) declares no size: it is checked once, at the given one.
+
+def same_weights(declared: Network, resized: Network) -> None:
+    """Raises unless every layer with parameters gets, in `resized`, the input its weights in `declared` take."""
+    weights = {path: layer for path, layer in declared.layers() if layer.params}
+    for path, layer in resized.layers():
+        before = weights.get(path)
+        if before is None and layer.params:
+            raise note_resized(ShapeError(f"{path}: this {layer.op} has parameters at input "
+                                          f"{shape_text(resized.input_shape)} but does not exist at the declared size",
+                                          layer.span, None, layer.trace), resized.input_shape, declared.input_shape)
+        if before is None or not layer.params:
+            continue
+        if layer.params != before.params:  # the same layer with another count: its input does not fit
+            flat = len(layer.in_shape) == 1
+            error = ShapeError(
+                f"{path}: {layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
+                f"but at input {shape_text(resized.input_shape)} it receives {shape_text(layer.in_shape)}",
+                layer.span, "insert adaptive_avgpool(...) before 'flatten' to accept other sizes" if flat
+                else "the input channels are fixed by the weights", layer.trace)
+            raise note_resized(error, resized.input_shape, declared.input_shape)
+
+
+def note_resized(error: NetDSLError, given: Shape, declared: Shape) -> NetDSLError:
+    """Adds to an error found at `--input` that the network was checked at another size than declared."""
+    note = f"checked at input {shape_text(given)} instead of the declared {shape_text(declared)}"
+    error.hint = f"{error.hint}\n  note: {note}" if error.hint else note
+    return error

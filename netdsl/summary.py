@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from . import api
 from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
 from .cost import Cost, Costs, Field, analyse, byte_size
-from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
+from .combinators import COMBINATORS
+from .graph import Network, Node
 
 DEFAULT_DEPTH = 2
 
@@ -46,32 +47,43 @@ def input_row(network: Network, costs: Costs) -> Row:
 
 
 def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: int, max_depth: int,
-             found: list[Row]) -> None:
+             found: list[Row], kind_prefix: str = "") -> None:
     for node in nodes:
-        cost = costs[node]
-        if isinstance(node, Layer):
-            kind = f"{node.op} (reused)" if node.shared else node.op
-            found.append(Row(f"{prefix}{node.name}", node.name, kind, level, depth, False, cost))
-        elif isinstance(node, (Module, Aux)):
-            module = node.head if isinstance(node, Aux) else node
-            kind = f"aux head: {module.type_name}" if isinstance(node, Aux) else module.type_name
-            folded = depth >= max_depth and bool(module.body)
-            found.append(Row(f"{prefix}{module.name}", module.name, kind, level, depth, folded, cost))
-            if not folded:
-                _collect(module.body, costs, f"{prefix}{module.name}.", level + 1, depth + 1, max_depth, found)
-        elif isinstance(node, (Tap, From)):
-            kind = "tap" if isinstance(node, Tap) else "from"
-            found.append(Row("", node.wire.name, kind, level, depth, False, cost))
-        else:
-            found.append(Row("", "", _combinator(node), level, depth, False, cost))
-            for contents in nested(node):
-                _collect(contents, costs, prefix, level + 1, depth, max_depth, found)
+        _ROWS[node.walk_kind](node, costs, prefix, level, depth, max_depth, found, kind_prefix)
 
 
-def _combinator(node: Node) -> str:
-    if isinstance(node, Concat):
-        return "dense" if len(node.branches) == 2 and not node.branches[0] else "concat"
-    return {Residual: "residual", Sum: "add", Gate: "gate"}[type(node)]
+def _layer_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
+    kind = f"{node.op} (reused)" if node.shared else node.op
+    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + kind, level, depth, False, costs[node]))
+
+
+def _module_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
+    folded = depth >= max_depth and bool(node.body)
+    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + node.type_name, level, depth, folded,
+                     costs[node]))
+    if not folded:
+        _collect(node.body, costs, f"{prefix}{node.name}.", level + 1, depth + 1, max_depth, found)
+
+
+def _merge_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
+    combinator = COMBINATORS[node.kind]
+    if combinator.passthrough:  # a side computation (an auxiliary head): its contents, as the main path's
+        for arm in node.arms:
+            _collect(arm, costs, prefix, level, depth, max_depth, found, f"{combinator.label}: ")
+        return
+    found.append(Row("", "", combinator.label, level, depth, False, costs[node]))
+    for arm in node.arms:
+        _collect(arm, costs, prefix, level + 1, depth, max_depth, found)
+
+
+def _marker_row(kind: str):
+    def row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
+        found.append(Row("", node.wire.name, kind, level, depth, False, costs[node]))
+    return row
+
+
+_ROWS = {"layer": _layer_row, "module": _module_row, "merge": _merge_row, "tap": _marker_row("tap"),
+         "from_": _marker_row("from")}
 
 
 # ---- formatting -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .limits import Limits
 from . import ast
 
 
@@ -69,7 +70,7 @@ class Builtin:
         return f"function {self.name}"
 
 
-MAX_SEQUENCE = 100_000
+MAX_SEQUENCE = Limits().sequence  # what a built-in function may build (the checker's default bound)
 
 
 def type_name(value) -> str:

@@ -21,7 +21,7 @@ from netdsl.check import Limits
 from netdsl.errors import (
     ImportError_, NameError_, NetDSLError, ParameterError, ShapeError, SyntaxError_, TypeError_,
 )
-from netdsl.graph import Concat, Layer, Module, Residual
+from netdsl.graph import Layer, Merge, Module
 
 REPO = Path(__file__).resolve().parent.parent
 NETWORKS = REPO / "networks"
@@ -619,7 +619,7 @@ def test_label_reuse_needs_a_parameter_free_layer_with_the_same_arguments(main, 
 def test_identity_residual(main):
     network = net(main, "  residual {\n    conv(3, 3, pad=1)\n    bn\n  }\n  relu")
     residual = network.root.body[0]
-    assert isinstance(residual, Residual) and residual.shortcut is None
+    assert isinstance(residual, Merge) and residual.kind == "residual" and residual.arms[1] == []  # identity shortcut
     assert residual.in_shape == residual.out_shape == (3, 8, 8)
     assert names(network) == ["0", "1", "2"]
 
@@ -635,7 +635,8 @@ def test_residual_projects_automatically_when_the_shape_changes(main):
     assert network.params == (8 * 3 * 9 + 8) + 8 * 3 + 2 * 8
     (unit,) = network.root.body
     (residual,) = unit.body
-    assert isinstance(residual.shortcut, Module) and residual.shortcut.name == "downsample"
+    (shortcut,) = residual.arms[1]
+    assert isinstance(shortcut, Module) and shortcut.name == "downsample"
 
 
 def test_residual_projection_for_channels_only(main):
@@ -689,9 +690,9 @@ def test_inception_concatenates_channels(main):
     (inc,) = network.root.body
     assert inc.type_name == "Inception"
     (concat,) = inc.body
-    assert isinstance(concat, Concat) and len(concat.branches) == 3
-    assert [branch[-1].out_shape for branch in concat.branches] == [(4, 8, 8), (5, 8, 8), (3, 8, 8)]
-    assert all(branch[0].in_shape == (3, 8, 8) for branch in concat.branches)
+    assert isinstance(concat, Merge) and concat.kind == "inception" and len(concat.arms) == 3
+    assert [branch[-1].out_shape for branch in concat.arms] == [(4, 8, 8), (5, 8, 8), (3, 8, 8)]
+    assert all(branch[0].in_shape == (3, 8, 8) for branch in concat.arms)
 
 
 def test_inception_spatial_mismatch(main):

@@ -268,7 +268,7 @@ def test_negative_repeat_count_needs_parentheses():
 def test_residual_without_shortcut():
     (stmt,) = network_body("  residual {\n    conv(8, 3, pad=1)\n    bn\n  }")
     unit = stmt.unit
-    assert isinstance(unit, ast.Residual)
+    assert isinstance(unit, ast.Combinator) and unit.keyword == "residual"
     assert unit.shortcut is None
     assert [s.unit.name for s in unit.body] == ["conv", "bn"]
 
@@ -305,7 +305,7 @@ def test_inception_branches():
         "    maxpool(3, stride=1, pad=1)\n"
         "  }")
     unit = stmt.unit
-    assert isinstance(unit, ast.Inception)
+    assert isinstance(unit, ast.Combinator) and unit.keyword == "inception"
     assert len(unit.body) == 3
     assert unit.body[0].label.parts == ["b1"]
     assert isinstance(unit.body[1].unit, ast.Group)

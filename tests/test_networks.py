@@ -92,7 +92,7 @@ def test_training_step(net):
     if heads:
         main, aux = output
         assert len(aux) == len(heads)
-        assert [tuple(a.shape[1:]) for a in aux] == [h.head.out_shape for h in heads]
+        assert [tuple(a.shape[1:]) for a in aux] == [h.out_shape for h in heads]
         loss = main.sum() + sum(a.sum() for a in aux)
     else:
         assert isinstance(output, torch.Tensor)

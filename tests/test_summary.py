@@ -112,7 +112,7 @@ def test_summary_json_totals_are_the_cost_model_and_dtype_sets_bytes():
     got = report["totals"]
     assert got["params"] == network.params == got["trainable"]
     assert got["macs"] == totals.macs == network.macs - totals.aux_macs  # auxiliary heads run in training only
-    assert got["aux_macs"] == sum(aux.head.macs for aux in network.aux_heads) > 0
+    assert got["aux_macs"] == sum(head.macs for head in network.aux_heads) > 0
     assert got["flops"] == 2 * got["macs"]
     assert got["activation_memory"] == {"elements": totals.activations, "bytes": 2 * totals.activations}
     assert got["params_bytes"] == 2 * network.params

@@ -1,0 +1,216 @@
+"""The combinator registry: the single source of truth for every combinator keyword.
+
+A combinator (`residual { }`, `inception { }`, ...) runs chains — its *arms* — on the same input
+and joins them. Each declares, in one `CombinatorDef`: its keyword, how its body becomes arms,
+the shape rule that joins them, how it is emitted (the lines of `forward`), drawn and labelled.
+The checker builds one `graph.Merge` node of the combinator's kind; the walker
+(`netdsl/walk.py`) runs its arms; every pass reads what it needs from here. Never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .layers import LayerProblem, Shape
+from .text import shape_text
+
+
+@dataclass(frozen=True)
+class DrawSpec:
+    """How `netdsl draw` shows a merge: its arms end in a small round node showing `symbol`.
+    `styles[i]` names the style of arm i's edges into the join ("skip", "identity", "dashed",
+    "plain"); an arm without one is "identity" when empty (the input itself) and "plain" otherwise.
+    `columns`: each arm is kept in a column of its own (parallel branches). `symbol` None: the
+    arm is a side branch ending in an output of its own (an auxiliary head)."""
+
+    symbol: str | None
+    tooltip: str = ""
+    columns: bool = False
+    styles: tuple[str | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class CombinatorDef:
+    keyword: str
+    doc: str
+    # How the body becomes arms: "chain" (the body is one arm), "branches" (each layer statement or
+    # `a -> b` chain of the body is an arm) or "module" (the body is a named module, the one arm).
+    body: str
+    # The joined shape from the merge's input shape and each arm's output shape; raises LayerProblem.
+    shape: Callable[[Shape, list[Shape]], Shape]
+    # Writes the merge into `forward`: (writer, merge, input variable) -> the output variable.
+    # The writer offers fresh(name), line(text), chain(nodes, source, target), attribute(name)
+    # and owned(merge, arm) (the arm's result is a fresh tensor nobody else reads: see emit.py).
+    emit: Callable
+    label: str  # what summary and hover call it
+    type_name: str  # the module type of a labelled one (its emitted class name)
+    draw: DrawSpec
+    input_arm: int | None = None  # the input itself is this arm (dense, gate: 0)
+    shortcut: bool = False  # `keyword { body } shortcut stmt` gives a second arm
+    project: bool = False  # without a shortcut, the second arm is the identity, or a projection to the body's shape
+    root_only: bool = False  # allowed only in the network's own body
+    training_output: bool = False  # its arm's result is an extra output of the model in training
+    passthrough: bool = False  # its output is its input (the arm is a side computation)
+    fresh_output: bool = True  # its result is a new tensor whose backward reads neither it nor its arms'
+    size_label: str = ""  # how the valid-input analysis names it ("concat"); default the keyword
+
+    @property
+    def limit_name(self) -> str:
+        return self.size_label or self.keyword
+
+
+COMBINATORS: dict[str, CombinatorDef] = {}
+
+
+def register(combinator: CombinatorDef) -> CombinatorDef:
+    COMBINATORS[combinator.keyword] = combinator
+    return combinator
+
+
+# ---- residual ---------------------------------------------------------------------------------
+
+def _residual_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+    body, shortcut = arms
+    if shortcut != body:
+        raise LayerProblem(
+            f"residual add: the body gives {shape_text(body)} but the shortcut gives {shape_text(shortcut)}",
+            hint="make the shortcut produce the body's shape, e.g. 'shortcut { conv(C, 1, stride=S, bias=false) bn }'")
+    return body
+
+
+def _residual_emit(writer, merge, source: str) -> str:
+    body, shortcut = merge.arms
+    out = writer.fresh("out")
+    result = writer.chain(body, source, out)
+    identity = writer.chain(shortcut, source, writer.fresh("identity")) if shortcut else source
+    if writer.owned(merge, 0) and result == out:  # NOTE: [In-place activations] in emit.py
+        writer.line(f"{out} += {identity}")
+    else:
+        writer.line(f"{out} = {result} + {identity}")
+    return out
+
+
+register(CombinatorDef(
+    keyword="residual", doc="body(x) + shortcut(x); the shortcut is the identity, or a generated 1x1 "
+                            "projection with batch norm when the body changes the shape (torchvision's downsample)",
+    body="chain", shape=_residual_shape, emit=_residual_emit, label="residual", type_name="Residual",
+    draw=DrawSpec("+", "residual add", styles=(None, "skip")), shortcut=True, project=True,
+))
+
+
+# ---- concatenation ----------------------------------------------------------------------------
+
+def _inception_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+    first = arms[0]
+    for index, shape in enumerate(arms):
+        if len(shape) != 3 or shape[1:] != first[1:]:
+            raise LayerProblem(
+                f"inception branches disagree on spatial size: branch 1 gives {shape_text(first)}, "
+                f"branch {index + 1} gives {shape_text(shape)}",
+                hint="concatenation needs equal height and width; adjust stride or padding")
+    return (sum(shape[0] for shape in arms),) + first[1:]
+
+
+def _dense_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+    _, body = arms
+    if len(in_shape) != 3 or len(body) != 3 or body[1:] != in_shape[1:]:
+        raise LayerProblem(
+            f"dense: the body turns {shape_text(in_shape)} into {shape_text(body)}, but concatenation with the "
+            "input needs the same height and width", hint="keep stride 1 and 'same' padding inside a dense body")
+    return (in_shape[0] + body[0],) + in_shape[1:]
+
+
+def _arm_results(writer, merge, source: str) -> list[str]:
+    return [writer.chain(arm, source, writer.fresh(f"branch{index + 1}")) for index, arm in enumerate(merge.arms)]
+
+
+def _concat_emit(writer, merge, source: str) -> str:
+    branches = _arm_results(writer, merge, source)
+    out = writer.fresh("out")
+    writer.line(f"{out} = torch.cat([{', '.join(branches)}], 1)")
+    return out
+
+
+_CONCAT_DRAWING = DrawSpec("‖", "concatenate channels", columns=True)
+
+register(CombinatorDef(
+    keyword="inception", doc="each statement of the body is a branch from the input; their outputs are "
+                             "concatenated on channels",
+    body="branches", shape=_inception_shape, emit=_concat_emit, label="concat", type_name="Inception",
+    draw=_CONCAT_DRAWING, size_label="concat",
+))
+register(CombinatorDef(
+    keyword="dense", doc="the input concatenated on channels with body(input) (DenseNet)",
+    body="chain", shape=_dense_shape, emit=_concat_emit, label="dense", type_name="Dense",
+    draw=_CONCAT_DRAWING, input_arm=0, size_label="concat",
+))
+
+
+# ---- sum --------------------------------------------------------------------------------------
+
+def _add_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+    first = arms[0]
+    for index, shape in enumerate(arms):
+        if shape != first:
+            raise LayerProblem(f"add: branch 1 gives {shape_text(first)} but branch {index + 1} gives "
+                               f"{shape_text(shape)}", hint="summed branches need identical shapes")
+    return first
+
+
+def _add_emit(writer, merge, source: str) -> str:
+    terms = _arm_results(writer, merge, source)
+    out = writer.fresh("out")
+    writer.line(f"{out} = {' + '.join(terms)}")
+    return out
+
+
+register(CombinatorDef(
+    keyword="add", doc="each statement of the body is a branch (from the input, or from a named tensor); "
+                       "their outputs are summed element-wise",
+    body="branches", shape=_add_shape, emit=_add_emit, label="add", type_name="Add",
+    draw=DrawSpec("+", "sum", columns=True),
+))
+
+
+# ---- gate -------------------------------------------------------------------------------------
+
+def _gate_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+    _, body = arms
+    if body != in_shape and not (len(in_shape) == 3 and body == (in_shape[0], 1, 1)):
+        expected = shape_text((in_shape[0], 1, 1)) if len(in_shape) == 3 else shape_text(in_shape)
+        raise LayerProblem(
+            f"gate: the body gives {shape_text(body)}, but multiplying the input {shape_text(in_shape)} needs "
+            f"{expected} or {shape_text(in_shape)}",
+            hint="end the body with as many channels as its input, e.g. conv(in.channels, 1)")
+    return in_shape
+
+
+def _gate_emit(writer, merge, source: str) -> str:
+    scale = writer.chain(merge.arms[1], source, writer.fresh("scale"))
+    out = writer.fresh("out")
+    writer.line(f"{out} = {source} * {scale}")
+    return out
+
+
+register(CombinatorDef(
+    keyword="gate", doc="the input multiplied by body(input), broadcast over space (squeeze-and-excitation)",
+    body="chain", shape=_gate_shape, emit=_gate_emit, label="gate", type_name="Gate",
+    draw=DrawSpec("×", "input × gate", styles=("plain", "dashed")), input_arm=0, fresh_output=False,
+))
+
+
+# ---- auxiliary head ---------------------------------------------------------------------------
+
+def _aux_emit(writer, merge, source: str) -> str:
+    (head,) = merge.arms[0]
+    writer.line("if self.training:")
+    writer.line(f"    aux.append({writer.attribute(head.name)}({source}))")
+    return source
+
+
+register(CombinatorDef(
+    keyword="aux", doc="an auxiliary head on the current tensor: an extra output in training (GoogLeNet)",
+    body="module", shape=lambda in_shape, arms: in_shape, emit=_aux_emit, label="aux head", type_name="Sequential",
+    draw=DrawSpec(None), root_only=True, training_output=True, passthrough=True, fresh_output=False,
+))

@@ -1,0 +1,505 @@
+"""Elaboration: a block or network body (`ast` statements) and the incoming shape → graph nodes.
+
+Runs statements in order with the current tensor's shape in hand: `let`, `assert`, loops and
+conditionals, layer calls (arguments bound by the op's `LayerDef.bind`), block instantiation
+with its tensor arguments, groups and repetitions, named tensors, and combinators (arms built
+as `COMBINATORS[keyword]` says and joined by its shape rule). Each module's children are named
+by `Scope`; every node gets its shapes, parameters and MACs. `check.py` drives it per network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from . import ast
+from .combinators import COMBINATORS, CombinatorDef
+from .errors import Frame, NameError_, ParameterError, ShapeError, Span, TypeError_, did_you_mean, span_text
+from .evaluate import Env, Evaluator
+from .graph import From, Layer, Merge, Module, Shape, Tap, Wire
+from .layers import REGISTRY, LayerDef, LayerProblem
+from .names import check_label, unlabelled
+from .parse import keywords
+from .text import shape_text
+from .values import BlockRef, OpRef, article, show, type_name
+
+PROBLEM_ERRORS = {"shape": ShapeError, "param": ParameterError, "type": TypeError_}  # LayerProblem.kind → error
+
+
+@dataclass
+class Scope:
+    """The namespace of one module under construction: its children's names."""
+
+    path: str  # dotted module path, for messages
+    names: dict[str, Span] = field(default_factory=dict)
+    stateless: dict[str, tuple] = field(default_factory=dict)  # reusable name -> (op, args)
+    wires: dict[str, Wire] = field(default_factory=dict)  # tensors named in this module's forward
+
+    def claim(self, label: str | None, span: Span, reuse_key: tuple | None = None) -> tuple[str, bool]:
+        """The child's name, and whether it reuses an existing parameter-free module."""
+        name = label if label is not None else unlabelled(len(self.names))
+        if name in self.names:
+            if reuse_key is not None and self.stateless.get(name) == reuse_key:
+                return name, True
+            raise NameError_(
+                f"duplicate name '{name}' in module '{self.path or '<root>'}' "
+                f"(first used at line {self.names[name].line})",
+                span, hint="only a parameter-free layer with the same arguments may be reused by name",
+            )
+        self.names[name] = span
+        if reuse_key is not None:
+            self.stateless[name] = reuse_key
+        return name, False
+
+    def child_path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+
+@dataclass
+class Flow:
+    """A dataflow chain under construction: its nodes and the current shape."""
+
+    shape: Shape
+    nodes: list = field(default_factory=list)
+
+
+@dataclass
+class Branches:
+    """Inside `inception`: every layer statement starts a new chain from the same input."""
+
+    in_shape: Shape
+    flows: list[Flow] = field(default_factory=list)
+
+
+
+
+class Elaborator(Evaluator):
+    """Turns statements into graph nodes; `check.Checker` adds the network around them."""
+
+    def __init__(self, program, limits, replay: list | None = None):
+        super().__init__(program, limits)
+        self.layer_count = 0
+        self.steps = 0
+        self.globals = Env()
+        self.label_span: Span | None = None  # the label of the layer statement being evaluated
+        self.wire_count = 0
+        self.root_flow: Flow | None = None  # the network's own chain: where root-only combinators may go
+        self.shortcuts: list = []  # each generated residual shortcut, in order: "identity" or a stride
+        self.replay: list = list(replay or [])  # the same, from the declared size, when checking at another
+
+    def module(self, name: str, kind: str, type_name_: str, flow: Flow, in_shape: Shape, span: Span) -> Module:
+        module = Module(name=name, kind=kind, type_name=type_name_, body=flow.nodes,
+                        in_shape=in_shape, out_shape=flow.shape, span=span, trace=tuple(self.trace))
+        for child in module.children():
+            module.params += child.params
+            module.macs += child.macs
+        return module
+
+    # ---- statements ------------------------------------------------------------------------
+    def run(self, stmts: list[ast.Stmt], env: Env, scope: Scope, flow: Flow | None,
+            branches: Branches | None = None) -> None:
+        for stmt in stmts:
+            self.statement(stmt, env, scope, flow, branches)
+
+    def tick(self, span: Span) -> None:
+        """One unit of work; a small file must not be able to make the checker run for ever."""
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise self.error(ParameterError, f"the network takes more than {self.limits.steps:,} evaluation steps "
+                             "to build", span, "look for a loop or a recursive block that does not terminate soon")
+
+    def statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
+                  branches: Branches | None = None) -> None:
+        self.tick(stmt.span)
+        outer, self.scope = self.scope, scope  # expressions may name the scope's tensors
+        try:
+            getattr(self, f"stmt_{type(stmt).__name__}")(stmt, env, scope, flow, branches)
+        finally:
+            self.scope = outer
+
+
+    def stmt_Tap(self, stmt: ast.Tap, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        if flow is None:
+            raise self.error(ShapeError, f"'tap {stmt.name}' cannot stand alone as a branch", stmt.span,
+                             "tap before the inception/add, or inside a chain's block")
+        if stmt.name in keywords():
+            raise self.error(NameError_, f"'{stmt.name}' is a reserved word and cannot be used as a name",
+                             stmt.span)
+        self.wire_count += 1
+        wire = Wire(stmt.name, flow.shape, self.wire_count)
+        scope.wires[stmt.name] = wire
+        flow.nodes.append(Tap(wire=wire, in_shape=flow.shape, out_shape=flow.shape, span=stmt.span))
+
+    def stmt_Let(self, stmt: ast.Let, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        env.define(stmt.name, self.eval(stmt.value, env), stmt.span)
+
+    def stmt_Assert(self, stmt: ast.Assert, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        test = self.eval(stmt.test, env)
+        if not isinstance(test, bool):
+            raise self.error(TypeError_, f"assert expects a condition, got {type_name(test)} {show(test)}",
+                             stmt.test.span)
+        if not test:
+            failed = span_text(stmt.test.span) or "condition"
+            raise self.error(ParameterError, stmt.message or f"assertion failed: {failed}", stmt.span)
+
+    def stmt_For(self, stmt: ast.For, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        items = self.eval(stmt.iterable, env)
+        if isinstance(items, dict):
+            items = tuple(items.items())
+        if not isinstance(items, tuple):
+            raise self.error(TypeError_, f"for expects a list, got {type_name(items)} {show(items)}",
+                             stmt.iterable.span, "use range(n) to count")
+        for item in items:
+            self.tick(stmt.span)
+            inner = Env(env)
+            self.bind_targets(stmt, item, inner)
+            self.run(stmt.body, inner, scope, flow, branches)
+
+    def stmt_If(self, stmt: ast.If, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        for test_expr, body in stmt.branches:
+            test = self.eval(test_expr, env)
+            if not isinstance(test, bool):
+                raise self.error(TypeError_, f"if expects a condition, got {type_name(test)} {show(test)}",
+                                 test_expr.span)
+            if test:
+                self.run(body, Env(env), scope, flow, branches)
+                return
+        if stmt.orelse is not None:
+            self.run(stmt.orelse, Env(env), scope, flow, branches)
+
+    def stmt_InputStmt(self, stmt: ast.InputStmt, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        raise self.error(ShapeError, "'input' belongs at the start of a network", stmt.span,
+                         "blocks receive their input from the caller; read its shape with in.channels")
+
+    def stmt_LayerStmt(self, stmt: ast.LayerStmt | ast.Chain, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
+        if branches is not None:  # inside a branches-combinator: every layer statement or chain is a branch
+            flow = Flow(branches.in_shape)
+            branches.flows.append(flow)
+        for layer_stmt in stmt.stmts if isinstance(stmt, ast.Chain) else [stmt]:
+            self.layer_statement(layer_stmt, env, scope, flow)
+
+    stmt_Chain = stmt_LayerStmt
+
+    def bind_targets(self, stmt: ast.For, item, env: Env) -> None:
+        if len(stmt.targets) == 1:
+            env.define(stmt.targets[0], item, stmt.span)
+            return
+        if not isinstance(item, tuple) or len(item) != len(stmt.targets):
+            raise self.error(TypeError_, f"cannot unpack {show(item)} into {len(stmt.targets)} names "
+                             f"({', '.join(stmt.targets)})", stmt.span)
+        for target, value in zip(stmt.targets, item):
+            env.define(target, value, stmt.span)
+
+    def layer_statement(self, stmt: ast.LayerStmt, env: Env, scope: Scope, flow: Flow,
+                        default_label: str | None = None) -> None:
+        label = self.label(stmt.label, env) if stmt.label is not None else default_label
+        self.label_span = stmt.label.span if stmt.label is not None else None
+        if stmt.repeat is None:
+            self.unit(stmt.unit, label, env, scope, flow)
+            return
+        count = self.eval(stmt.repeat, env)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise self.error(TypeError_, f"repeat count must be a non-negative integer, got {show(count)}",
+                             stmt.repeat.span)
+        if count > self.limits.repeat:
+            raise self.error(ParameterError, f"repeat count {count} exceeds the limit of {self.limits.repeat}",
+                             stmt.repeat.span)
+        if label is None:
+            for _ in range(count):
+                self.tick(stmt.span)
+                self.unit(stmt.unit, None, env, scope, flow)
+            return
+        name, _ = scope.claim(label, self.label_span or stmt.span)
+        inner_scope, inner = Scope(scope.child_path(name)), Flow(flow.shape)
+        for _ in range(count):
+            self.tick(stmt.span)
+            self.unit(stmt.unit, None, env, inner_scope, inner)
+        self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, stmt.span))
+
+    def label(self, label: ast.Label, env: Env) -> str:
+        parts = []
+        for part in label.parts:
+            if isinstance(part, str):
+                parts.append(part)
+                continue
+            value = self.eval(part, env)
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                raise self.error(TypeError_, f"label templates take integers or strings, got {show(value)}",
+                                 label.span)
+            parts.append(str(value))
+        return check_label("".join(parts), label.span)
+
+    def append(self, flow: Flow, node) -> None:
+        flow.nodes.append(node)
+        flow.shape = node.out_shape
+
+    # ---- units -----------------------------------------------------------------------------
+    def unit(self, unit: ast.Unit, label: str | None, env: Env, scope: Scope, flow: Flow) -> None:
+        label_span = self.label_span if label is not None else None
+        self.label_span = None  # consumed: nested statements set their own
+        getattr(self, f"unit_{type(unit).__name__}")(unit, label, label_span, env, scope, flow)
+
+    def unit_Call(self, unit: ast.Call, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
+        self.call(unit, label, env, scope, flow, label_span)
+
+    def unit_Group(self, unit: ast.Group, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
+        name, _ = scope.claim(label, label_span or unit.span)
+        inner = Flow(flow.shape)
+        self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
+        self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
+
+    def unit_From(self, unit: ast.From, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
+        if label is not None:
+            raise self.error(TypeError_, "'from' selects a tensor and takes no label", label_span or unit.span)
+        wire = self.wire(unit.name, scope, unit.span)
+        flow.nodes.append(From(wire=wire, in_shape=flow.shape, out_shape=wire.shape, span=unit.span))
+        flow.shape = wire.shape
+
+    def unit_Combinator(self, unit: ast.Combinator, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
+        entry = COMBINATORS[unit.keyword]
+        if unit.shortcut is not None and not entry.shortcut:
+            raise self.error(TypeError_, f"'{unit.keyword}' takes no shortcut", unit.shortcut.span,
+                             "only " + " and ".join(f"'{c.keyword}'" for c in COMBINATORS.values() if c.shortcut)
+                             + " take one")
+        if entry.root_only and flow is not self.root_flow:
+            raise self.error(ShapeError, f"{entry.label}s belong in the network's own body", unit.span,
+                             f"move '{unit.keyword} {{ ... }}' out of blocks, groups and combinators")
+        if entry.body == "module":  # the body is a named module of its own: the merge's one arm
+            name, _ = scope.claim(label, label_span or unit.span)
+            inner = Flow(flow.shape)
+            self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
+            self.join(entry, unit, [Flow(inner.shape, [self.module(name, "sequential", "Sequential", inner,
+                                                                    flow.shape, unit.span)])], flow)
+        elif label is None:  # transparent: its layers belong to the enclosing module
+            self.merge(entry, unit, env, scope, flow)
+        else:
+            name, _ = scope.claim(label, label_span or unit.span)
+            inner = Flow(flow.shape)
+            self.merge(entry, unit, env, Scope(scope.child_path(name)), inner)
+            self.append(flow, self.module(name, "block", entry.type_name, inner, flow.shape, unit.span))
+
+    def merge(self, entry: CombinatorDef, unit: ast.Combinator, env: Env, scope: Scope, flow: Flow) -> None:
+        """Builds the combinator's arms from the merge's input and joins them."""
+        in_shape = flow.shape
+        if entry.body == "branches":  # every layer statement or chain of the body is an arm
+            collected = Branches(in_shape)
+            self.run(unit.body, Env(env), scope, None, collected)
+            if not collected.flows:
+                raise self.error(ShapeError, f"{unit.keyword} needs at least one branch", unit.span)
+            arms = collected.flows
+        else:
+            body = Flow(in_shape)
+            self.run(unit.body, Env(env), scope, body)
+            arms = [body]
+        if entry.input_arm is not None:
+            arms.insert(entry.input_arm, Flow(in_shape))
+        if unit.shortcut is not None:
+            side = Flow(in_shape)
+            self.layer_statement(unit.shortcut, Env(env), scope, side, default_label="downsample")
+            arms.append(side)
+        elif entry.project:
+            projection, shape = self.generated_shortcut(in_shape, arms[0].shape, scope, unit.span)
+            arms.append(Flow(shape, [projection] if projection is not None else []))
+        elif entry.shortcut:
+            arms.append(Flow(in_shape))
+        self.join(entry, unit, arms, flow)
+
+    def join(self, entry: CombinatorDef, unit: ast.Combinator, arms: list[Flow], flow: Flow) -> None:
+        try:
+            out_shape = entry.shape(flow.shape, [arm.shape for arm in arms])
+        except LayerProblem as problem:
+            raise self.error(PROBLEM_ERRORS[problem.kind], problem.message, unit.span, problem.hint) from None
+        self.check_size(out_shape, unit.span)
+        self.append(flow, Merge(unit.keyword, [arm.nodes for arm in arms], flow.shape, out_shape, unit.span))
+
+    def wire(self, name: str, scope: Scope, span: Span) -> Wire:
+        wire = scope.wires.get(name)
+        if wire is None:
+            raise self.error(NameError_, f"no tensor named '{name}' in module '{scope.path or '<root>'}'", span,
+                             did_you_mean(name, scope.wires) or "name the current tensor with 'tap NAME' first; "
+                             "a block sees another module's tensors only when they are passed as arguments")
+        return wire
+
+    def generated_shortcut(self, in_shape: Shape, out_shape: Shape, scope: Scope,
+                           span: Span) -> tuple[Module | None, Shape]:
+        """A residual without `shortcut`: the identity, or a projection when the body changes the shape.
+        Checked at another input size, it keeps what it had at the declared size (`replay`)."""
+        kept = self.replay.pop(0) if self.replay else None
+        if kept == "identity" or (kept is None and out_shape == in_shape):
+            self.shortcuts.append("identity")
+            return None, in_shape
+        module = self.projection(in_shape, out_shape, scope, span, stride=kept)
+        self.shortcuts.append(module.body[0].args["stride"])
+        return module, module.out_shape
+
+    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span, stride=None) -> Module:
+        """torchvision's `downsample`: a strided 1×1 conv and batch norm matching the body's shape
+        (with `stride` given, that stride, whatever shape it gives)."""
+        explain = (f"residual add: the body changes the shape from {shape_text(in_shape)} to "
+                   f"{shape_text(out_shape)} and no projection can match it")
+        if len(in_shape) != 3 or len(out_shape) != 3:
+            raise self.error(ShapeError, explain, span, "a residual body must keep [channels, height, width] form")
+        if stride is None:
+            strides = []
+            for size, target in zip(in_shape[1:], out_shape[1:]):
+                found = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
+                if found is None:
+                    raise self.error(ShapeError, explain, span,
+                                     "the spatial size may only shrink by striding; give the shortcut explicitly")
+                strides.append(found)
+            stride = strides[0] if strides[0] == strides[1] else tuple(strides)
+        if "downsample" in scope.names:
+            raise self.error(NameError_, f"module '{scope.path or '<root>'}' already has a 'downsample'; this "
+                             "residual needs a generated projection of the same name", span,
+                             "label the residual ('name: residual { ... }') so its projection gets its own module, "
+                             "or give it an explicit 'shortcut name: { ... }'")
+        name, _ = scope.claim("downsample", span)
+        inner_scope, inner = Scope(scope.child_path(name)), Flow(in_shape)
+        conv, bn = REGISTRY["conv"], REGISTRY["bn"]
+        self.layer(conv, conv.bind(out=out_shape[0], kernel=1, stride=stride, bias=False), None, inner_scope, inner, span)
+        self.layer(bn, bn.bind(), None, inner_scope, inner, span)
+        return self.module(name, "sequential", "Sequential", inner, in_shape, span)
+
+    # ---- calls -----------------------------------------------------------------------------
+    def call(self, call: ast.Call, label: str | None, env: Env, scope: Scope, flow: Flow,
+             label_span: Span | None = None) -> None:
+        target = self.callee(call.name, env, call.name_span)
+        if isinstance(target, OpRef):
+            op = REGISTRY[target.name]
+            args, arg_spans = self.bind_op(op, call, env)
+            self.layer(op, args, label, scope, flow, call.span, arg_spans, label_span)
+        elif isinstance(target, BlockRef):
+            name, _ = scope.claim(label, label_span or call.span)
+            self.instantiate(target.decl, call, env, name, scope, flow)
+        else:
+            raise self.error(TypeError_, f"'{call.name}' is {article(type_name(target))} ({show(target)}), "
+                             "not a layer or block", call.name_span)
+
+    def callee(self, name: str, env: Env, span: Span):
+        try:
+            return env.lookup(name)
+        except KeyError:
+            pass
+        decl = self.program.decls.get(name)
+        if isinstance(decl, ast.BlockDef):
+            return BlockRef(decl)
+        if isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
+            raise self.error(TypeError_, f"'{name}' is a network and cannot be used as a layer", span,
+                             "turn the reusable part into a block")
+        if name in REGISTRY:
+            return OpRef(name)
+        candidates = set(REGISTRY) | {d.name for d in self.program.decls.values() if isinstance(d, ast.BlockDef)}
+        candidates |= {n for n in env.names() if isinstance(env.lookup(n), (BlockRef, OpRef))}
+        raise self.error(NameError_, f"unknown layer or block '{name}'", span,
+                         did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
+
+    def layer(self, op: LayerDef, args: dict, label: str | None, scope: Scope, flow: Flow, span: Span,
+              arg_spans: dict | None = None, label_span: Span | None = None) -> None:
+        in_shape = flow.shape
+        try:
+            out_shape = op.shape(in_shape, args)
+        except LayerProblem as problem:
+            cls = ParameterError if problem.kind == "param" else ShapeError
+            where = (arg_spans or {}).get(problem.param, span)
+            raise self.error(cls, problem.message, where, problem.hint) from None
+        self.check_size(out_shape, span)
+        self.layer_count += 1
+        if self.layer_count > self.limits.layers:
+            raise self.error(ParameterError, f"more than {self.limits.layers} layers", span)
+        params = op.count(in_shape, args)
+        # the same constructor call: a parameter-free module that can serve every use (like torchvision's `relu`)
+        reuse_key = (op.name, repr(op.torch(in_shape, args))) if params == 0 and label else None
+        name, shared = scope.claim(label, label_span or span, reuse_key)
+        self.append(flow, Layer(
+            name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
+            params=params, macs=op.macs(in_shape, out_shape, args),
+            span=span, trace=tuple(self.trace), shared=shared,
+        ))
+
+    def check_size(self, shape: Shape, span: Span) -> None:
+        if math.prod(shape) > self.limits.elements:
+            raise self.error(ShapeError, f"tensor {shape_text(shape)} has {math.prod(shape)} elements per sample, "
+                             f"more than the limit of {self.limits.elements}", span)
+
+    def match_arguments(self, call: ast.Call, names: list[str], what: str, env: Env, too_many: str,
+                        hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
+        """Pairs a call's arguments with parameter `names`: {name: (value, span of the value)}."""
+        aliases = aliases or {}
+        given: dict[str, tuple[object, Span]] = {}
+        positional_done = False
+        for index, arg in enumerate(call.args):
+            if arg.name is None:
+                if positional_done:
+                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
+                if index >= len(names):
+                    raise self.error(TypeError_, too_many, arg.span)
+                key = names[index]
+            else:
+                positional_done = True
+                key = aliases.get(arg.name, arg.name)
+                if key not in names:
+                    raise self.error(NameError_, f"{what} has no parameter '{arg.name}'", arg.span,
+                                     did_you_mean(arg.name, names + list(aliases)) or hint)
+            if key in given:
+                raise self.error(TypeError_, f"{what} got '{key}' twice", arg.span)
+            given[key] = (self.eval(arg.value, env), arg.value.span)
+        return given
+
+    def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> tuple[dict, dict]:
+        names = [p.name for p in op.params]
+        given = self.match_arguments(
+            call, names, op.name, env,
+            too_many=f"{op.name} takes at most {len(names)} positional arguments ({', '.join(names)}), "
+                     f"got {len(call.args)}",
+            hint=f"{op.name} takes: {', '.join(names)}" if names else f"{op.name} takes no arguments",
+            aliases=op.aliases(),
+        )
+        spans = {key: span for key, (_, span) in given.items()}
+        try:
+            return op.bind({key: value for key, (value, _) in given.items()}), spans
+        except LayerProblem as problem:
+            raise self.error(PROBLEM_ERRORS[problem.kind], problem.message, spans.get(problem.param, call.span),
+                             problem.hint) from None
+
+    def instantiate(self, decl: ast.BlockDef, call: ast.Call, caller: Env, name: str, scope: Scope,
+                    flow: Flow) -> None:
+        if len(self.trace) >= self.limits.block_depth:
+            raise self.error(ParameterError, f"blocks nested more than {self.limits.block_depth} deep "
+                             f"(does '{decl.name}' call itself?)", call.span)
+        env = Env(self.globals, input_shape=flow.shape)
+        params = [p.name for p in decl.params]
+        given = self.match_arguments(
+            call, params, f"block '{decl.name}'", caller,
+            too_many=f"block '{decl.name}' takes {len(params)} arguments ({', '.join(params)}), got {len(call.args)}",
+            hint=f"its parameters are: {', '.join(params) or 'none'}",
+        )
+        path = scope.child_path(name)
+        self.trace.append(Frame(decl.name, decl.span, call.span, path))
+        try:
+            for param in decl.params:
+                if param.name in given:
+                    value = given[param.name][0]
+                elif param.default is not None:
+                    value = self.eval(param.default, env)
+                else:
+                    raise self.error(TypeError_, f"block '{decl.name}' is missing its '{param.name}' argument",
+                                     call.span, f"{decl.name}({', '.join(params)})")
+                env.define(param.name, value, param.span)
+            inner, block_scope = Flow(flow.shape), Scope(path)
+            inputs, parameters = [], []
+            for param in decl.params:  # tensors passed in become the block's own named tensors
+                value = env.values[param.name]
+                if isinstance(value, Wire):
+                    self.wire_count += 1
+                    local = Wire(param.name, value.shape, self.wire_count)
+                    block_scope.wires[param.name] = local
+                    env.values[param.name] = local
+                    inputs.append(value)
+                    parameters.append(local)
+            self.run(decl.body, Env(env), block_scope, inner)
+            module = self.module(name, "block", decl.name, inner, flow.shape, call.span)
+            module.inputs, module.parameters = tuple(inputs), tuple(parameters)
+        finally:
+            self.trace.pop()
+        self.append(flow, module)
+

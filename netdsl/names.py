@@ -1,0 +1,71 @@
+"""Naming rules shared by the checker and the emitter: which labels may name a module, and how
+generated Python names are made safe and unique (in the spirit of torch.fx's `_Namespace`)."""
+
+from __future__ import annotations
+
+import keyword
+import re
+
+from .errors import NameError_, Span
+
+# Names a module attribute must not take: Python keywords and nn.Module's own members.
+MODULE_MEMBERS = frozenset("""
+forward training parameters buffers children modules state_dict load_state_dict train eval to
+cuda cpu xpu ipu mtia type float double half bfloat16 apply register_buffer register_parameter
+add_module register_module named_modules named_parameters named_buffers named_children zero_grad
+requires_grad_ extra_repr get_submodule set_submodule get_parameter get_buffer get_extra_state
+set_extra_state share_memory compile dump_patches call_super_init to_empty
+register_forward_hook register_forward_pre_hook register_backward_hook
+register_full_backward_hook register_full_backward_pre_hook register_state_dict_pre_hook
+register_state_dict_post_hook register_load_state_dict_pre_hook register_load_state_dict_post_hook
+""".split())
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def check_label(name: str, span: Span) -> str:
+    """`name` if it may name a module attribute, else a located `NameError_`."""
+    if not _IDENTIFIER.match(name):
+        raise NameError_(f"invalid layer name '{name}'", span,
+                         hint="names are letters, digits and '_', not starting with a digit")
+    if keyword.iskeyword(name) or name in MODULE_MEMBERS or name.startswith("__"):
+        raise NameError_(f"'{name}' cannot name a layer: it is reserved by Python or torch.nn.Module",
+                         span, hint=f"use '{name}_' or another name")
+    return name
+
+
+def unlabelled(position: int) -> str:
+    """The name of an unlabelled child: its position among the module's children."""
+    return str(position)
+
+
+def attribute(name: str) -> str:
+    """The Python expression for child `name` of `self` (a numbered child is no identifier)."""
+    return f"self.{name}" if name.isidentifier() else f'getattr(self, "{int(name)}")'
+
+
+class Namespace:
+    """Unique, safe Python names: `fresh("out")` gives out, out2, out3, ...; a base ending in a
+    digit gets a separator (branch1, branch1_2); keywords get a trailing underscore."""
+
+    def __init__(self, taken=()):
+        self.taken: set[str] = set(taken)
+
+    def fresh(self, base: str) -> str:
+        if keyword.iskeyword(base):
+            base += "_"
+        name, counter = base, 1
+        while name in self.taken:
+            counter += 1
+            name = f"{base}_{counter}" if base[-1].isdigit() else f"{base}{counter}"
+        self.taken.add(name)
+        return name
+
+
+def class_name(type_name: str) -> str:
+    """A block's name as a Python class name: `bottleneck` → `Bottleneck`, `mb_conv` → `MbConv`."""
+    name = "".join(part[:1].upper() + part[1:] for part in type_name.split("_") if part) or "Block"
+    if not name[0].isalpha():
+        name = f"Net{name}"
+    if name in {"Tensor", "OrderedDict", "Optional", "List"} or keyword.iskeyword(name):
+        name += "_"
+    return name
