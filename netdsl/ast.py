@@ -77,6 +77,16 @@ class Cond(Expr):
     orelse: Expr
 
 
+class Comprehension(Expr):
+    """`[element for a, b in iterable if condition]`, or `{key: element for ...}` when `key` is set."""
+
+    element: Expr
+    key: Expr | None
+    targets: list[str]
+    iterable: Expr
+    condition: Expr | None
+
+
 class Arg(Node):
     name: str | None  # None for a positional argument
     value: Expr
@@ -125,7 +135,8 @@ class If(Stmt):
 
 class Assert(Stmt):
     test: Expr
-    message: str | None
+    message: str | None  # as written
+    parts: list[Union[str, Expr]] | None = None  # the message's literal text and `{expr}` parts, as a label template
 
 
 class Unit(Node):

@@ -79,7 +79,6 @@ class Elaborator(Evaluator):
     def __init__(self, program, limits, replay: list | None = None):
         super().__init__(program, limits)
         self.layer_count = 0
-        self.steps = 0
         self.globals = Env()
         self.label_span: Span | None = None  # the label of the layer statement being evaluated
         self.wire_count = 0
@@ -100,13 +99,6 @@ class Elaborator(Evaluator):
             branches: Branches | None = None) -> None:
         for stmt in stmts:
             self.statement(stmt, env, scope, flow, branches)
-
-    def tick(self, span: Span) -> None:
-        """One unit of work; a small file must not be able to make the checker run for ever."""
-        self.steps += 1
-        if self.steps > self.limits.steps:
-            raise self.error(ParameterError, f"the network takes more than {self.limits.steps:,} evaluation steps "
-                             "to build", span, "look for a loop or a recursive block that does not terminate soon")
 
     def statement(self, stmt: ast.Stmt, env: Env, scope: Scope, flow: Flow | None,
                   branches: Branches | None = None) -> None:
@@ -140,19 +132,19 @@ class Elaborator(Evaluator):
                              stmt.test.span)
         if not test:
             failed = span_text(stmt.test.span) or "condition"
-            raise self.error(ParameterError, stmt.message or f"assertion failed: {failed}", stmt.span)
+            message = "".join(part if isinstance(part, str) else self.message_part(part, env)
+                              for part in stmt.parts) if stmt.parts is not None else None
+            raise self.error(ParameterError, message or f"assertion failed: {failed}", stmt.span)
+
+    def message_part(self, part: ast.Expr, env: Env) -> str:
+        value = self.eval(part, env)
+        return value if isinstance(value, str) else show(value)
 
     def stmt_For(self, stmt: ast.For, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
-        items = self.eval(stmt.iterable, env)
-        if isinstance(items, dict):
-            items = tuple(items.items())
-        if not isinstance(items, tuple):
-            raise self.error(TypeError_, f"for expects a list, got {type_name(items)} {show(items)}",
-                             stmt.iterable.span, "use range(n) to count")
-        for item in items:
+        for item in self.items(stmt.iterable, env, "for"):
             self.tick(stmt.span)
             inner = Env(env)
-            self.bind_targets(stmt, item, inner)
+            self.bind_targets(stmt.targets, item, inner, stmt.span)
             self.run(stmt.body, inner, scope, flow, branches)
 
     def stmt_If(self, stmt: ast.If, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
@@ -179,16 +171,6 @@ class Elaborator(Evaluator):
             self.layer_statement(layer_stmt, env, scope, flow)
 
     stmt_Chain = stmt_LayerStmt
-
-    def bind_targets(self, stmt: ast.For, item, env: Env) -> None:
-        if len(stmt.targets) == 1:
-            env.define(stmt.targets[0], item, stmt.span)
-            return
-        if not isinstance(item, tuple) or len(item) != len(stmt.targets):
-            raise self.error(TypeError_, f"cannot unpack {show(item)} into {len(stmt.targets)} names "
-                             f"({', '.join(stmt.targets)})", stmt.span)
-        for target, value in zip(stmt.targets, item):
-            env.define(target, value, stmt.span)
 
     def layer_statement(self, stmt: ast.LayerStmt, env: Env, scope: Scope, flow: Flow,
                         default_label: str | None = None) -> None:

@@ -20,7 +20,7 @@ from .combinators import COMBINATORS
 from .fileio import write_atomically
 from .graph import Layer, Merge, Module, Network, Node, Tap, From
 from .layers import REGISTRY
-from .names import Namespace, attribute, class_name
+from .names import Namespace, attribute, class_name, is_attribute, string
 from .text import shape_text
 from .walk import Interpreter
 
@@ -157,7 +157,7 @@ class _SourceWriter:
                 index += run
         else:
             self.uses_ordered_dict = True
-            items = [f'("{c.name}", {self.child_expr(module, c, depth + 2)})' for c in children]
+            items = [f"({string(c.name)}, {self.child_expr(module, c, depth + 2)})" for c in children]
             items = ["OrderedDict([", *[f"{INDENT}{item}," for item in items], "])"]
             return "nn.Sequential(\n" + "\n".join(pad + line for line in items) + "\n" + INDENT * depth + ")"
         if not items:
@@ -169,10 +169,10 @@ class _SourceWriter:
         init = [f"{INDENT}def __init__(self) -> None:", f"{INDENT * 2}super().__init__()"]
         for child in module.children():
             expr = self.child_expr(module, child, depth=2)
-            if child.name.isidentifier():
+            if is_attribute(child.name):
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
             else:
-                init.append(f'{INDENT * 2}self.add_module("{int(child.name)}", {expr})')
+                init.append(f"{INDENT * 2}self.add_module({string(child.name)}, {expr})")
         forward = _Forward(self.plan, module).function()
         body = "\n".join(init) + "\n\n" + "\n".join(forward)
         name = self.classes.get(body)

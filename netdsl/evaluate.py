@@ -84,6 +84,35 @@ class Evaluator:
         self.trace: list[Frame] = []
         self.scope = None  # the checker's `Scope` whose statement is being evaluated
         self.reads_input_size: Span | None = None  # the first read of a tensor's size (in.height)
+        self.steps = 0
+
+    def tick(self, span: Span) -> None:
+        """One unit of work; a small file must not be able to make the checker run for ever."""
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise self.error(ParameterError, f"the network takes more than {self.limits.steps:,} evaluation steps "
+                             "to build", span, "look for a loop or a recursive block that does not terminate soon")
+
+    def bind_targets(self, targets: list[str], item, env: "Env", span: Span) -> None:
+        """Binds a `for`'s names to one item (several names unpack a list of that length)."""
+        if len(targets) == 1:
+            env.define(targets[0], item, span)
+            return
+        if not isinstance(item, tuple) or len(item) != len(targets):
+            raise self.error(TypeError_, f"cannot unpack {show(item)} into {len(targets)} names "
+                             f"({', '.join(targets)})", span)
+        for target, value in zip(targets, item):
+            env.define(target, value, span)
+
+    def items(self, iterable: ast.Expr, env: "Env", what: str) -> tuple:
+        """The elements a `for` iterates over: a list's, or a dict's [key, value] pairs."""
+        items = self.eval(iterable, env)
+        if isinstance(items, dict):
+            items = tuple(items.items())
+        if not isinstance(items, tuple):
+            raise self.error(TypeError_, f"{what} expects a list, got {type_name(items)} {show(items)}",
+                             iterable.span, "use range(n) to count")
+        return items
 
     def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
         return cls(message, span, hint, tuple(self.trace))
@@ -245,6 +274,34 @@ class Evaluator:
             raise self.error(TypeError_, "result is not a real number", expr.span)
         if isinstance(result, float) and not math.isfinite(result):
             raise self.error(TypeError_, "number out of range", expr.span)
+        return result
+
+    def eval_Comprehension(self, expr: ast.Comprehension, env: Env):
+        results = []
+        for item in self.items(expr.iterable, env, "a comprehension"):
+            self.tick(expr.span)
+            inner = Env(env)
+            self.bind_targets(expr.targets, item, inner, expr.span)
+            if expr.condition is not None:
+                keep = self.eval(expr.condition, inner)
+                if not isinstance(keep, bool):
+                    raise self.error(TypeError_, f"a comprehension's 'if' expects a condition, got "
+                                     f"{type_name(keep)} {show(keep)}", expr.condition.span)
+                if not keep:
+                    continue
+            key = None if expr.key is None else self.eval(expr.key, inner)
+            results.append((key, self.eval(expr.element, inner)))
+            if len(results) > self.limits.sequence:
+                raise self.error(ParameterError, f"a comprehension of more than {self.limits.sequence:,} items",
+                                 expr.span)
+        if expr.key is None:
+            return tuple(value for _, value in results)
+        result = {}
+        for key, value in results:
+            if not isinstance(key, (int, str, bool, float)):
+                raise self.error(TypeError_, f"dictionary keys must be numbers or strings, got {show(key)}",
+                                 expr.key.span)
+            result[key] = value
         return result
 
     def eval_Cond(self, expr: ast.Cond, env: Env):

@@ -3,8 +3,8 @@ generated Python names are made safe and unique (in the spirit of torch.fx's `_N
 
 from __future__ import annotations
 
+import json
 import keyword
-import re
 
 from .errors import NameError_, Span
 
@@ -19,18 +19,39 @@ register_forward_hook register_forward_pre_hook register_backward_hook
 register_full_backward_hook register_full_backward_pre_hook register_state_dict_pre_hook
 register_state_dict_post_hook register_load_state_dict_pre_hook register_load_state_dict_post_hook
 """.split())
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_NAME = 200  # characters in one label
 
 
 def check_label(name: str, span: Span) -> str:
-    """`name` if it may name a module attribute, else a located `NameError_`."""
-    if not _IDENTIFIER.match(name):
-        raise NameError_(f"invalid layer name '{name}'", span,
-                         hint="names are letters, digits and '_', not starting with a digit")
-    if keyword.iskeyword(name) or name in MODULE_MEMBERS or name.startswith("__"):
-        raise NameError_(f"'{name}' cannot name a layer: it is reserved by Python or torch.nn.Module",
+    """`name` if it may name a module attribute, else a located `NameError_`. Any name PyTorch's
+    `add_module` takes is allowed (`block1-0`, as RegNet's), except names of `nn.Module`'s own
+    members and all-digit names, which are the positions of unlabelled layers."""
+    if not name:
+        raise NameError_("a layer name cannot be empty", span)
+    if "." in name:
+        raise NameError_(f"invalid layer name '{name}': a name cannot contain '.'", span,
+                         hint="PyTorch separates the names in a module path with '.'")
+    if len(name) > MAX_NAME or not name.isprintable() or any(c.isspace() for c in name):
+        shown = name if len(name) <= 40 else f"{name[:37]}..."
+        raise NameError_(f"invalid layer name {shown!r}", span,
+                         hint=f"names are up to {MAX_NAME} printable characters without spaces")
+    if name.isdigit():
+        raise NameError_(f"'{name}' cannot name a layer: digits alone name the unlabelled layers", span,
+                         hint=f"use 'layer{name}' or another name")
+    if name in MODULE_MEMBERS or name.startswith("__"):
+        raise NameError_(f"'{name}' cannot name a layer: it is reserved by torch.nn.Module",
                          span, hint=f"use '{name}_' or another name")
     return name
+
+
+def is_attribute(name: str) -> bool:
+    """Whether `self.<name>` is valid Python for child `name` (else `getattr(self, "name")`)."""
+    return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def string(name: str) -> str:
+    """`name` as a double-quoted Python string literal (escaped; ASCII only)."""
+    return json.dumps(name)
 
 
 def unlabelled(position: int) -> str:
@@ -39,8 +60,8 @@ def unlabelled(position: int) -> str:
 
 
 def attribute(name: str) -> str:
-    """The Python expression for child `name` of `self` (a numbered child is no identifier)."""
-    return f"self.{name}" if name.isidentifier() else f'getattr(self, "{int(name)}")'
+    """The Python expression for child `name` of `self`."""
+    return f"self.{name}" if is_attribute(name) else f"getattr(self, {string(name)})"
 
 
 class Namespace:

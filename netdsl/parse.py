@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Iterator
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (
@@ -20,7 +21,7 @@ from lark.exceptions import (
 
 from . import ast
 from .combinators import COMBINATORS
-from .errors import NetDSLError, Span, SyntaxError_, remember_source
+from .errors import NetDSLError, Span, SyntaxError_, did_you_mean, remember_source
 
 
 def grammar_path() -> Path:
@@ -103,7 +104,7 @@ def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.Sou
     except UnexpectedInput as error:
         raise _syntax_error(error, text, path) from None
     try:
-        return _ToAst(path).transform(tree)
+        source = _ToAst(path).transform(tree)
     except VisitError as error:  # a label template's own syntax error, or nesting too deep
         if isinstance(error.orig_exc, NetDSLError):
             raise error.orig_exc from None
@@ -114,6 +115,43 @@ def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.Sou
     except RecursionError:
         raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
                            "flatten deeply nested groups or expressions") from None
+    _check_bodies_after_calls(source)
+    return source
+
+
+def _statement_lists(node) -> Iterator[list]:
+    """Every list of statements in the tree (iteratively: a deep file must not exhaust the stack)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, list):
+            if current and isinstance(current[0], ast.Stmt):
+                yield current
+            stack.extend(current)
+        elif isinstance(current, tuple):
+            stack.extend(current)
+        elif isinstance(current, (ast.Node, ast.SourceFile)):
+            stack.extend(getattr(current, name) for name in type(current).model_fields)
+
+
+def _check_bodies_after_calls(source: ast.SourceFile) -> None:
+    """`name(args) { ... }` on one line reads as a call taking a body, which only combinators do; the
+    grammar would take it as a call followed by a group, so it is refused here, located."""
+    for stmts in _statement_lists(source):
+        for first, second in zip(stmts, stmts[1:]):
+            if not (isinstance(first, ast.LayerStmt) and isinstance(second, ast.LayerStmt)):
+                continue
+            call, group = first.unit, second.unit
+            if (isinstance(call, ast.Call) and first.repeat is None and isinstance(group, ast.Group)
+                    and second.label is None and second.repeat is None
+                    and (call.span.end_line, call.span.end_column) > (call.name_span.end_line, call.name_span.end_column)
+                    and group.span.line == call.span.end_line):
+                known = did_you_mean(call.name, COMBINATORS)
+                raise SyntaxError_(
+                    f"'{call.name}(...)' cannot take a body: only a combinator is followed by '{{ ... }}'",
+                    Span(call.span.file, group.span.line, group.span.column),
+                    known or f"combinators: {', '.join(sorted(COMBINATORS))}; to start a group after the "
+                             f"call, put it on a line of its own")
 
 
 def parse_expr(text: str, span: Span) -> ast.Expr:
@@ -256,7 +294,9 @@ class _ToAst(Transformer):
 
     def assert_stmt(self, meta, children):
         test, message = children
-        return ast.Assert(span=self._span(meta), test=test, message=_unquote(message) if message else None)
+        text = _unquote(message) if message else None
+        parts = _template(text, self._tok_span(message)) if message else None
+        return ast.Assert(span=self._span(meta), test=test, message=text, parts=parts)
 
     def chain_stmt(self, meta, children):
         return ast.Chain(span=self._span(meta), stmts=[c for c in children if isinstance(c, ast.LayerStmt)])
@@ -269,19 +309,8 @@ class _ToAst(Transformer):
         return ast.Label(span=self._tok_span(children[0]), parts=[str(children[0])])
 
     def template_label(self, meta, children):
-        token = children[0]
-        span = self._tok_span(token)
-        text = _unquote(token)
-        parts: list = []
-        position = 0
-        for match in _TEMPLATE_PART.finditer(text):
-            if match.start() > position:
-                parts.append(text[position:match.start()])
-            parts.append(parse_expr(match.group(1), span))
-            position = match.end()
-        if position < len(text):
-            parts.append(text[position:])
-        return ast.Label(span=span, parts=parts or [""])
+        span = self._tok_span(children[0])
+        return ast.Label(span=span, parts=_template(_unquote(children[0]), span) or [""])
 
     def repeat(self, meta, children):
         return children[0]
@@ -391,6 +420,34 @@ class _ToAst(Transformer):
 
     def dict_item(self, meta, children):
         return (children[0], children[1])
+
+    def comp_for(self, meta, children):
+        *targets, iterable, condition = children
+        return [str(t) for t in targets], iterable, condition
+
+    def list_comp(self, meta, children):
+        element, (targets, iterable, condition) = children
+        return ast.Comprehension(span=self._span(meta), element=element, key=None, targets=targets,
+                                 iterable=iterable, condition=condition)
+
+    def dict_comp(self, meta, children):
+        (key, element), (targets, iterable, condition) = children
+        return ast.Comprehension(span=self._span(meta), element=element, key=key, targets=targets,
+                                 iterable=iterable, condition=condition)
+
+
+def _template(text: str, span: Span) -> list:
+    """`"stage{i + 1}"`'s parts: literal text and the expressions in braces (reported at `span`)."""
+    parts: list = []
+    position = 0
+    for match in _TEMPLATE_PART.finditer(text):
+        if match.start() > position:
+            parts.append(text[position:match.start()])
+        parts.append(parse_expr(match.group(1), span))
+        position = match.end()
+    if position < len(text):
+        parts.append(text[position:])
+    return parts
 
 
 def _unquote(token) -> str:

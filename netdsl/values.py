@@ -182,6 +182,43 @@ def _minmax(fn, name):
     return apply
 
 
+def _positive(value, what: str):
+    if _number(value, what) <= 0:
+        raise ValueProblem(f"{what} expects a positive number, got {show(value)}")
+    return value
+
+
+def _log(value, base=None):
+    if base is None:
+        return math.log(_positive(value, "log"))
+    if _positive(base, "log base") == 1:
+        raise ValueProblem("log base must not be 1")
+    return math.log(_positive(value, "log"), base)
+
+
+def _sqrt(value):
+    if _number(value, "sqrt") < 0:
+        raise ValueProblem(f"sqrt of a negative number: {show(value)}")
+    return math.sqrt(value)
+
+
+INT_BITS = Limits().int_bits  # the largest integer a built-in function may build, as arithmetic
+
+
+def _pow(base, exponent):
+    """`base ** exponent` with the bounds of the `**` operator."""
+    _number(base, "pow")
+    _number(exponent, "pow")
+    if abs(base) > 1 and exponent * math.log2(abs(base)) > INT_BITS:
+        raise ValueProblem(f"{show(base)} ** {show(exponent)} is too large")
+    if base == 0 and exponent < 0:
+        raise ValueProblem("0 cannot be raised to a negative power")
+    result = base ** exponent
+    if isinstance(result, complex):
+        raise ValueProblem("the result is not a real number")
+    return result
+
+
 def _round(value, digits=None):
     _number(value, "round")
     return round(value) if digits is None else round(value, _int(digits, "round"))
@@ -202,4 +239,9 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
     Builtin("enumerate", lambda xs: tuple(enumerate(_sequence(xs, "enumerate"))), "enumerate(list) -> [[i, x], ...]"),
     Builtin("zip", lambda *xs: tuple(zip(*(_sequence(x, "zip") for x in xs))), "zip(a, b, ...)"),
     Builtin("make_divisible", make_divisible, "make_divisible(v, divisor=8, min_value=divisor)"),
+    Builtin("log", _log, "log(x, base=e)"),
+    Builtin("log2", lambda x: math.log2(_positive(x, "log2")), "log2(x)"),
+    Builtin("exp", lambda x: math.exp(_number(x, "exp")), "exp(x)"),
+    Builtin("sqrt", _sqrt, "sqrt(x)"),
+    Builtin("pow", _pow, "pow(x, y): x ** y"),
 )}

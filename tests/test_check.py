@@ -522,11 +522,14 @@ def test_template_label_value_type(main):
 
 
 @pytest.mark.parametrize("label, message, hint", [
-    ('"{1}a"', "invalid layer name '1a'", "names are letters, digits and '_', not starting with a digit"),
-    ("forward", "'forward' cannot name a layer: it is reserved by Python or torch.nn.Module",
-     "use 'forward_' or another name"),
-    ('"class"', "'class' cannot name a layer: it is reserved by Python or torch.nn.Module",
-     "use 'class_' or another name"),
+    ('"a{1}.b"', "invalid layer name 'a1.b': a name cannot contain '.'",
+     "PyTorch separates the names in a module path with '.'"),
+    ('"{1}2"', "'12' cannot name a layer: digits alone name the unlabelled layers", "use 'layer12' or another name"),
+    ('""', "a layer name cannot be empty", None),
+    ('"a b"', "invalid layer name 'a b'", "names are up to 200 printable characters without spaces"),
+    ("forward", "'forward' cannot name a layer: it is reserved by torch.nn.Module", "use 'forward_' or another name"),
+    ('"__dict__"', "'__dict__' cannot name a layer: it is reserved by torch.nn.Module",
+     "use '__dict___' or another name"),
 ])
 def test_labels_must_be_safe_attribute_names(main, label, message, hint):
     body_fails(NameError_, main, f"  {label}: relu", message, 3, 3, hint)
