@@ -18,6 +18,7 @@ from pathlib import Path
 
 from netdsl.emit import write_atomically
 from netdsl.layers import REGISTRY
+from netdsl.combinators import COMBINATORS
 from netdsl.parse import _parser, keywords
 from netdsl.values import BUILTINS
 
@@ -28,9 +29,9 @@ OUTPUT = Path(__file__).resolve().parent / "vscode" / "syntaxes" / "netdsl.tmLan
 KEYWORD_SCOPES = {
     "keyword.control.netdsl": ["for", "in", "if", "elif", "else", "then"],
     "keyword.control.import.netdsl": ["import"],
-    "storage.type.netdsl": ["block", "network"],
+    "storage.type.netdsl": ["block", "network", "def"],
     "keyword.other.statement.netdsl": ["input", "let", "assert", "tap", "from"],
-    "keyword.other.combinator.netdsl": ["residual", "shortcut", "inception", "dense", "gate", "add", "aux"],
+    "keyword.other.combinator.netdsl": ["shortcut", *COMBINATORS],
     "keyword.operator.logical.netdsl": ["and", "or", "not"],
     "keyword.operator.repeat.netdsl": ["x"],
     "constant.language.netdsl": ["true", "false", "none"],

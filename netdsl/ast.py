@@ -214,6 +214,13 @@ class NetworkDef(Decl):
     body: list[Stmt]
 
 
+class FunctionDef(Decl):
+    """`def name(params) = expr`: a pure function of its arguments (no tensors, no `in`)."""
+
+    params: list[Param]
+    body: Expr
+
+
 class VariantDef(Decl):
     """`network resnet152 = resnet(depth=152)`: a network with new parameter defaults."""
 

@@ -368,6 +368,9 @@ class Elaborator(Evaluator):
         if isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
             raise self.error(TypeError_, f"'{name}' is a network and cannot be used as a layer", span,
                              "turn the reusable part into a block")
+        if isinstance(decl, ast.FunctionDef):
+            raise self.error(TypeError_, f"'{name}' is a function and cannot be used as a layer", span,
+                             f"call it in an expression, e.g. conv({name}(...), 3)")
         if name in REGISTRY:
             return OpRef(name)
         candidates = set(REGISTRY) | {d.name for d in self.program.decls.values() if isinstance(d, ast.BlockDef)}

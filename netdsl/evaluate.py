@@ -19,7 +19,7 @@ from .limits import Limits
 from .parse import keywords
 from .resolve import Program
 from .values import (
-    BUILTINS, BlockRef, Builtin, OpRef, TensorShape, ValueProblem, article, is_number, show, type_name,
+    BUILTINS, BlockRef, Builtin, FunctionRef, OpRef, TensorShape, ValueProblem, article, is_number, show, type_name,
 )
 
 
@@ -85,6 +85,7 @@ class Evaluator:
         self.scope = None  # the checker's `Scope` whose statement is being evaluated
         self.reads_input_size: Span | None = None  # the first read of a tensor's size (in.height)
         self.steps = 0
+        self.function_depth = 0
 
     def tick(self, span: Span) -> None:
         """One unit of work; a small file must not be able to make the checker run for ever."""
@@ -149,6 +150,8 @@ class Evaluator:
         decl = self.program.decls.get(expr.name)
         if isinstance(decl, ast.BlockDef):
             return BlockRef(decl)
+        if isinstance(decl, ast.FunctionDef):
+            return FunctionRef(decl)
         if expr.name in REGISTRY:
             return OpRef(expr.name)
         if expr.name in BUILTINS:
@@ -304,6 +307,48 @@ class Evaluator:
             result[key] = value
         return result
 
+    def call_function(self, decl: ast.FunctionDef, expr: ast.CallExpr, env: Env):
+        """A user function's value: its body evaluated with the arguments bound, in a scope that sees
+        only the file's declarations (no caller's names, no `in`)."""
+        if self.function_depth >= self.limits.block_depth:
+            raise self.error(ParameterError, f"functions nested more than {self.limits.block_depth} deep "
+                             f"(does '{decl.name}' call itself without end?)", expr.span)
+        self.tick(expr.span)
+        names = [param.name for param in decl.params]
+        given: dict[str, object] = {}
+        keywords_seen = False
+        for index, arg in enumerate(expr.args):
+            if arg.name is None and keywords_seen:
+                raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
+            keywords_seen = keywords_seen or arg.name is not None
+            key = names[index] if arg.name is None and index < len(names) else arg.name
+            if key is None:
+                raise self.error(TypeError_, f"function '{decl.name}' takes {len(names)} arguments "
+                                 f"({', '.join(names)}), got {len(expr.args)}", arg.span)
+            if key not in names:
+                raise self.error(NameError_, f"function '{decl.name}' has no parameter '{key}'", arg.span,
+                                 did_you_mean(key, names))
+            if key in given:
+                raise self.error(TypeError_, f"function '{decl.name}' got '{key}' twice", arg.span)
+            given[key] = self.eval(arg.value, env)
+        inner = Env()  # the file's declarations are found by name lookup; nothing else is visible
+        for param in decl.params:
+            if param.name in given:
+                value = given[param.name]
+            elif param.default is not None:
+                value = self.eval(param.default, inner)
+            else:
+                raise self.error(TypeError_, f"function '{decl.name}' is missing its '{param.name}' argument",
+                                 expr.span, f"{decl.name}({', '.join(names)})")
+            inner.define(param.name, value, param.span)
+        self.function_depth += 1
+        outer_scope, self.scope = self.scope, None  # a function sees no named tensors either
+        try:
+            return self.eval(decl.body, inner)
+        finally:
+            self.function_depth -= 1
+            self.scope = outer_scope
+
     def eval_Cond(self, expr: ast.Cond, env: Env):
         test = self.eval(expr.test, env)
         if not isinstance(test, bool):
@@ -313,6 +358,8 @@ class Evaluator:
 
     def eval_CallExpr(self, expr: ast.CallExpr, env: Env):
         func = self.eval(expr.func, env)
+        if isinstance(func, FunctionRef):
+            return self.call_function(func.decl, expr, env)
         if not isinstance(func, Builtin):
             hint = ("blocks and layers are used as statements, e.g. 'name: block(...)'"
                     if isinstance(func, (BlockRef, OpRef)) else None)

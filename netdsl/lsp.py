@@ -136,7 +136,7 @@ def _regions_of(node: ast.Node, decl: ast.Decl) -> list[Region]:
         if isinstance(node, ast.VariantDef):
             found.append(Region(node.base_span, decl, name=node.base, network=node.name))
         return found
-    if isinstance(node, ast.BlockDef):
+    if isinstance(node, (ast.BlockDef, ast.FunctionDef)):
         return [Region(node.span, decl, name=node.name)]
     return []
 
@@ -315,6 +315,8 @@ def declaration_signature(decl: ast.Decl) -> str:
         return f"block {decl.name}({_params(decl.params)})"
     if isinstance(decl, ast.NetworkDef):
         return f"network {decl.name}({_params(decl.params)})"
+    if isinstance(decl, ast.FunctionDef):
+        return f"def {decl.name}({_params(decl.params)})"
     assert isinstance(decl, ast.VariantDef)
     return f"network {decl.name} = {decl.base}(...)"
 
@@ -477,7 +479,7 @@ def _parameters(callee: str, program: Program | None) -> tuple[str, list[tuple[s
     if callee in REGISTRY:
         return signature(REGISTRY[callee]), [(p.name, p.doc) for p in REGISTRY[callee].params]
     decl = program.decls.get(callee) if program is not None else None
-    if isinstance(decl, (ast.BlockDef, ast.NetworkDef)):
+    if isinstance(decl, (ast.BlockDef, ast.NetworkDef, ast.FunctionDef)):
         return declaration_signature(decl), [(p.name, "") for p in decl.params]
     return "", []
 

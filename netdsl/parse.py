@@ -243,6 +243,10 @@ class _ToAst(Transformer):
         name, params, body = children
         return ast.NetworkDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
 
+    def function_decl(self, meta, children):
+        name, params, body = children
+        return ast.FunctionDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+
     def variant_decl(self, meta, children):
         name, base, args = children
         return ast.VariantDef(

@@ -27,6 +27,14 @@ class BlockRef:
 
 
 @dataclass(frozen=True)
+class FunctionRef:
+    decl: ast.FunctionDef
+
+    def __str__(self) -> str:
+        return f"function {self.decl.name}"
+
+
+@dataclass(frozen=True)
 class OpRef:
     name: str
 

@@ -513,7 +513,7 @@ def test_single_equals_in_a_condition():
 
 
 def test_statement_outside_a_declaration():
-    error = syntax_error("relu\n", "unexpected 'relu'; expected 'block', 'import' or 'network'")
+    error = syntax_error("relu\n", "unexpected 'relu'; expected 'block', 'def', 'import' or 'network'")
     assert at(error) == (FILE, 1, 1)
 
 

@@ -127,3 +127,42 @@ def test_a_group_on_its_own_line_after_a_call_is_still_a_group():
     network = check("network n {\n  input [3, 8, 8]\n  conv(4, 1)\n  { relu }\n  relu { relu }\n}\n")
     assert [node.op if node.walk_kind == "layer" else node.type_name for node in network.root.body] == [
         "conv", "Sequential", "relu", "Sequential"]
+
+
+FUNCTIONS = """
+def width(channels, ratio=0.25) = max(8, round(channels * ratio / 8) * 8)
+def stages(depth) = {18: [2, 2, 2, 2], 50: [3, 4, 6, 3]}[depth]
+def factorial(n) = if n <= 1 then 1 else n * factorial(n - 1)
+
+network n(depth=50) {
+  input [3, 8, 8]
+  for i, count in enumerate(stages(depth)) {
+    "stage{i}": conv(width(64 * 2 ** i, ratio=count / 4), 1)
+  }
+  assert factorial(4) == 24
+}
+"""
+
+
+def test_user_functions():
+    network = check(FUNCTIONS)
+    assert [layer.out_shape[0] for _, layer in network.layers()] == [48, 128, 384, 384]
+    assert [layer.out_shape[0] for _, layer in check(FUNCTIONS, depth=18).layers()] == [32, 64, 128, 256]
+
+
+@pytest.mark.parametrize("source, cls, message", [
+    ("def f(n) = f(n)\nnetwork n(v=f(1)) { input [1, 1, 1] }", ParameterError,
+     "functions nested more than 100 deep (does 'f' call itself without end?)"),
+    ("def f(n) = in.channels\nnetwork n(v=f(1)) { input [1, 1, 1] }", NameError_,
+     "'in' is only defined inside a block or after the network's input"),
+    ("def f(n) = n\nnetwork n(v=f(1, 2)) { input [1, 1, 1] }", TypeError_, "function 'f' takes 1 arguments (n), got 2"),
+    ("def f(n) = n\nnetwork n(v=f(m=1)) { input [1, 1, 1] }", NameError_, "function 'f' has no parameter 'm'"),
+    ("def f(n) = n\nnetwork n(v=f()) { input [1, 1, 1] }", TypeError_, "function 'f' is missing its 'n' argument"),
+    ("def f(n) = n\nnetwork n { input [1, 1, 1]\n  f(1) }", TypeError_, "'f' is a function and cannot be used as a layer"),
+    ("def conv(n) = n\nnetwork n { input [1, 1, 1] }", NameError_, "'conv' is a built-in layer"),
+    ("def g(n) = y\nnetwork n(y=1, v=g(1)) { input [1, 1, 1] }", NameError_, "undefined name 'y'"),
+])
+def test_function_errors(source, cls, message):
+    with pytest.raises(cls) as caught:
+        check(source)
+    assert caught.value.message.startswith(message)
