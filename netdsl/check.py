@@ -17,6 +17,7 @@ from .graph import Network, Shape
 from .layers import REGISTRY
 from .limits import Limits
 from .resolve import Program
+from .scopes import check_names
 from .text import shape_text
 from .values import BUILTINS, show
 
@@ -152,6 +153,7 @@ def check_program(program: Program, network: str | None = None, overrides: dict 
                   limits: Limits = Limits()) -> Network:
     """Checks a network at its declared input size (a symbolic one at SYMBOLIC_PROBE)."""
     decl = program.network(network)
+    check_names(program)
     checker = Checker(program, limits)
     try:
         return checker.network(decl, overrides or {})

@@ -67,6 +67,7 @@ class NetDSLError(Exception):
     span: Span | None = None
     hint: str | None = None
     trace: tuple[Frame, ...] = field(default=())
+    also: tuple["NetDSLError", ...] = field(default=(), repr=False)  # more errors found with this one
 
     kind = "error"
 
@@ -95,6 +96,10 @@ class NetDSLError(Exception):
             lines.append(f"  {frame}")
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        for other in self.also:
+            lines.append(other.format())
+        if self.also:
+            lines.append(f"{len(self.also) + 1} errors")
         return "\n".join(lines)
 
 

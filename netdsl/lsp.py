@@ -33,6 +33,7 @@ from .graph import Layer, Module, Network, Node, walk
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
 from .resolve import Program, _find_import, load
+from .scopes import unresolved
 from .values import BUILTINS, show
 from .watch import dependencies
 
@@ -193,12 +194,16 @@ def analyse(path: str, text: str) -> Analysis:
     except NetDSLError as error:
         result.errors.append(error)
         return result
+    result.errors.extend(unresolved(result.program))  # every branch's names, networks or not
+    seen = {(error.message, error.span) for error in result.errors}
     for decl in result.program.own:
         if isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
             try:
                 result.networks.append(check_program(result.program, decl.name))
             except NetDSLError as error:
-                result.errors.append(error)
+                if (error.message, error.span) not in seen:
+                    seen.add((error.message, error.span))
+                    result.errors.append(dataclasses.replace(error, also=()))
     result.instances = index(result.networks)
     return result
 
@@ -214,7 +219,7 @@ def region_at(analysis: Analysis, line: int, column: int) -> Region | None:
 def _message(error: NetDSLError) -> str:
     """The CLI's diagnostic without the location line's prefix and the quoted source (the
     editor underlines the range instead): message, instantiation chain, hint."""
-    text = dataclasses.replace(error, span=None).format()
+    text = dataclasses.replace(error, span=None, also=()).format()
     return text.removeprefix("error: ")
 
 

@@ -21,6 +21,7 @@ from .graph import Layer, Merge, Network, Shape
 from .layers import REGISTRY, LayerProblem
 from .limits import Limits
 from .resolve import Program
+from .scopes import check_names
 from .text import shape_text
 from .walk import Interpreter
 
@@ -341,6 +342,7 @@ def check_at(program: Program, network: str | None, overrides: dict, limits: Lim
              input_shape: Shape) -> Network:
     """Checks a network at `input_shape` instead of its declared size (see the NOTE below)."""
     decl = program.network(network)
+    check_names(program)
     input_shape = tuple(input_shape)
     at_declared = Checker(program, limits)
     try:

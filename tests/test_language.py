@@ -166,3 +166,57 @@ def test_function_errors(source, cls, message):
     with pytest.raises(cls) as caught:
         check(source)
     assert caught.value.message.startswith(message)
+
+
+UNTAKEN = """
+block unit(c) {
+  conv(c, 3, pad=1)
+  if c > 1000 { relu6x }
+}
+
+network n(flag=false) {
+  input [3, 8, 8]
+  if flag {
+    no_such_layer(3)
+  } else {
+    conv(4, 3, strid=2)
+  }
+  let a = [undefined_thing for v in [1]]
+  unit(4, widht=2)
+}
+"""
+
+
+def test_names_are_resolved_in_every_branch_and_all_reported():
+    with pytest.raises(NameError_) as caught:
+        check(UNTAKEN)
+    errors = [caught.value, *caught.value.also]
+    assert [(e.message, e.span.line, e.span.column, e.hint) for e in errors] == [
+        ("unknown layer or block 'relu6x'", 4, 17, "did you mean 'relu6' or 'relu' or 'gelu'?"),
+        ("unknown layer or block 'no_such_layer'", 10, 5, "define it with 'block', import it, or see 'netdsl layers'"),
+        ("conv has no parameter 'strid'", 12, 16, "did you mean 'stride'?"),
+        ("undefined name 'undefined_thing'", 14, 12, None),
+        ("block 'unit' has no parameter 'widht'", 15, 11, "its parameters are: c"),
+    ]
+    text = caught.value.format()
+    assert text.count("error:") == 5 and text.endswith("5 errors")
+
+
+def test_names_bound_where_they_are_used_are_not_errors():
+    network = check("""
+block cell(prev, c) {
+  add { from prev -> conv(c, 1)  conv(c, 1) }
+}
+network n(unit=cell) {
+  input [3, H, W]
+  tap first
+  for i, c in enumerate([4, 4]) {
+    let k = c // 4
+    "c{i}": conv(c, 1)
+    tap y
+    unit(if i == 0 then first else y, c)
+  }
+  let table = {k: [v * k for v in range(k)] for k in [1, 2]}
+}
+""")
+    assert network.output_shape == (4, 224, 224)

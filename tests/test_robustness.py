@@ -175,7 +175,7 @@ def test_code_cannot_be_smuggled_through_names_or_strings(tmp_path, text):
 
 def test_python_keywords_as_labels_are_emitted_as_strings(tmp_path):
     """A keyword is a name PyTorch accepts (issue 12); it never reaches the source as code."""
-    source = python_source(_check_text(tmp_path, 'network n { input [3, 8, 8] import: relu "lambda": relu }'))
+    source = python_source(_check_text(tmp_path, 'network n { input [3, 8, 8] "import": relu lambda: relu }'))
     assert 'self.add_module("import", nn.ReLU(' in source
     assert 'x = getattr(self, "import")(x)' in source and 'x = getattr(self, "lambda")(x)' in source
     compile(source, "<generated>", "exec")
