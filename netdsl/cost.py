@@ -15,7 +15,7 @@ from typing import Union
 
 from .combinators import COMBINATORS
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap
-from .layers import GLOBAL, REGISTRY, Window
+from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window
 from .walk import Interpreter
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -55,7 +55,8 @@ class Axis:
 class Field:
     """A node's receptive field: `axes` (height, width) through local paths, None when every path
     went through a global operation; `whole` when some path pools globally (a linear layer,
-    global pooling, a squeeze-excitation gate), so that every input position reaches the output."""
+    global pooling, a squeeze-excitation gate) or normalizes with statistics of the whole map (group
+    and instance normalization), so that every input position reaches the output."""
 
     axes: tuple[Axis, Axis] | None
     whole: bool = False
@@ -74,6 +75,8 @@ class Field:
             return self
         if reach == GLOBAL:
             return Field(None, whole=True)
+        if reach == GLOBAL_STATISTICS:  # the local field goes on, and every position reaches the output
+            return Field(self.axes, whole=True)
         axes = tuple(axis.through(window) for axis, window in zip(self.axes, reach)) if self.axes else None
         return Field(axes, self.whole)
 

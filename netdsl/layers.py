@@ -65,6 +65,10 @@ class Window:
 
 
 GLOBAL = "global"  # a `reach` result: every output reads every input position (linear, global pooling)
+# A `reach` result: position-wise, but normalized by statistics of the whole map (group and instance
+# normalization), so every input position reaches every output, and the local field goes on as well.
+GLOBAL_STATISTICS = "global statistics"
+
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
              "pair": "an integer or a list of two integers"}
@@ -84,7 +88,7 @@ class LayerDef:
     macs: Callable[[Shape, Shape, dict], int]
     torch: Callable[[Shape, dict], Emission]
     biases: Callable[[Shape, dict], int] = lambda s, a: 0  # of `count`, the additive terms (bias, BN's shift)
-    # Spatial reach: (height, width) windows, GLOBAL, or None for a position-wise op.
+    # Spatial reach: (height, width) windows, GLOBAL, GLOBAL_STATISTICS, or None for a position-wise op.
     reach: Callable[[Shape, dict], "tuple[Window, Window] | str | None"] = lambda s, a: None
     aliases_input: bool = False  # output may share storage with the input (views, identity)
     inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
@@ -323,6 +327,126 @@ register(LayerDef(
             Param("beta", "float", 0.75), Param("k", "float", 1.0)),
     shape=lambda s, a: _spatial(s, "lrn"),
     count=_zero, macs=_zero, torch=_lrn_torch, family="norm",
+))
+
+
+def _channels_or_features(op: str, in_shape: Shape) -> Shape:
+    if len(in_shape) not in (1, 3):
+        raise LayerProblem(f"{op} expects [channels, height, width] or [features], got {shape_text(in_shape)}")
+    return in_shape
+
+
+def _eps(args: dict, default: float = 1e-5) -> dict:
+    """`eps=` where it differs from torch's default."""
+    return {"eps": args["eps"]} if args["eps"] != default else {}
+
+
+# NOTE: [Layer normalization]
+# On a [C, H, W] map, `layernorm` normalizes each position over its C channels: torchvision's
+# ConvNeXt `LayerNorm2d` (an `nn.LayerNorm(C)` applied to the NHWC permutation), emitted as that
+# class with the same `weight` and `bias` keys; after `flatten`, `nn.LayerNorm(features)`. Its eps
+# defaults to ConvNeXt's 1e-6 (torchvision passes `eps=1e-6` to both), not nn.LayerNorm's 1e-5,
+# because a CNN uses layer normalization where ConvNeXt does; write `eps=1e-5` for torch's.
+LAYER_NORM_2D = '''class LayerNorm2d(nn.LayerNorm):
+    """Layer normalization over the channels of an NCHW tensor (torchvision's ConvNeXt)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x.permute(0, 3, 1, 2)
+        return x'''
+
+
+def _layernorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    if not args["affine"]:
+        kwargs["elementwise_affine"] = False
+    elif not args["bias"]:
+        kwargs["bias"] = False
+    if len(in_shape) == 3:
+        return Emission("LayerNorm2d", (in_shape[0],), kwargs, helper=True)
+    return Emission("LayerNorm", (in_shape[0],), kwargs)
+
+
+register(LayerDef(
+    name="layernorm",
+    doc="Layer normalization over the channels at each position (ConvNeXt's LayerNorm2d), or over the "
+        "features after flatten (nn.LayerNorm); eps defaults to ConvNeXt's 1e-6.",
+    params=(Param("eps", "float", 1e-6), Param("affine", "bool", True, doc="learned scale and shift",
+                                                aliases=("elementwise_affine",)),
+            Param("bias", "bool", True, doc="the learned shift (with affine)")),
+    shape=lambda s, a: _channels_or_features("layernorm", s),
+    count=lambda s, a: s[0] * (1 + a["bias"]) if a["affine"] else 0,
+    macs=_zero,
+    torch=_layernorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] and a["bias"] else 0,
+    reach=lambda s, a: None if len(s) == 3 else GLOBAL_STATISTICS,  # flat: every feature's statistics
+    output_mutable=True, family="norm", helper_source=LAYER_NORM_2D,
+))
+
+
+def _groupnorm_shape(in_shape: Shape, args: dict) -> Shape:
+    channels = _channels_or_features("groupnorm", in_shape)[0]
+    if channels % args["groups"]:
+        divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+        raise LayerProblem(f"groupnorm channels {channels} are not divisible by groups={args['groups']}",
+                           kind="param", param="groups",
+                           hint=f"groups must divide {channels}: {', '.join(map(str, divisors[:12]))}"
+                                f"{', ...' if len(divisors) > 12 else ''}")
+    return in_shape
+
+
+def _groupnorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    if not args["affine"]:
+        kwargs["affine"] = False
+    return Emission("GroupNorm", (args["groups"], in_shape[0]), kwargs)
+
+
+register(LayerDef(
+    name="groupnorm",
+    doc="Group normalization: the channels in groups, each normalized over its channels and positions.",
+    params=(Param("groups", "int", doc="channel groups (1: over all channels)", minimum=1),
+            Param("eps", "float", 1e-5), Param("affine", "bool", True)),
+    shape=_groupnorm_shape,
+    count=lambda s, a: 2 * s[0] if a["affine"] else 0,
+    macs=_zero,
+    torch=_groupnorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] else 0,
+    reach=lambda s, a: GLOBAL_STATISTICS,
+    output_mutable=True, family="norm",
+))
+
+
+def _instancenorm_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "instancenorm")
+    if height * width == 1:
+        raise LayerProblem(f"instancenorm needs more than one position per channel, got {shape_text(in_shape)}",
+                           hint="PyTorch's InstanceNorm2d rejects a 1x1 map in training")
+    return in_shape
+
+
+def _instancenorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    for name in ("affine", "track_running_stats"):
+        if args[name]:
+            kwargs[name] = True
+    return Emission("InstanceNorm2d", (in_shape[0],), kwargs)
+
+
+register(LayerDef(
+    name="instancenorm",
+    doc="Instance normalization: each channel of each sample over its positions (style transfer).",
+    params=(Param("eps", "float", 1e-5), Param("affine", "bool", False),
+            Param("track_running_stats", "bool", False, doc="running statistics, used in eval")),
+    shape=_instancenorm_shape,
+    count=lambda s, a: 2 * s[0] if a["affine"] else 0,
+    macs=_zero,
+    torch=_instancenorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] else 0,
+    # in eval, running statistics make it position-wise; without them each map's own statistics
+    reach=lambda s, a: None if a["track_running_stats"] else GLOBAL_STATISTICS,
+    output_mutable=True, family="norm",
 ))
 
 
