@@ -452,10 +452,12 @@ register(LayerDef(
 
 # ---- element-wise activations --------------------------------------------------------------
 
-def _activation(name: str, cls: str, doc: str, inplace: bool = True) -> None:
+def _activation(name: str, cls: str, doc: str, inplace: bool = True, params: tuple[Param, ...] = (),
+                keywords: Callable[[dict], dict] = lambda args: {}, shape=lambda s, a: s) -> None:
+    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones."""
     register(LayerDef(
-        name=name, doc=doc, params=(), shape=lambda s, a: s, count=_zero, macs=_zero,
-        torch=lambda s, a: Emission(cls), inplace=inplace, family="activation",
+        name=name, doc=doc, params=params, shape=shape, count=_zero, macs=_zero,
+        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation",
     ))
 
 
@@ -467,6 +469,48 @@ _activation("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3).")
 _activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False)
 _activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False)
 _activation("gelu", "GELU", "Gaussian error linear unit.", inplace=False)
+_activation("mish", "Mish", "x * tanh(softplus(x)) (YOLOv4).")
+# NOTE: [Non-negative slopes] torch's in-place LeakyReLU and ELU fail in backward for a negative
+# slope or alpha; both are at least 0 here (the papers' values are positive), so in place is always safe.
+_activation("leaky_relu", "LeakyReLU", "max(x, 0) + slope * min(x, 0).",
+            params=(Param("slope", "float", 0.01, doc="for negative inputs", minimum=0, aliases=("negative_slope",)),),
+            keywords=lambda a: {"negative_slope": a["slope"]} if a["slope"] != 0.01 else {})
+_activation("elu", "ELU", "x for x > 0, alpha * (exp(x) - 1) otherwise.",
+            params=(Param("alpha", "float", 1.0, minimum=0),),
+            keywords=lambda a: {"alpha": a["alpha"]} if a["alpha"] != 1.0 else {})
+
+
+def _hardtanh_shape(in_shape: Shape, args: dict) -> Shape:
+    if args["max"] <= args["min"]:
+        raise LayerProblem(f"hardtanh max {show(args['max'])} must be greater than min {show(args['min'])}",
+                           kind="param", param="max")
+    return in_shape
+
+
+_activation("hardtanh", "Hardtanh", "x clamped to [min, max].",
+            params=(Param("min", "float", -1.0, aliases=("min_val",)),
+                    Param("max", "float", 1.0, aliases=("max_val",))),
+            keywords=lambda a: {f"{name}_val": a[name] for name, default in (("min", -1.0), ("max", 1.0))
+                                if a[name] != default},
+            shape=_hardtanh_shape)
+
+
+def _prelu_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"num_parameters": in_shape[0]} if args["per_channel"] else {}
+    if args["init"] != 0.25:
+        kwargs["init"] = args["init"]
+    return Emission("PReLU", (), kwargs)
+
+
+register(LayerDef(
+    name="prelu", doc="Leaky ReLU with a learned slope: one, or one per channel (feature after flatten).",
+    params=(Param("per_channel", "bool", False), Param("init", "float", 0.25, doc="initial slope")),
+    shape=lambda s, a: s,
+    count=lambda s, a: s[0] if a["per_channel"] else 1,
+    macs=_zero,
+    torch=_prelu_torch,
+    output_mutable=True, family="activation",  # backward reads the input and the slope, not the output
+))
 
 register(LayerDef(
     name="identity", doc="Passes its input through unchanged.", params=(),
@@ -607,6 +651,23 @@ register(LayerDef(
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: GLOBAL,
     output_mutable=True, weight=True, family="linear",
+))
+
+def _channel_shuffle_shape(in_shape: Shape, args: dict) -> Shape:
+    channels = _spatial(in_shape, "channel_shuffle")[0]
+    if channels % args["groups"]:
+        raise LayerProblem(f"channel_shuffle channels {channels} are not divisible by groups={args['groups']}",
+                           kind="param", param="groups")
+    return in_shape
+
+
+register(LayerDef(
+    name="channel_shuffle",
+    doc="Interleaves the channels of groups (ShuffleNet): channel g * (C / groups) + k moves to k * groups + g.",
+    params=(Param("groups", "int", minimum=1),),
+    shape=_channel_shuffle_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("ChannelShuffle", (a["groups"],)),
+    output_mutable=True,  # a copy (also for groups=1); its backward shuffles back and reads nothing
 ))
 
 # ---- regularization and arithmetic ---------------------------------------------------------

@@ -236,3 +236,125 @@ NORMALIZATION_ERRORS = [
                          ids=[case[0].replace("\n  ", " ") for case in NORMALIZATION_ERRORS])
 def test_normalization_errors(tmp_path, body, input_shape, cls, message, column, hint):
     _fails(tmp_path, body, input_shape, cls, message, column, hint)
+
+
+# ---- activations and channel shuffle -----------------------------------------------------------
+
+def _random_shuffles(seed: int = 2025) -> list:
+    rng = random.Random(seed)
+    cases = []
+    for _ in range(4):
+        channels = rng.choice([4, 6, 12])
+        groups = rng.choice([g for g in range(1, channels + 1) if channels % g == 0])
+        cases.append((f"channel_shuffle({groups})", (channels, rng.randint(1, 4), rng.randint(1, 4)), {}))
+    return cases
+
+
+ACTIVATIONS = [
+    ("mish", (3, 4, 4), {}),
+    ("leaky_relu", (3, 4, 4), {}),
+    ("leaky_relu(negative_slope=0.2)", (7,), {}),
+    ("elu(alpha=0.5)", (3, 4, 4), {}),
+    ("hardtanh(min=-2.5, max=0.5)", (3, 4, 4), {}),
+    ("hardtanh(0.0, 6.0)", (3, 4, 4), {}),
+    ("prelu", (3, 4, 4), {"weight": [1]}),
+    ("prelu(per_channel=true, init=0.1)", (3, 4, 4), {"weight": [3]}),
+    ("prelu(per_channel=true)", (9,), {"weight": [9]}),
+    ("channel_shuffle(3)", (6, 2, 3), {}),
+    ("channel_shuffle(1)", (4, 2, 2), {}),
+] + _random_shuffles()
+
+
+@pytest.mark.parametrize("call, input_shape, state", ACTIVATIONS, ids=_ids(ACTIVATIONS))
+def test_activations_and_shuffle_agree_with_torch(tmp_path, call, input_shape, state):
+    _agrees_with_torch(tmp_path, call, input_shape, state)
+
+
+@pytest.mark.parametrize("call, line", [
+    ("mish", "self.op = nn.Mish()"),
+    ("leaky_relu", "self.op = nn.LeakyReLU()"),
+    ("leaky_relu(0.2)", "self.op = nn.LeakyReLU(negative_slope=0.2)"),
+    ("elu(2.0)", "self.op = nn.ELU(alpha=2.0)"),
+    ("hardtanh(max=3.0)", "self.op = nn.Hardtanh(max_val=3.0)"),
+    ("hardtanh(min_val=-3.0, max_val=3.0)", "self.op = nn.Hardtanh(min_val=-3.0, max_val=3.0)"),
+    ("prelu", "self.op = nn.PReLU()"),
+    ("prelu(per_channel=true, init=0.1)", "self.op = nn.PReLU(num_parameters=8, init=0.1)"),
+    ("channel_shuffle(2)", "self.op = nn.ChannelShuffle(2)"),
+])
+def test_activation_and_shuffle_constructors(tmp_path, call, line):
+    _emits(tmp_path, call, (8, 4, 4), line)
+
+
+def test_activations_compute_what_their_docs_say(tmp_path):
+    x = torch.linspace(-4, 4, 81).reshape(1, 1, 9, 9)
+    for call, expected in (
+        ("mish", x * torch.tanh(nn.functional.softplus(x))),
+        ("leaky_relu(0.2)", torch.where(x > 0, x, 0.2 * x)),
+        ("elu(alpha=0.5)", torch.where(x > 0, x, 0.5 * (torch.exp(x) - 1))),
+        ("hardtanh(-2.0, 1.5)", x.clamp(-2.0, 1.5)),
+        ("prelu(init=0.3)", torch.where(x > 0, x, 0.3 * x)),
+    ):
+        model = build(netdsl.check(_network(tmp_path, f"  {call}", (1, 9, 9))))
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), expected, msg=call)
+
+
+def test_channel_shuffle_is_torchvision_shufflenet_channel_shuffle(tmp_path):
+    shufflenet = pytest.importorskip("torchvision.models.shufflenetv2")
+    for channels, groups in ((6, 2), (6, 3), (12, 4), (4, 1), (5, 5)):
+        model = build(netdsl.check(_network(tmp_path, f"  channel_shuffle({groups})", (channels, 3, 2))))
+        x = torch.randn(2, channels, 3, 2)
+        expected = shufflenet.channel_shuffle(x, groups)
+        assert torch.equal(model(x), expected) and torch.equal(script(model)(x), expected)
+        assert model(x).data_ptr() != x.data_ptr()  # a copy, even for one group: not `aliases_input`
+
+
+def test_activations_and_shuffle_in_place(tmp_path):
+    """After a conv every in-place activation runs in place; after one that did (its backward reads
+    its result), the next does not; prelu and channel_shuffle never, but what follows them may."""
+    body = """  conv(4, 3, pad=1)
+  lrelu: leaky_relu(0.1)
+  mish: mish
+  conv(4, 3, pad=1)
+  mish2: mish
+  conv(4, 3, pad=1)
+  elu: elu
+  prelu: prelu(per_channel=true)
+  relu1: relu
+  shuffle: channel_shuffle(2)
+  hardtanh: hardtanh(-0.5, 0.5)
+  residual { conv(4, 3, pad=1) elu2: elu }
+  relu2: relu"""
+    _in_place_is_safe(tmp_path, body, (3, 6, 6), {"lrelu": True, "mish": False, "mish2": True, "elu": True,
+                                                  "relu1": True, "hardtanh": True, "elu2": True, "relu2": True})
+
+
+def test_default_activations_run_in_place_in_training(tmp_path):
+    names = ("mish", "leaky_relu", "elu", "hardtanh")
+    model = build(netdsl.check(_network(tmp_path, "\n".join(f"  conv(4, 1)\n  {name}: {name}" for name in names),
+                                        (2, 3, 3))))
+    assert [model.get_submodule(name).inplace for name in names] == [True] * 4
+    x = torch.randn(2, 2, 3, 3, requires_grad=True)
+    model(x).sum().backward()  # torch's in-place backward accepts the (non-negative) defaults
+    assert x.grad is not None
+
+
+ACTIVATION_ERRORS = [
+    ("leaky_relu(-0.1)", (6, 4, 4), ParameterError, "leaky_relu: 'slope' must be at least 0, got -0.1", 12, None),
+    ("elu(alpha=-1.0)", (6, 4, 4), ParameterError, "elu: 'alpha' must be at least 0, got -1.0", 11, None),
+    ("hardtanh(min=1.0, max=0.5)", (6, 4, 4), ParameterError, "hardtanh max 0.5 must be greater than min 1.0", 23,
+     None),
+    ("hardtanh(min=2.0)", (6, 4, 4), ParameterError, "hardtanh max 1.0 must be greater than min 2.0", 1, None),
+    ("prelu(per_channel=1)", (6, 4, 4), TypeError_, "prelu: 'per_channel' expects true or false, got int 1", 19,
+     None),
+    ("channel_shuffle(4)", (6, 4, 4), ParameterError, "channel_shuffle channels 6 are not divisible by groups=4",
+     17, None),
+    ("flatten\n  channel_shuffle(2)", (6, 4, 4), ShapeError, "channel_shuffle expects a [channels, height, width] "
+     "input, got [96]", 1, "spatial layers must come before 'flatten'"),
+]
+
+
+@pytest.mark.parametrize("body, input_shape, cls, message, column, hint", ACTIVATION_ERRORS,
+                         ids=[case[0].replace("\n  ", " ") for case in ACTIVATION_ERRORS])
+def test_activation_and_shuffle_errors(tmp_path, body, input_shape, cls, message, column, hint):
+    _fails(tmp_path, body, input_shape, cls, message, column, hint)
