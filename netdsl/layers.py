@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable
 
 from .text import shape_text
@@ -56,19 +57,20 @@ class Emission:
 @dataclass(frozen=True)
 class Window:
     """How an output position reads its input along one spatial axis: output i reads the input
-    positions i*stride - pad + t*dilation for t < kernel (the receptive-field rule, netdsl/cost.py)."""
+    positions i*stride - pad + t*dilation for t < kernel (the receptive-field rule, netdsl/cost.py).
+    An upsampling layer's stride, pad and dilation are fractions: it reads the integer positions
+    among them (NOTE [Fractional strides] in netdsl/cost.py)."""
 
     kernel: int = 1
-    stride: int = 1
-    pad: int = 0  # may be negative: a crop
-    dilation: int = 1
+    stride: int | Fraction = 1
+    pad: int | Fraction = 0  # may be negative: a crop
+    dilation: int | Fraction = 1
 
 
 GLOBAL = "global"  # a `reach` result: every output reads every input position (linear, global pooling)
 # A `reach` result: position-wise, but normalized by statistics of the whole map (group and instance
 # normalization), so every input position reaches every output, and the local field goes on as well.
 GLOBAL_STATISTICS = "global statistics"
-
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
              "pair": "an integer or a list of two integers"}
@@ -223,19 +225,18 @@ def _window(in_shape: Shape, args: dict, op: str, ceil: bool = False) -> Shape:
 
 # ---- convolution ----------------------------------------------------------------------------
 
+def _check_groups(op: str, channels: int, out: int, groups: int) -> None:
+    if channels % groups:
+        raise LayerProblem(f"{op} input channels {channels} are not divisible by groups={groups}",
+                           kind="param", param="groups")
+    if out % groups:
+        raise LayerProblem(f"{op} output channels {out} are not divisible by groups={groups}",
+                           kind="param", param="groups")
+
+
 def _conv_shape(in_shape: Shape, args: dict) -> Shape:
     channels = _spatial(in_shape, "conv")[0]
-    groups = args["groups"]
-    if channels % groups:
-        raise LayerProblem(
-            f"conv input channels {channels} are not divisible by groups={groups}",
-            kind="param", param="groups",
-        )
-    if args["out"] % groups:
-        raise LayerProblem(
-            f"conv output channels {args['out']} are not divisible by groups={groups}",
-            kind="param", param="groups",
-        )
+    _check_groups("conv", channels, args["out"], args["groups"])
     _, height, width = _window(in_shape, args, "conv")
     return (args["out"], height, width)
 
@@ -281,6 +282,92 @@ register(LayerDef(
     torch=_conv_torch,
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: _windows(a),
+    output_mutable=True, weight=True, family="conv",
+))
+
+
+def transposed_out(size: int, kernel: int, stride: int, pad: int, output_pad: int, dilation: int) -> int:
+    """PyTorch's output length for a transposed convolution along one axis."""
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_pad + 1
+
+
+def _conv_transpose_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "conv_transpose")
+    _check_groups("conv_transpose", channels, args["out"], args["groups"])
+    kernel, stride, pad, output_pad, dilation = (
+        _pair(args[name]) for name in ("kernel", "stride", "pad", "output_pad", "dilation"))
+    out = []
+    for axis, size in enumerate((height, width)):
+        along = "height" if axis == 0 else "width"
+        if output_pad[axis] >= stride[axis] and output_pad[axis] >= dilation[axis]:
+            raise LayerProblem(
+                f"conv_transpose output_pad {output_pad[axis]} must be smaller than its stride {stride[axis]} "
+                f"or its dilation {dilation[axis]} (along {along})", kind="param", param="output_pad")
+        length = transposed_out(size, kernel[axis], stride[axis], pad[axis], output_pad[axis], dilation[axis])
+        if length <= 0:
+            raise LayerProblem(
+                f"conv_transpose output would be empty: input {shape_text(in_shape)}, kernel {kernel[axis]}, "
+                f"stride {stride[axis]}, pad {pad[axis]} leave {length} along {along}",
+                hint="use less padding or a larger kernel")
+        out.append(length)
+    return (args["out"], out[0], out[1])
+
+
+def _conv_transpose_weights(in_shape: Shape, args: dict) -> int:
+    kh, kw = _pair(args["kernel"])
+    return in_shape[0] * (args["out"] // args["groups"]) * kh * kw  # weight [in, out / groups, kh, kw]
+
+
+def _ratio(numerator: int, denominator: int) -> int | Fraction:
+    return numerator // denominator if numerator % denominator == 0 else Fraction(numerator, denominator)
+
+
+def _upsampling_window(kernel: int, stride: int, pad: int, dilation: int) -> Window:
+    """A transposed convolution's output i reads the inputs j with i = j*stride - pad + t*dilation
+    (t < kernel): j from (i + pad - (kernel-1)*dilation) / stride to (i + pad) / stride, a window of
+    stride 1/stride (NOTE [Fractional strides] in netdsl/cost.py)."""
+    return Window(kernel, _ratio(1, stride), _ratio((kernel - 1) * dilation - pad, stride), _ratio(dilation, stride))
+
+
+def _transposed_windows(args: dict) -> tuple[Window, Window]:
+    kernel, stride, pad, dilation = (_pair(args[name]) for name in ("kernel", "stride", "pad", "dilation"))
+    return tuple(_upsampling_window(kernel[axis], stride[axis], pad[axis], dilation[axis]) for axis in (0, 1))
+
+
+def _conv_transpose_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"kernel_size": args["kernel"]}
+    for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0),
+                                       ("output_pad", "output_padding", 0), ("groups", "groups", 1)):
+        if args[name] != default:
+            kwargs[torch_name] = args[name]
+    if not args["bias"]:
+        kwargs["bias"] = False
+    if args["dilation"] != 1:
+        kwargs["dilation"] = args["dilation"]
+    return Emission("ConvTranspose2d", (in_shape[0], args["out"]), kwargs)
+
+
+register(LayerDef(
+    name="conv_transpose",
+    doc="2-D transposed convolution (learned upsampling: output size (in - 1) * stride - 2 * pad + "
+        "dilation * (kernel - 1) + output_pad + 1).",
+    params=(
+        Param("out", "int", doc="output channels", minimum=1),
+        Param("kernel", "pair", doc="kernel size", minimum=1),
+        Param("stride", "pair", 1, minimum=1),
+        Param("pad", "pair", 0, doc="removed from each side of the output", minimum=0, aliases=("padding",)),
+        Param("output_pad", "pair", 0, doc="added to one side of the output", minimum=0,
+              aliases=("output_padding",)),
+        Param("dilation", "pair", 1, minimum=1),
+        Param("groups", "int", 1, minimum=1),
+        Param("bias", "bool", True),
+    ),
+    shape=_conv_transpose_shape,
+    count=lambda s, a: _conv_transpose_weights(s, a) + (a["out"] if a["bias"] else 0),
+    macs=lambda s, o, a: _conv_transpose_weights(s, a) * s[1] * s[2],  # per input position, as fvcore counts
+    torch=_conv_transpose_torch,
+    biases=lambda s, a: a["out"] if a["bias"] else 0,
+    reach=lambda s, a: _transposed_windows(a),
     output_mutable=True, weight=True, family="conv",
 ))
 
@@ -614,6 +701,47 @@ def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
 _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
           "Average-pools to a fixed output size (size=1: global average pooling).")
 _adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.")
+
+
+# ---- upsampling -----------------------------------------------------------------------------
+
+def _upsample_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "upsample")
+    scale_h, scale_w = _pair(args["scale"])
+    return (channels, height * scale_h, width * scale_w)
+
+
+def _upsample_window(scale: int, mode: str) -> Window:
+    """Nearest: output i copies input i // scale, the window of a transposed convolution with kernel
+    = stride = scale. Bilinear (align_corners=False): output i reads floor(x) and floor(x) + 1 for
+    x = (i + 0.5) / scale - 0.5 (the second with weight 0 where x is whole; x clamped at the borders),
+    so the inputs within `radius` of x: x is an odd multiple of 1 / (2 * scale) for an even scale,
+    a multiple of 1 / scale for an odd one."""
+    if scale == 1:
+        return Window()
+    if mode == "nearest":
+        return _upsampling_window(scale, scale, 0, 1)
+    radius = Fraction(2 * scale - 1, 2 * scale) if scale % 2 == 0 else Fraction(scale - 1, scale)
+    return Window(2, Fraction(1, scale), radius + Fraction(scale - 1, 2 * scale), 2 * radius)
+
+
+def _upsample_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"scale_factor": args["scale"], "mode": args["mode"]}
+    if args["mode"] == "bilinear":
+        kwargs["align_corners"] = False
+    return Emission("Upsample", (), kwargs)
+
+
+register(LayerDef(
+    name="upsample",
+    doc="Enlarges height and width by integer factors, repeating pixels (\"nearest\") or interpolating "
+        "(\"bilinear\", align_corners=False).",
+    params=(Param("scale", "pair", 2, doc="factor along height and width", minimum=1, aliases=("scale_factor",)),
+            Param("mode", "str", "nearest", choices=("nearest", "bilinear"))),
+    shape=_upsample_shape, count=_zero, macs=_zero, torch=_upsample_torch,
+    reach=lambda s, a: tuple(_upsample_window(scale, a["mode"]) for scale in _pair(a["scale"])),
+    output_mutable=True, family="upsample",
+))
 
 
 # ---- reshaping and fully connected ---------------------------------------------------------

@@ -358,3 +358,247 @@ ACTIVATION_ERRORS = [
                          ids=[case[0].replace("\n  ", " ") for case in ACTIVATION_ERRORS])
 def test_activation_and_shuffle_errors(tmp_path, body, input_shape, cls, message, column, hint):
     _fails(tmp_path, body, input_shape, cls, message, column, hint)
+
+
+# ---- upsampling --------------------------------------------------------------------------------
+
+def _random_upsampling(seed: int = 2026) -> list:
+    """conv_transpose and upsample at random sizes, each valid by PyTorch's rules."""
+    rng = random.Random(seed)
+    cases = []
+    while len(cases) < 10:
+        groups = rng.choice([1, 1, 2, 3])
+        channels, out = groups * rng.randint(1, 3), groups * rng.randint(1, 3)
+        kernel, stride, dilation = ([rng.randint(1, 4) for _ in range(2)] for _ in range(3))
+        pad = [rng.randint(0, 2) for _ in range(2)]
+        output_pad = [rng.randrange(max(s, d)) for s, d in zip(stride, dilation)]
+        size = [rng.randint(1, 5) for _ in range(2)]
+        lengths = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1
+                   for n, k, s, p, d, o in zip(size, kernel, stride, pad, dilation, output_pad)]
+        if min(lengths) < 1:
+            continue
+        bias = rng.random() < 0.5
+        call = (f"conv_transpose({out}, {kernel}, stride={stride}, pad={pad}, output_pad={output_pad}, "
+                f"dilation={dilation}, groups={groups}, bias={str(bias).lower()})")
+        state = {"weight": [channels, out // groups, *kernel], **({"bias": [out]} if bias else {})}
+        cases.append((call, (channels, *size), state))
+    for _ in range(4):
+        scale = [rng.randint(1, 3), rng.randint(1, 3)]
+        mode = rng.choice(["nearest", "bilinear"])
+        cases.append((f'upsample({scale}, mode="{mode}")', (2, rng.randint(1, 4), rng.randint(1, 4)), {}))
+    return cases
+
+
+UPSAMPLING = [
+    ("upsample", (3, 2, 3), {}),
+    ('upsample([2, 3], mode="bilinear")', (3, 2, 3), {}),
+    ('upsample(scale_factor=1, mode="bilinear")', (2, 3, 3), {}),
+    ("conv_transpose(4, 4, stride=2, pad=1)", (3, 5, 5), {"weight": [3, 4, 4, 4], "bias": [4]}),
+    ("conv_transpose(6, [3, 2], stride=[2, 1], padding=[1, 0], output_padding=[1, 0], groups=3, bias=false)",
+     (3, 4, 4), {"weight": [3, 2, 3, 2]}),
+] + _random_upsampling()
+
+
+@pytest.mark.parametrize("call, input_shape, state", UPSAMPLING, ids=_ids(UPSAMPLING))
+def test_upsampling_agrees_with_torch(tmp_path, call, input_shape, state):
+    _agrees_with_torch(tmp_path, call, input_shape, state)
+
+
+@pytest.mark.parametrize("call, line", [
+    ("conv_transpose(4, 3)", "self.op = nn.ConvTranspose2d(8, 4, kernel_size=3)"),
+    ("conv_transpose(4, [3, 2], stride=2, pad=1, output_pad=1, dilation=2, groups=4, bias=false)",
+     "self.op = nn.ConvTranspose2d(8, 4, kernel_size=(3, 2), stride=2, padding=1, output_padding=1, groups=4, "
+     "bias=False, dilation=2)"),
+    ("upsample", "self.op = nn.Upsample(scale_factor=2, mode='nearest')"),
+    ('upsample([2, 3], mode="bilinear")', "self.op = nn.Upsample(scale_factor=(2, 3), mode='bilinear', "
+     "align_corners=False)"),
+])
+def test_upsampling_constructors(tmp_path, call, line):
+    _emits(tmp_path, call, (8, 4, 4), line)
+
+
+def test_upsample_matches_interpolate(tmp_path):
+    x = torch.randn(2, 3, 4, 5)
+    for call, kwargs in (("upsample", {"scale_factor": 2, "mode": "nearest"}),
+                         ('upsample([3, 2], mode="bilinear")',
+                          {"scale_factor": (3, 2), "mode": "bilinear", "align_corners": False})):
+        model = build(netdsl.check(_network(tmp_path, f"  {call}", (3, 4, 5))))
+        torch.testing.assert_close(model(x), nn.functional.interpolate(x, **kwargs))
+
+
+CONV_TRANSPOSE = [(call, shape) for call, shape, _ in UPSAMPLING if call.startswith("conv_transpose")]
+
+
+@pytest.mark.parametrize("call, input_shape", CONV_TRANSPOSE, ids=[call for call, _ in CONV_TRANSPOSE])
+def test_conv_transpose_macs_equal_fvcore(tmp_path, call, input_shape):
+    fvcore = pytest.importorskip("fvcore.nn")
+    network = netdsl.check(_network(tmp_path, f"  op: {call}\n  relu", input_shape))
+    layer = dict(network.layers())["op"]
+    model = build(network).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        analysis = fvcore.FlopCountAnalysis(model, torch.zeros(1, *input_shape))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        counts = dict(analysis.by_operator())
+    out, kernel, groups = model.op.out_channels, model.op.kernel_size, model.op.groups
+    per_input_position = input_shape[0] // groups * out * math.prod(kernel)  # fvcore: x_shape[2:] * prod(w_shape)
+    assert layer.macs == counts["conv"] == per_input_position * math.prod(input_shape[1:])
+    assert analyse(network).totals.macs == layer.macs and analyse(network)[layer].depth == 1
+
+
+def test_upsampling_in_place(tmp_path):
+    body = """  up: conv_transpose(4, 2, stride=2)
+  relu1: relu
+  upsample: upsample(2, mode="bilinear")
+  relu2: relu
+  nearest: upsample([1, 2])
+  relu3: relu"""
+    _in_place_is_safe(tmp_path, body, (3, 3, 3), {"relu1": True, "relu2": True, "relu3": True})
+
+
+# The NOTE [Fractional strides] in netdsl/cost.py: after an upsampling layer the field is a real
+# interval that contains every input position an output depends on. Measured as in
+# tests/test_cost.py (NOTE [Measuring a receptive field]): weights 1/fan_in, positive inputs, the
+# support of an output position's input gradient, here for *every* output row of an input one
+# pixel wide.
+
+def _constant_weights(model):
+    model = model.double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                module.weight.fill_(1.0 / module.weight[0].numel())
+                if module.bias is not None:
+                    module.bias.zero_()
+    return model
+
+
+def _supports(model, input_shape, rows: int) -> list:
+    """(first, last) input row that each output row's gradient reaches (None: no row)."""
+    x = torch.rand(1, *input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1
+    rows_of = lambda inputs: model(inputs)[0].sum(dim=(0, 2))  # noqa: E731 - output rows from the input
+    jacobian = torch.autograd.functional.jacobian(rows_of, x, vectorize=True)  # [rows, 1, C, H, W]
+    reached = jacobian.abs().sum(dim=(1, 2, 4)) > 0
+    assert reached.shape[0] == rows
+    supports = []
+    for row in reached:
+        touched = torch.nonzero(row).flatten().tolist()
+        supports.append((touched[0], touched[-1]) if touched else None)
+    return supports
+
+
+FIELDS = [  # (body, field size along the height, stride, the most input rows one output's gradient reaches)
+    ("conv_transpose(1, [3, 1], stride=[2, 1], pad=[1, 0])", 2, 0.5, 2),
+    ("conv_transpose(1, [4, 1], stride=[2, 1], pad=[1, 0])", 2, 0.5, 2),
+    ("conv_transpose(1, [5, 1], stride=[2, 1], pad=[2, 0], output_pad=[1, 0])\n  conv(1, [3, 1], pad=[1, 0])",
+     4, 0.5, 4),
+    ("conv_transpose(1, [3, 1], stride=[2, 1])\n  conv(1, [3, 1], stride=[2, 1])", 3, 1, 3),
+    # dilation 2 with stride 3: each output reads one input, the interval holds two
+    ("conv_transpose(1, [3, 1], stride=[3, 1], dilation=[2, 1])", 2, 1 / 3, 1),
+    ("upsample([2, 1])", 1, 0.5, 1),
+    ("upsample([3, 1])", 1, 1 / 3, 1),
+    ('upsample([2, 1], mode="bilinear")', 2, 0.5, 2),
+    ('upsample([3, 1], mode="bilinear")', 2, 1 / 3, 2),
+    ('upsample([4, 1], mode="bilinear")', 2, 0.25, 2),
+    ('upsample([1, 1], mode="bilinear")', 1, 1, 1),
+    # nearest after a stride 2: an output sees one of the conv's outputs, the interval spans two
+    ("conv(1, [3, 1], stride=[2, 1], pad=[1, 0])\n  upsample([2, 1])\n  conv(1, [3, 1], pad=[1, 0])", 6, 1, 5),
+    ('conv(1, [3, 1], stride=[4, 1])\n  upsample([2, 1], mode="bilinear")\n  conv(1, [3, 1], pad=[1, 0])\n'
+     "  conv_transpose(1, [4, 1], stride=[2, 1], pad=[1, 0])", 16, 1, 15),
+    ('upsample([4, 1], mode="bilinear")\n  conv(1, [3, 1], stride=[2, 1])\n  upsample([2, 1], mode="bilinear")',
+     4, 0.25, 3),
+]
+
+
+@pytest.mark.parametrize("body, size, stride, widest", FIELDS, ids=[b.replace("\n  ", " ") for b, *_ in FIELDS])
+def test_fractional_receptive_field_contains_the_gradient_support(tmp_path, body, size, stride, widest):
+    height = 40
+    network = netdsl.check(_network(tmp_path, f"  {body}", (1, height, 1)))
+    field = analyse(network).feature_map.field
+    axis = field.axes[0]
+    assert field.size[0] == size and field.stride[0] == pytest.approx(stride)
+    supports = _supports(_constant_weights(build(network)), (1, height, 1), network.output_shape[1])
+    inside = []
+    for position, support in enumerate(supports):
+        first, last = axis.span(position)
+        if support is not None:
+            assert max(first, 0) <= support[0] and support[1] <= min(last, height - 1), (position, support)
+        if first >= 0 and last < height:  # not clipped by a border
+            inside.append(support[1] - support[0] + 1)
+    assert max(inside) == widest <= size
+
+
+def test_field_through_upsampling_keeps_integers_where_it_can(tmp_path):
+    body = "  conv(2, 3, stride=4, pad=1)\n  upsample(2)\n  conv_transpose(2, 2, stride=2)"
+    network = netdsl.check(_network(tmp_path, body, (1, 32, 32)))
+    costs = analyse(network)
+    axes = [costs[layer].field.axes[0] for _, layer in network.layers()]
+    assert [(a.size, a.jump, a.start) for a in axes] == [(3, 4, -1), (5, 2, -3), (6, 1, -4)]
+    assert all(isinstance(v, int) for a in axes for v in (a.size, a.jump, a.start))
+    up = netdsl.check(_network(tmp_path, "  op: upsample([2, 4])", (1, 8, 8)))
+    assert json.loads(json.dumps(analyse(up).feature_map.to_json())) == {
+        "size": [1, 1], "stride": [0.5, 0.25], "whole_input": False, "at": None, "shape": [1, 16, 32]}
+
+
+def test_valid_inputs_through_upsampling(tmp_path):
+    body = """  residual {
+    conv(8, 3, stride=2, pad=1)
+    relu
+    conv_transpose(3, 4, stride=2, pad=1)
+  }
+  residual { maxpool(3) upsample(3, mode="bilinear") }"""
+    network = netdsl.check(_network(tmp_path, body, (3, 12, 12)))
+    assert valid_inputs(network).describe() == (
+        "valid inputs: H >= 6 with H % 6 == 0, W >= 6 with W % 6 == 0 (residual at ops.net:3 needs equal sizes)")
+
+
+def test_upsample_has_a_colour_of_its_own(tmp_path):
+    draw = pytest.importorskip("netdsl.draw")
+    dot = draw.to_dot(netdsl.check(_network(tmp_path, "  conv(2, 1)\n  upsample", (1, 4, 4)))).source
+    assert "#d0e0e3" in dot and "#cfe2f3" in dot
+
+
+UPSAMPLING_ERRORS = [
+    ("conv_transpose(4, 3, groups=4)", (6, 4, 4), ParameterError,
+     "conv_transpose input channels 6 are not divisible by groups=4", 29, None),
+    ("conv_transpose(3, 3, groups=2)", (6, 4, 4), ParameterError,
+     "conv_transpose output channels 3 are not divisible by groups=2", 29, None),
+    ("conv_transpose(4, 3, stride=2, output_pad=2)", (6, 4, 4), ParameterError,
+     "conv_transpose output_pad 2 must be smaller than its stride 2 or its dilation 1 (along height)", 43, None),
+    ("conv_transpose(4, 3, output_pad=[0, 1])", (6, 4, 4), ParameterError,
+     "conv_transpose output_pad 1 must be smaller than its stride 1 or its dilation 1 (along width)", 33, None),
+    ("conv_transpose(4, 1, pad=[0, 1])", (6, 4, 2), ShapeError, "conv_transpose output would be empty: input "
+     "[6, 4, 2], kernel 1, stride 1, pad 1 leave 0 along width", 1, "use less padding or a larger kernel"),
+    ("conv_transpose(4, 3, output_pad=-1)", (6, 4, 4), ParameterError,
+     "conv_transpose: 'output_pad' must be at least 0, got -1", 33, None),
+    ("flatten\n  conv_transpose(4, 3)", (6, 4, 4), ShapeError, "conv_transpose expects a [channels, height, width] "
+     "input, got [96]", 1, "spatial layers must come before 'flatten'"),
+    ("upsample(0)", (6, 4, 4), ParameterError, "upsample: 'scale' must be at least 1, got 0", 10, None),
+    ("upsample(1.5)", (6, 4, 4), TypeError_, "upsample: 'scale' expects an integer or a list of two integers, got "
+     "float 1.5", 10, "use // for integer division, or floor()/round()"),
+    ('upsample(mode="bicubic")', (6, 4, 4), ParameterError,
+     "upsample: 'mode' must be one of \"nearest\", \"bilinear\", got \"bicubic\"", 15, None),
+    ("flatten\n  upsample", (6, 4, 4), ShapeError, "upsample expects a [channels, height, width] input, got [96]", 1,
+     "spatial layers must come before 'flatten'"),
+]
+
+
+@pytest.mark.parametrize("body, input_shape, cls, message, column, hint", UPSAMPLING_ERRORS,
+                         ids=[case[0].replace("\n  ", " ") for case in UPSAMPLING_ERRORS])
+def test_upsampling_errors(tmp_path, body, input_shape, cls, message, column, hint):
+    _fails(tmp_path, body, input_shape, cls, message, column, hint)
+
+
+# ---- the registry entries ----------------------------------------------------------------------
+
+def test_only_conv_transpose_is_a_weight_layer_and_every_new_op_has_its_family():
+    new = ["layernorm", "groupnorm", "instancenorm", "mish", "leaky_relu", "prelu", "elu", "hardtanh",
+           "channel_shuffle", "conv_transpose", "upsample"]
+    assert [name for name in new if REGISTRY[name].weight] == ["conv_transpose"]
+    assert {name: REGISTRY[name].family for name in new} == {
+        "layernorm": "norm", "groupnorm": "norm", "instancenorm": "norm", "mish": "activation",
+        "leaky_relu": "activation", "prelu": "activation", "elu": "activation", "hardtanh": "activation",
+        "channel_shuffle": None, "conv_transpose": "conv", "upsample": "upsample"}
+    assert [name for name in new if REGISTRY[name].inplace] == ["mish", "leaky_relu", "elu", "hardtanh"]
+    assert not any(REGISTRY[name].aliases_input or REGISTRY[name].folds_after for name in new)
