@@ -11,62 +11,95 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Union
 
 from .combinators import COMBINATORS
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap
-from .layers import GLOBAL, REGISTRY, Window
+from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window
 from .walk import Interpreter
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
+# NOTE: [Fractional strides]
+# An upsampling layer (`conv_transpose`, `upsample`) has a stride below one: output i of a
+# transposed convolution with kernel k, stride s, padding p, dilation d reads the input positions
+# j with i = j*s - p + t*d (t < k), all of them between (i + p - (k-1)*d) / s and (i + p) / s. Its
+# `Window` says so with fractions (stride 1/s, pad ((k-1)*d - p) / s, dilation d/s), and an
+# `Axis` then carries fractional `jump`, `start` and `size`: the real interval
+# [i*jump + start, i*jump + start + size - 1], whose integer positions contain every input
+# position output i depends on. The rule for a window is the same with fractions (a union of
+# intervals), so the interval is exact while every stride is an integer and a superset after a
+# fractional one: not every integer in it is read (k = 3, s = 2 reads one input for even outputs,
+# two for odd ones), and with d and s not coprime some outputs read none. `Field.size` reports the
+# most integer positions any output's interval holds; `Field.stride` the jump (0.5 after a 2x
+# upsampling of the input). tests/test_ops.py measures both against gradients.
+
+def _exact(value: "int | Fraction") -> "int | Fraction":
+    """An integral Fraction as an int, so that integer fields stay integers."""
+    return int(value) if isinstance(value, Fraction) and value.denominator == 1 else value
+
+
 @dataclass(frozen=True)
 class Axis:
     """Receptive field along one spatial axis: output position i sees the input positions
-    `i * jump + start` to `i * jump + start + size - 1` (positions outside the input are padding)."""
+    `i * jump + start` to `i * jump + start + size - 1` (positions outside the input are padding).
+    Integers, except after an upsampling layer: see the NOTE [Fractional strides]."""
 
-    size: int
-    jump: int  # effective stride: input positions between neighbouring outputs
-    start: int
+    size: int | Fraction
+    jump: int | Fraction  # effective stride: input positions between neighbouring outputs
+    start: int | Fraction
 
     @property
-    def end(self) -> int:
+    def end(self) -> int | Fraction:
         return self.start + self.size - 1
 
     def span(self, position: int) -> tuple[int, int]:
-        """First and last input position that output `position` sees."""
-        return position * self.jump + self.start, position * self.jump + self.end
+        """First and last input position that output `position` may see."""
+        return math.ceil(position * self.jump + self.start), math.floor(position * self.jump + self.end)
+
+    @property
+    def positions(self) -> int:
+        """The most input positions one output sees: `size`, or for a fractional field the most
+        integers any output's interval holds (the pattern repeats every `jump.denominator` outputs)."""
+        if isinstance(self.size, int) and isinstance(self.jump, int) and isinstance(self.start, int):
+            return self.size
+        period = self.jump.denominator if isinstance(self.jump, Fraction) else 1
+        return max(last - first + 1 for first, last in map(self.span, range(period)))
 
     def through(self, window: Window) -> "Axis":
         """The field after a layer reading `window` of this axis."""
         extent = (window.kernel - 1) * window.dilation
-        return Axis(self.size + extent * self.jump, self.jump * window.stride, self.start - window.pad * self.jump)
+        return Axis(_exact(self.size + extent * self.jump), _exact(self.jump * window.stride),
+                    _exact(self.start - window.pad * self.jump))
 
     @staticmethod
     def union(axes: list["Axis"]) -> "Axis":
         # NOTE: branches merged by add or concat have equal sizes, hence (in every network we know)
         # equal jumps; if they differ, the larger is kept and the span is that of output 0.
         start = min(a.start for a in axes)
-        return Axis(max(a.end for a in axes) - start + 1, max(a.jump for a in axes), start)
+        return Axis(_exact(max(a.end for a in axes) - start + 1), max(a.jump for a in axes), start)
 
 
 @dataclass(frozen=True)
 class Field:
     """A node's receptive field: `axes` (height, width) through local paths, None when every path
     went through a global operation; `whole` when some path pools globally (a linear layer,
-    global pooling, a squeeze-excitation gate), so that every input position reaches the output."""
+    global pooling, a squeeze-excitation gate) or normalizes with statistics of the whole map (group
+    and instance normalization), so that every input position reaches the output."""
 
     axes: tuple[Axis, Axis] | None
     whole: bool = False
 
     @property
     def size(self) -> tuple[int, int] | None:
-        return (self.axes[0].size, self.axes[1].size) if self.axes else None
+        return (self.axes[0].positions, self.axes[1].positions) if self.axes else None
 
     @property
-    def stride(self) -> tuple[int, int] | None:
-        return (self.axes[0].jump, self.axes[1].jump) if self.axes else None
+    def stride(self) -> tuple[int | float, int | float] | None:
+        """The effective stride per axis; a float below one after upsampling (NOTE [Fractional strides])."""
+        return tuple(a.jump if isinstance(a.jump, int) else float(a.jump) for a in self.axes) if self.axes else None
 
     def through(self, reach: "tuple[Window, Window] | str | None") -> "Field":
         """The field after a layer whose `LayerDef.reach` is `reach`."""
@@ -74,6 +107,8 @@ class Field:
             return self
         if reach == GLOBAL:
             return Field(None, whole=True)
+        if reach == GLOBAL_STATISTICS:  # the local field goes on, and every position reaches the output
+            return Field(self.axes, whole=True)
         axes = tuple(axis.through(window) for axis, window in zip(self.axes, reach)) if self.axes else None
         return Field(axes, self.whole)
 

@@ -41,7 +41,7 @@ INSTALL_HINT = "install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS
 # Fill colours by op family (`LayerDef.family`), in the spirit of torch.fx's _COLOR_MAP; an op of no
 # family gets a pale colour hashed from its name, so no op is ever unstyled.
 _FAMILY_COLOURS = {"conv": "#cfe2f3", "linear": "#fce5cd", "norm": "#fff2cc", "pool": "#d9ead3",
-                   "activation": "#eeeeee"}
+                   "activation": "#eeeeee", "upsample": "#d0e0e3"}
 _MODULE_COLOUR = "#e4dcf1"
 _SKIP = {"color": "#c0392b", "fontcolor": "#c0392b", "penwidth": "1.6"}  # residual shortcuts
 _IDENTITY = {"color": "#2e6fb7", "fontcolor": "#2e6fb7", "penwidth": "1.6"}  # dense connections

@@ -1,10 +1,11 @@
 """Fuzzing: random valid networks checked against PyTorch, and mutated sources checked for crashes.
 
 Two campaigns, both reproducible from a seed:
-- differential: `generate` writes a random *valid* network (convs with random kernel, stride,
-  padding, dilation and groups, pools, normalization, activations, residuals with and without
-  projections, inception branches, dense layers, squeeze-excitation gates, repetitions and
-  parameterized blocks, random input sizes); the checker's per-layer output shapes, parameter
+- differential: `generate` writes a random *valid* network (convs and transposed convs with random
+  kernel, stride, padding, dilation and groups, upsampling, pools, normalization, activations,
+  channel shuffles, residuals with and without projections, inception branches, dense layers,
+  squeeze-excitation gates, repetitions and parameterized blocks, random input sizes, flat
+  layers between the classifier's linears); the checker's per-layer output shapes, parameter
   count and output shape must equal what the emitted module does when run.
 - robustness: `mutate` damages a real .net file (deleted, duplicated and swapped tokens and
   lines, truncation, random bytes, huge numbers, deep nesting), and random byte strings are fed in
@@ -29,9 +30,10 @@ from pathlib import Path
 
 from .api import check
 from .errors import NetDSLError
-from .layers import window_out
+from .layers import transposed_out, window_out
 
 ROOT = Path(__file__).resolve().parent.parent
+UPSAMPLED = 1024  # height * width an upsampling layer may grow a map to (keeps cases fast)
 
 
 # ---- the generator of valid networks -------------------------------------------------------
@@ -104,16 +106,71 @@ class _Writer:
         return (channels, h, w)
 
     def pointwise(self, shape, depth):
-        op = self.rng.choice(["relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
-                              "bn", "identity", "dropout(0.1)", "lrn(3)", "mul(0.5)"])
+        rng = self.rng
+        channels, height, width = shape
+        groups = rng.choice([g for g in (1, 2, 3, 4, channels) if channels % g == 0])
+        op = rng.choice(["relu", "relu6", "silu", "hardswish", "hardsigmoid", "sigmoid", "tanh", "gelu",
+                         "bn", "identity", "dropout(0.1)", "lrn(3)", "mul(0.5)",
+                         "mish", "leaky_relu", "leaky_relu(0.2)", "elu", "elu(alpha=0.5)", "hardtanh(-2.0, 2.0)",
+                         "prelu", "prelu(per_channel=true)", "layernorm", "layernorm(affine=false)",
+                         f"groupnorm({groups})", f"groupnorm({groups}, affine=false)", f"channel_shuffle({groups})"]
+                        + (["instancenorm", "instancenorm(affine=true, track_running_stats=true)"]
+                           if height * width > 1 else []))
         self.emit(f"{self.label()}{op}", depth)
+        return shape
+
+    def flat(self, features, depth):
+        """A layer for a flat [features] tensor, between the classifier's linears."""
+        rng = self.rng
+        groups = rng.choice([g for g in (1, 2, 3, 4) if features % g == 0])
+        op = rng.choice(["relu", "bn", "dropout(0.1)", "mish", "leaky_relu(0.1)", "elu", "hardtanh", "prelu",
+                         "prelu(per_channel=true)", "layernorm", "layernorm(bias=false)", f"groupnorm({groups})"])
+        self.emit(f"{self.label()}{op}", depth)
+
+    def upsampling(self, shape, depth):
+        """An upsample or a transposed convolution that leaves at most UPSAMPLED positions."""
+        rng = self.rng
+        channels, height, width = shape
+        if rng.random() < 0.4:
+            scale = rng.choice([(2, 2), (2, 2), (3, 3), (1, 2), (2, 1)])
+            if height * width * scale[0] * scale[1] > UPSAMPLED:
+                return shape
+            mode = rng.choice(["nearest", "bilinear"])
+            args = [str(scale[0]) if scale[0] == scale[1] else f"[{scale[0]}, {scale[1]}]"]
+            if mode != "nearest" or rng.random() < 0.3:
+                args.append(f'mode="{mode}"')
+            self.emit(f"{self.label()}upsample({', '.join(args)})", depth)
+            return (channels, height * scale[0], width * scale[1])
+        for _ in range(20):
+            kernel = rng.choice([1, 2, 3, 4])
+            stride = rng.choice([1, 2, 2, 3])
+            dilation = 1 if kernel == 1 else rng.choice([1, 1, 2])
+            pad = rng.randint(0, (kernel - 1) * dilation // 2 + 1)
+            output_pad = rng.randrange(max(stride, dilation))
+            out_channels = rng.choice([4, 6, 8])
+            groups = rng.choice([g for g in (1, 1, 2, 3) if channels % g == 0 and out_channels % g == 0])
+            h, w = (transposed_out(n, kernel, stride, pad, output_pad, dilation) for n in (height, width))
+            if h < 1 or w < 1 or h * w > max(UPSAMPLED, height * width):
+                continue
+            args = [str(out_channels), str(kernel)]
+            for name, value, default in (("stride", stride, 1), ("pad", pad, 0), ("output_pad", output_pad, 0),
+                                         ("dilation", dilation, 1), ("groups", groups, 1)):
+                if value != default:
+                    args.append(f"{name}={value}")
+            if rng.random() < 0.3:
+                args.append("bias=false")
+            self.emit(f"{self.label()}conv_transpose({', '.join(args)})", depth)
+            return (out_channels, h, w)
         return shape
 
     def statement(self, shape, depth, budget):
         rng = self.rng
         roll = rng.random()
         if budget <= 0 or depth > 4 or roll < 0.35:
-            return self.conv(shape, depth) if rng.random() < 0.5 else self.pointwise(shape, depth)
+            kind = rng.random()
+            if kind < 0.15:
+                return self.upsampling(shape, depth)
+            return self.conv(shape, depth) if kind < 0.5 else self.pointwise(shape, depth)
         if roll < 0.45:
             return self.pool(shape, depth)
         if roll < 0.57:  # residual: identity or a generated projection (labelled: one `downsample` each)
@@ -190,7 +247,10 @@ def generate(rng: random.Random) -> str:
             writer.emit("adaptive_avgpool(1)", 1)
         writer.emit("flatten", 1)
         for _ in range(rng.randint(1, 2)):
-            writer.emit(f"{writer.label()}linear({rng.randint(1, 12)})", 1)
+            features = rng.randint(1, 12)
+            writer.emit(f"{writer.label()}linear({features})", 1)
+            if rng.random() < 0.3:
+                writer.flat(features, 1)
     return BLOCK + "network fuzzed {\n" + "\n".join(writer.lines) + "\n}\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable
 
 from .text import shape_text
@@ -56,15 +57,20 @@ class Emission:
 @dataclass(frozen=True)
 class Window:
     """How an output position reads its input along one spatial axis: output i reads the input
-    positions i*stride - pad + t*dilation for t < kernel (the receptive-field rule, netdsl/cost.py)."""
+    positions i*stride - pad + t*dilation for t < kernel (the receptive-field rule, netdsl/cost.py).
+    An upsampling layer's stride, pad and dilation are fractions: it reads the integer positions
+    among them (NOTE [Fractional strides] in netdsl/cost.py)."""
 
     kernel: int = 1
-    stride: int = 1
-    pad: int = 0  # may be negative: a crop
-    dilation: int = 1
+    stride: int | Fraction = 1
+    pad: int | Fraction = 0  # may be negative: a crop
+    dilation: int | Fraction = 1
 
 
 GLOBAL = "global"  # a `reach` result: every output reads every input position (linear, global pooling)
+# A `reach` result: position-wise, but normalized by statistics of the whole map (group and instance
+# normalization), so every input position reaches every output, and the local field goes on as well.
+GLOBAL_STATISTICS = "global statistics"
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
              "pair": "an integer or a list of two integers"}
@@ -84,7 +90,7 @@ class LayerDef:
     macs: Callable[[Shape, Shape, dict], int]
     torch: Callable[[Shape, dict], Emission]
     biases: Callable[[Shape, dict], int] = lambda s, a: 0  # of `count`, the additive terms (bias, BN's shift)
-    # Spatial reach: (height, width) windows, GLOBAL, or None for a position-wise op.
+    # Spatial reach: (height, width) windows, GLOBAL, GLOBAL_STATISTICS, or None for a position-wise op.
     reach: Callable[[Shape, dict], "tuple[Window, Window] | str | None"] = lambda s, a: None
     aliases_input: bool = False  # output may share storage with the input (views, identity)
     inplace: bool = False  # accepts inplace=True when its input is not needed elsewhere
@@ -219,19 +225,18 @@ def _window(in_shape: Shape, args: dict, op: str, ceil: bool = False) -> Shape:
 
 # ---- convolution ----------------------------------------------------------------------------
 
+def _check_groups(op: str, channels: int, out: int, groups: int) -> None:
+    if channels % groups:
+        raise LayerProblem(f"{op} input channels {channels} are not divisible by groups={groups}",
+                           kind="param", param="groups")
+    if out % groups:
+        raise LayerProblem(f"{op} output channels {out} are not divisible by groups={groups}",
+                           kind="param", param="groups")
+
+
 def _conv_shape(in_shape: Shape, args: dict) -> Shape:
     channels = _spatial(in_shape, "conv")[0]
-    groups = args["groups"]
-    if channels % groups:
-        raise LayerProblem(
-            f"conv input channels {channels} are not divisible by groups={groups}",
-            kind="param", param="groups",
-        )
-    if args["out"] % groups:
-        raise LayerProblem(
-            f"conv output channels {args['out']} are not divisible by groups={groups}",
-            kind="param", param="groups",
-        )
+    _check_groups("conv", channels, args["out"], args["groups"])
     _, height, width = _window(in_shape, args, "conv")
     return (args["out"], height, width)
 
@@ -281,6 +286,92 @@ register(LayerDef(
 ))
 
 
+def transposed_out(size: int, kernel: int, stride: int, pad: int, output_pad: int, dilation: int) -> int:
+    """PyTorch's output length for a transposed convolution along one axis."""
+    return (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_pad + 1
+
+
+def _conv_transpose_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "conv_transpose")
+    _check_groups("conv_transpose", channels, args["out"], args["groups"])
+    kernel, stride, pad, output_pad, dilation = (
+        _pair(args[name]) for name in ("kernel", "stride", "pad", "output_pad", "dilation"))
+    out = []
+    for axis, size in enumerate((height, width)):
+        along = "height" if axis == 0 else "width"
+        if output_pad[axis] >= stride[axis] and output_pad[axis] >= dilation[axis]:
+            raise LayerProblem(
+                f"conv_transpose output_pad {output_pad[axis]} must be smaller than its stride {stride[axis]} "
+                f"or its dilation {dilation[axis]} (along {along})", kind="param", param="output_pad")
+        length = transposed_out(size, kernel[axis], stride[axis], pad[axis], output_pad[axis], dilation[axis])
+        if length <= 0:
+            raise LayerProblem(
+                f"conv_transpose output would be empty: input {shape_text(in_shape)}, kernel {kernel[axis]}, "
+                f"stride {stride[axis]}, pad {pad[axis]} leave {length} along {along}",
+                hint="use less padding or a larger kernel")
+        out.append(length)
+    return (args["out"], out[0], out[1])
+
+
+def _conv_transpose_weights(in_shape: Shape, args: dict) -> int:
+    kh, kw = _pair(args["kernel"])
+    return in_shape[0] * (args["out"] // args["groups"]) * kh * kw  # weight [in, out / groups, kh, kw]
+
+
+def _ratio(numerator: int, denominator: int) -> int | Fraction:
+    return numerator // denominator if numerator % denominator == 0 else Fraction(numerator, denominator)
+
+
+def _upsampling_window(kernel: int, stride: int, pad: int, dilation: int) -> Window:
+    """A transposed convolution's output i reads the inputs j with i = j*stride - pad + t*dilation
+    (t < kernel): j from (i + pad - (kernel-1)*dilation) / stride to (i + pad) / stride, a window of
+    stride 1/stride (NOTE [Fractional strides] in netdsl/cost.py)."""
+    return Window(kernel, _ratio(1, stride), _ratio((kernel - 1) * dilation - pad, stride), _ratio(dilation, stride))
+
+
+def _transposed_windows(args: dict) -> tuple[Window, Window]:
+    kernel, stride, pad, dilation = (_pair(args[name]) for name in ("kernel", "stride", "pad", "dilation"))
+    return tuple(_upsampling_window(kernel[axis], stride[axis], pad[axis], dilation[axis]) for axis in (0, 1))
+
+
+def _conv_transpose_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"kernel_size": args["kernel"]}
+    for name, torch_name, default in (("stride", "stride", 1), ("pad", "padding", 0),
+                                       ("output_pad", "output_padding", 0), ("groups", "groups", 1)):
+        if args[name] != default:
+            kwargs[torch_name] = args[name]
+    if not args["bias"]:
+        kwargs["bias"] = False
+    if args["dilation"] != 1:
+        kwargs["dilation"] = args["dilation"]
+    return Emission("ConvTranspose2d", (in_shape[0], args["out"]), kwargs)
+
+
+register(LayerDef(
+    name="conv_transpose",
+    doc="2-D transposed convolution (learned upsampling: output size (in - 1) * stride - 2 * pad + "
+        "dilation * (kernel - 1) + output_pad + 1).",
+    params=(
+        Param("out", "int", doc="output channels", minimum=1),
+        Param("kernel", "pair", doc="kernel size", minimum=1),
+        Param("stride", "pair", 1, minimum=1),
+        Param("pad", "pair", 0, doc="removed from each side of the output", minimum=0, aliases=("padding",)),
+        Param("output_pad", "pair", 0, doc="added to one side of the output", minimum=0,
+              aliases=("output_padding",)),
+        Param("dilation", "pair", 1, minimum=1),
+        Param("groups", "int", 1, minimum=1),
+        Param("bias", "bool", True),
+    ),
+    shape=_conv_transpose_shape,
+    count=lambda s, a: _conv_transpose_weights(s, a) + (a["out"] if a["bias"] else 0),
+    macs=lambda s, o, a: _conv_transpose_weights(s, a) * s[1] * s[2],  # per input position, as fvcore counts
+    torch=_conv_transpose_torch,
+    biases=lambda s, a: a["out"] if a["bias"] else 0,
+    reach=lambda s, a: _transposed_windows(a),
+    output_mutable=True, weight=True, family="conv",
+))
+
+
 # ---- normalization --------------------------------------------------------------------------
 
 def _bn_torch(in_shape: Shape, args: dict) -> Emission:
@@ -326,12 +417,134 @@ register(LayerDef(
 ))
 
 
+def _channels_or_features(op: str, in_shape: Shape) -> Shape:
+    if len(in_shape) not in (1, 3):
+        raise LayerProblem(f"{op} expects [channels, height, width] or [features], got {shape_text(in_shape)}")
+    return in_shape
+
+
+def _eps(args: dict, default: float = 1e-5) -> dict:
+    """`eps=` where it differs from torch's default."""
+    return {"eps": args["eps"]} if args["eps"] != default else {}
+
+
+# NOTE: [Layer normalization]
+# On a [C, H, W] map, `layernorm` normalizes each position over its C channels: torchvision's
+# ConvNeXt `LayerNorm2d` (an `nn.LayerNorm(C)` applied to the NHWC permutation), emitted as that
+# class with the same `weight` and `bias` keys; after `flatten`, `nn.LayerNorm(features)`. Its eps
+# defaults to ConvNeXt's 1e-6 (torchvision passes `eps=1e-6` to both), not nn.LayerNorm's 1e-5,
+# because a CNN uses layer normalization where ConvNeXt does; write `eps=1e-5` for torch's.
+LAYER_NORM_2D = '''class LayerNorm2d(nn.LayerNorm):
+    """Layer normalization over the channels of an NCHW tensor (torchvision's ConvNeXt)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x.permute(0, 3, 1, 2)
+        return x'''
+
+
+def _layernorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    if not args["affine"]:
+        kwargs["elementwise_affine"] = False
+    elif not args["bias"]:
+        kwargs["bias"] = False
+    if len(in_shape) == 3:
+        return Emission("LayerNorm2d", (in_shape[0],), kwargs, helper=True)
+    return Emission("LayerNorm", (in_shape[0],), kwargs)
+
+
+register(LayerDef(
+    name="layernorm",
+    doc="Layer normalization over the channels at each position (ConvNeXt's LayerNorm2d), or over the "
+        "features after flatten (nn.LayerNorm); eps defaults to ConvNeXt's 1e-6.",
+    params=(Param("eps", "float", 1e-6), Param("affine", "bool", True, doc="learned scale and shift",
+                                                aliases=("elementwise_affine",)),
+            Param("bias", "bool", True, doc="the learned shift (with affine)")),
+    shape=lambda s, a: _channels_or_features("layernorm", s),
+    count=lambda s, a: s[0] * (1 + a["bias"]) if a["affine"] else 0,
+    macs=_zero,
+    torch=_layernorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] and a["bias"] else 0,
+    reach=lambda s, a: None if len(s) == 3 else GLOBAL_STATISTICS,  # flat: every feature's statistics
+    output_mutable=True, family="norm", helper_source=LAYER_NORM_2D,
+))
+
+
+def _groupnorm_shape(in_shape: Shape, args: dict) -> Shape:
+    channels = _channels_or_features("groupnorm", in_shape)[0]
+    if channels % args["groups"]:
+        divisors = [d for d in range(1, channels + 1) if channels % d == 0]
+        raise LayerProblem(f"groupnorm channels {channels} are not divisible by groups={args['groups']}",
+                           kind="param", param="groups",
+                           hint=f"groups must divide {channels}: {', '.join(map(str, divisors[:12]))}"
+                                f"{', ...' if len(divisors) > 12 else ''}")
+    return in_shape
+
+
+def _groupnorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    if not args["affine"]:
+        kwargs["affine"] = False
+    return Emission("GroupNorm", (args["groups"], in_shape[0]), kwargs)
+
+
+register(LayerDef(
+    name="groupnorm",
+    doc="Group normalization: the channels in groups, each normalized over its channels and positions.",
+    params=(Param("groups", "int", doc="channel groups (1: over all channels)", minimum=1),
+            Param("eps", "float", 1e-5), Param("affine", "bool", True)),
+    shape=_groupnorm_shape,
+    count=lambda s, a: 2 * s[0] if a["affine"] else 0,
+    macs=_zero,
+    torch=_groupnorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] else 0,
+    reach=lambda s, a: GLOBAL_STATISTICS,
+    output_mutable=True, family="norm",
+))
+
+
+def _instancenorm_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "instancenorm")
+    if height * width == 1:
+        raise LayerProblem(f"instancenorm needs more than one position per channel, got {shape_text(in_shape)}",
+                           hint="PyTorch's InstanceNorm2d rejects a 1x1 map in training")
+    return in_shape
+
+
+def _instancenorm_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = _eps(args)
+    for name in ("affine", "track_running_stats"):
+        if args[name]:
+            kwargs[name] = True
+    return Emission("InstanceNorm2d", (in_shape[0],), kwargs)
+
+
+register(LayerDef(
+    name="instancenorm",
+    doc="Instance normalization: each channel of each sample over its positions (style transfer).",
+    params=(Param("eps", "float", 1e-5), Param("affine", "bool", False),
+            Param("track_running_stats", "bool", False, doc="running statistics, used in eval")),
+    shape=_instancenorm_shape,
+    count=lambda s, a: 2 * s[0] if a["affine"] else 0,
+    macs=_zero,
+    torch=_instancenorm_torch,
+    biases=lambda s, a: s[0] if a["affine"] else 0,
+    # in eval, running statistics make it position-wise; without them each map's own statistics
+    reach=lambda s, a: None if a["track_running_stats"] else GLOBAL_STATISTICS,
+    output_mutable=True, family="norm",
+))
+
+
 # ---- element-wise activations --------------------------------------------------------------
 
-def _activation(name: str, cls: str, doc: str, inplace: bool = True) -> None:
+def _activation(name: str, cls: str, doc: str, inplace: bool = True, params: tuple[Param, ...] = (),
+                keywords: Callable[[dict], dict] = lambda args: {}, shape=lambda s, a: s) -> None:
+    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones."""
     register(LayerDef(
-        name=name, doc=doc, params=(), shape=lambda s, a: s, count=_zero, macs=_zero,
-        torch=lambda s, a: Emission(cls), inplace=inplace, family="activation",
+        name=name, doc=doc, params=params, shape=shape, count=_zero, macs=_zero,
+        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation",
     ))
 
 
@@ -343,6 +556,48 @@ _activation("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3).")
 _activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False)
 _activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False)
 _activation("gelu", "GELU", "Gaussian error linear unit.", inplace=False)
+_activation("mish", "Mish", "x * tanh(softplus(x)) (YOLOv4).")
+# NOTE: [Non-negative slopes] torch's in-place LeakyReLU and ELU fail in backward for a negative
+# slope or alpha; both are at least 0 here (the papers' values are positive), so in place is always safe.
+_activation("leaky_relu", "LeakyReLU", "max(x, 0) + slope * min(x, 0).",
+            params=(Param("slope", "float", 0.01, doc="for negative inputs", minimum=0, aliases=("negative_slope",)),),
+            keywords=lambda a: {"negative_slope": a["slope"]} if a["slope"] != 0.01 else {})
+_activation("elu", "ELU", "x for x > 0, alpha * (exp(x) - 1) otherwise.",
+            params=(Param("alpha", "float", 1.0, minimum=0),),
+            keywords=lambda a: {"alpha": a["alpha"]} if a["alpha"] != 1.0 else {})
+
+
+def _hardtanh_shape(in_shape: Shape, args: dict) -> Shape:
+    if args["max"] <= args["min"]:
+        raise LayerProblem(f"hardtanh max {show(args['max'])} must be greater than min {show(args['min'])}",
+                           kind="param", param="max")
+    return in_shape
+
+
+_activation("hardtanh", "Hardtanh", "x clamped to [min, max].",
+            params=(Param("min", "float", -1.0, aliases=("min_val",)),
+                    Param("max", "float", 1.0, aliases=("max_val",))),
+            keywords=lambda a: {f"{name}_val": a[name] for name, default in (("min", -1.0), ("max", 1.0))
+                                if a[name] != default},
+            shape=_hardtanh_shape)
+
+
+def _prelu_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"num_parameters": in_shape[0]} if args["per_channel"] else {}
+    if args["init"] != 0.25:
+        kwargs["init"] = args["init"]
+    return Emission("PReLU", (), kwargs)
+
+
+register(LayerDef(
+    name="prelu", doc="Leaky ReLU with a learned slope: one, or one per channel (feature after flatten).",
+    params=(Param("per_channel", "bool", False), Param("init", "float", 0.25, doc="initial slope")),
+    shape=lambda s, a: s,
+    count=lambda s, a: s[0] if a["per_channel"] else 1,
+    macs=_zero,
+    torch=_prelu_torch,
+    output_mutable=True, family="activation",  # backward reads the input and the slope, not the output
+))
 
 register(LayerDef(
     name="identity", doc="Passes its input through unchanged.", params=(),
@@ -448,6 +703,47 @@ _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
 _adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.")
 
 
+# ---- upsampling -----------------------------------------------------------------------------
+
+def _upsample_shape(in_shape: Shape, args: dict) -> Shape:
+    channels, height, width = _spatial(in_shape, "upsample")
+    scale_h, scale_w = _pair(args["scale"])
+    return (channels, height * scale_h, width * scale_w)
+
+
+def _upsample_window(scale: int, mode: str) -> Window:
+    """Nearest: output i copies input i // scale, the window of a transposed convolution with kernel
+    = stride = scale. Bilinear (align_corners=False): output i reads floor(x) and floor(x) + 1 for
+    x = (i + 0.5) / scale - 0.5 (the second with weight 0 where x is whole; x clamped at the borders),
+    so the inputs within `radius` of x: x is an odd multiple of 1 / (2 * scale) for an even scale,
+    a multiple of 1 / scale for an odd one."""
+    if scale == 1:
+        return Window()
+    if mode == "nearest":
+        return _upsampling_window(scale, scale, 0, 1)
+    radius = Fraction(2 * scale - 1, 2 * scale) if scale % 2 == 0 else Fraction(scale - 1, scale)
+    return Window(2, Fraction(1, scale), radius + Fraction(scale - 1, 2 * scale), 2 * radius)
+
+
+def _upsample_torch(in_shape: Shape, args: dict) -> Emission:
+    kwargs = {"scale_factor": args["scale"], "mode": args["mode"]}
+    if args["mode"] == "bilinear":
+        kwargs["align_corners"] = False
+    return Emission("Upsample", (), kwargs)
+
+
+register(LayerDef(
+    name="upsample",
+    doc="Enlarges height and width by integer factors, repeating pixels (\"nearest\") or interpolating "
+        "(\"bilinear\", align_corners=False).",
+    params=(Param("scale", "pair", 2, doc="factor along height and width", minimum=1, aliases=("scale_factor",)),
+            Param("mode", "str", "nearest", choices=("nearest", "bilinear"))),
+    shape=_upsample_shape, count=_zero, macs=_zero, torch=_upsample_torch,
+    reach=lambda s, a: tuple(_upsample_window(scale, a["mode"]) for scale in _pair(a["scale"])),
+    output_mutable=True, family="upsample",
+))
+
+
 # ---- reshaping and fully connected ---------------------------------------------------------
 
 register(LayerDef(
@@ -483,6 +779,23 @@ register(LayerDef(
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: GLOBAL,
     output_mutable=True, weight=True, family="linear",
+))
+
+def _channel_shuffle_shape(in_shape: Shape, args: dict) -> Shape:
+    channels = _spatial(in_shape, "channel_shuffle")[0]
+    if channels % args["groups"]:
+        raise LayerProblem(f"channel_shuffle channels {channels} are not divisible by groups={args['groups']}",
+                           kind="param", param="groups")
+    return in_shape
+
+
+register(LayerDef(
+    name="channel_shuffle",
+    doc="Interleaves the channels of groups (ShuffleNet): channel g * (C / groups) + k moves to k * groups + g.",
+    params=(Param("groups", "int", minimum=1),),
+    shape=_channel_shuffle_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("ChannelShuffle", (a["groups"],)),
+    output_mutable=True,  # a copy (also for groups=1); its backward shuffles back and reads nothing
 ))
 
 # ---- regularization and arithmetic ---------------------------------------------------------
