@@ -52,6 +52,7 @@ class Emission:
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     helper: bool = False
+    module: str | None = None  # the class comes from this importable module (a plugin's), not torch.nn
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class LayerDef:
     family: str | None = None  # colour family in diagrams (netdsl/draw.py); None: a colour hashed from the name
     helper_source: str | None = None  # the class the emitted source defines for a `helper` emission
     folds_after: tuple[str, ...] = ()  # ops whose output this one may be folded into (bn into a conv) for inference
+    plugin: str | None = None  # the entry point that registered it (None: built in)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -175,6 +177,47 @@ REGISTRY: dict[str, LayerDef] = {}
 def register(layer: LayerDef) -> LayerDef:
     REGISTRY[layer.name] = layer
     return layer
+
+
+def register_op(layer: LayerDef) -> LayerDef:
+    """Adds a user-defined op (see docs/extending.md): checked, costed, drawn, listed and emitted
+    like a built-in. Its name must be new and a plain name; its emission names an importable module
+    (`Emission(cls, ..., module="package.modules")`) or a torch.nn class."""
+    import keyword
+
+    if not isinstance(layer, LayerDef):
+        raise TypeError(f"register_op takes a netdsl.layers.LayerDef, got {type(layer).__name__}")
+    if not layer.name.isidentifier() or keyword.iskeyword(layer.name):
+        raise ValueError(f"an op's name must be a plain name, got {layer.name!r}")
+    existing = REGISTRY.get(layer.name)
+    if existing is not None and existing != layer:
+        raise ValueError(f"an op named '{layer.name}' is already registered"
+                         + (f" (by {existing.plugin})" if existing.plugin else " (built in)"))
+    return register(layer)
+
+
+PLUGIN_GROUP = "netdsl.ops"  # entry points of installed packages: a LayerDef, a list of them, or a function giving them
+PLUGIN_ERRORS: list[str] = []  # plugins that failed to load, for `netdsl layers` to say
+
+
+def load_plugins() -> list[str]:
+    """Registers the ops of every installed package's `netdsl.ops` entry points; returns their names.
+    Only installed packages are read: a .net file never makes Python code run."""
+    from dataclasses import replace
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            found = point.load()
+            if callable(found) and not isinstance(found, LayerDef):
+                found = found()
+            for layer in [found] if isinstance(found, LayerDef) else list(found):
+                loaded.append(register_op(replace(layer, plugin=f"{point.value} ({point.dist.name if point.dist else '?'})")).name)
+        except Exception as error:  # noqa: BLE001 - a broken plugin must not break netdsl
+            PLUGIN_ERRORS.append(f"{PLUGIN_GROUP} entry point '{point.name}' ({point.value}): "
+                                 f"{type(error).__name__}: {error}")
+    return loaded
 
 
 def _zero(*_):
@@ -929,6 +972,8 @@ def markdown_table() -> str:
     samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True}
     rows = ["| layer | PyTorch | description |", "|---|---|---|"]
     for name, layer in sorted(REGISTRY.items()):
+        if layer.plugin:
+            continue  # the built-in ops only: the table documents netdsl itself
         args = {}
         for p in layer.params:
             if p.default is REQUIRED:
@@ -943,3 +988,5 @@ def markdown_table() -> str:
         rows.append(f"| `{signature(layer)}` | `{torch_name}` | {doc} |")
     return "\n".join(rows) + "\n"
 
+
+load_plugins()
