@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Union
 
 from .combinators import COMBINATORS
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap

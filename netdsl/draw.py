@@ -22,7 +22,7 @@ import graphviz
 
 from .cli import _human
 from .combinators import COMBINATORS
-from .graph import Layer, Merge, Module, Network, Node, Shape, walk
+from .graph import Layer, Module, Network, Node, Shape, walk
 from .layers import REGISTRY
 
 # NOTE: [Default depth]

@@ -406,34 +406,10 @@ class Elaborator(Evaluator):
             raise self.error(ShapeError, f"tensor {shape_text(shape)} has {math.prod(shape)} elements per sample, "
                              f"more than the limit of {self.limits.elements}", span)
 
-    def match_arguments(self, call: ast.Call, names: list[str], what: str, env: Env, too_many: str,
-                        hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
-        """Pairs a call's arguments with parameter `names`: {name: (value, span of the value)}."""
-        aliases = aliases or {}
-        given: dict[str, tuple[object, Span]] = {}
-        positional_done = False
-        for index, arg in enumerate(call.args):
-            if arg.name is None:
-                if positional_done:
-                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
-                if index >= len(names):
-                    raise self.error(TypeError_, too_many, arg.span)
-                key = names[index]
-            else:
-                positional_done = True
-                key = aliases.get(arg.name, arg.name)
-                if key not in names:
-                    raise self.error(NameError_, f"{what} has no parameter '{arg.name}'", arg.span,
-                                     did_you_mean(arg.name, names + list(aliases)) or hint)
-            if key in given:
-                raise self.error(TypeError_, f"{what} got '{key}' twice", arg.span)
-            given[key] = (self.eval(arg.value, env), arg.value.span)
-        return given
-
     def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> tuple[dict, dict]:
         names = [p.name for p in op.params]
         given = self.match_arguments(
-            call, names, op.name, env,
+            call.args, names, op.name, env,
             too_many=f"{op.name} takes at most {len(names)} positional arguments ({', '.join(names)}), "
                      f"got {len(call.args)}",
             hint=f"{op.name} takes: {', '.join(names)}" if names else f"{op.name} takes no arguments",
@@ -454,22 +430,14 @@ class Elaborator(Evaluator):
         env = Env(self.globals, input_shape=flow.shape)
         params = [p.name for p in decl.params]
         given = self.match_arguments(
-            call, params, f"block '{decl.name}'", caller,
+            call.args, params, f"block '{decl.name}'", caller,
             too_many=f"block '{decl.name}' takes {len(params)} arguments ({', '.join(params)}), got {len(call.args)}",
             hint=f"its parameters are: {', '.join(params) or 'none'}",
         )
         path = scope.child_path(name)
         self.trace.append(Frame(decl.name, decl.span, call.span, path))
         try:
-            for param in decl.params:
-                if param.name in given:
-                    value = given[param.name][0]
-                elif param.default is not None:
-                    value = self.eval(param.default, env)
-                else:
-                    raise self.error(TypeError_, f"block '{decl.name}' is missing its '{param.name}' argument",
-                                     call.span, f"{decl.name}({', '.join(params)})")
-                env.define(param.name, value, param.span)
+            self.bind_parameters(decl, f"block '{decl.name}'", given, env, call.span)
             inner, block_scope = Flow(flow.shape), Scope(path)
             inputs, parameters = [], []
             for param in decl.params:  # tensors passed in become the block's own named tensors

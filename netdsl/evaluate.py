@@ -307,6 +307,43 @@ class Evaluator:
             result[key] = value
         return result
 
+    def match_arguments(self, args: list[ast.Arg], names: list[str], what: str, env: "Env", too_many: str,
+                        hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
+        """Pairs a call's arguments (evaluated in `env`) with parameter `names`: {name: (value, span)}."""
+        aliases = aliases or {}
+        given: dict[str, tuple[object, Span]] = {}
+        positional_done = False
+        for index, arg in enumerate(args):
+            if arg.name is None:
+                if positional_done:
+                    raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
+                if index >= len(names):
+                    raise self.error(TypeError_, too_many, arg.span)
+                key = names[index]
+            else:
+                positional_done = True
+                key = aliases.get(arg.name, arg.name)
+                if key not in names:
+                    raise self.error(NameError_, f"{what} has no parameter '{arg.name}'", arg.span,
+                                     did_you_mean(arg.name, names + list(aliases)) or hint)
+            if key in given:
+                raise self.error(TypeError_, f"{what} got '{key}' twice", arg.span)
+            given[key] = (self.eval(arg.value, env), arg.value.span)
+        return given
+
+    def bind_parameters(self, decl, what: str, given: dict, env: "Env", span: Span) -> None:
+        """Defines a block's or function's parameters in `env`: the matched arguments, else the defaults
+        (evaluated in `env`, so a default may read the parameters before it)."""
+        for param in decl.params:
+            if param.name in given:
+                value = given[param.name][0]
+            elif param.default is not None:
+                value = self.eval(param.default, env)
+            else:
+                raise self.error(TypeError_, f"{what} is missing its '{param.name}' argument", span,
+                                 f"{decl.name}({', '.join(p.name for p in decl.params)})")
+            env.define(param.name, value, param.span)
+
     def call_function(self, decl: ast.FunctionDef, expr: ast.CallExpr, env: Env):
         """A user function's value: its body evaluated with the arguments bound, in a scope that sees
         only the file's declarations (no caller's names, no `in`)."""
@@ -315,32 +352,13 @@ class Evaluator:
                              f"(does '{decl.name}' call itself without end?)", expr.span)
         self.tick(expr.span)
         names = [param.name for param in decl.params]
-        given: dict[str, object] = {}
-        keywords_seen = False
-        for index, arg in enumerate(expr.args):
-            if arg.name is None and keywords_seen:
-                raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
-            keywords_seen = keywords_seen or arg.name is not None
-            key = names[index] if arg.name is None and index < len(names) else arg.name
-            if key is None:
-                raise self.error(TypeError_, f"function '{decl.name}' takes {len(names)} arguments "
-                                 f"({', '.join(names)}), got {len(expr.args)}", arg.span)
-            if key not in names:
-                raise self.error(NameError_, f"function '{decl.name}' has no parameter '{key}'", arg.span,
-                                 did_you_mean(key, names))
-            if key in given:
-                raise self.error(TypeError_, f"function '{decl.name}' got '{key}' twice", arg.span)
-            given[key] = self.eval(arg.value, env)
+        what = f"function '{decl.name}'"
+        given = self.match_arguments(expr.args, names, what, env,
+                                     too_many=f"{what} takes {len(names)} arguments ({', '.join(names)}), "
+                                              f"got {len(expr.args)}",
+                                     hint=f"its parameters are: {', '.join(names) or 'none'}")
         inner = Env()  # the file's declarations are found by name lookup; nothing else is visible
-        for param in decl.params:
-            if param.name in given:
-                value = given[param.name]
-            elif param.default is not None:
-                value = self.eval(param.default, inner)
-            else:
-                raise self.error(TypeError_, f"function '{decl.name}' is missing its '{param.name}' argument",
-                                 expr.span, f"{decl.name}({', '.join(names)})")
-            inner.define(param.name, value, param.span)
+        self.bind_parameters(decl, what, given, inner, expr.span)
         self.function_depth += 1
         outer_scope, self.scope = self.scope, None  # a function sees no named tensors either
         try:

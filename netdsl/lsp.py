@@ -29,7 +29,7 @@ from .check import check_program
 from .cli import _fmt_shape, _human
 from .errors import NetDSLError, Span, span_text
 from .combinators import COMBINATORS
-from .graph import Layer, Module, Network, Node, walk
+from .graph import Network, Node, walk
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
 from .resolve import Program, _find_import, load
