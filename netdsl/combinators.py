@@ -54,6 +54,9 @@ class CombinatorDef:
     passthrough: bool = False  # its output is its input (the arm is a side computation)
     fresh_output: bool = True  # its result is a new tensor whose backward reads neither it nor its arms'
     size_label: str = ""  # how the valid-input analysis names it ("concat"); default the keyword
+    # The shape arm i of n starts from, when not the merge's input (split: a part of its channels);
+    # raises LayerProblem. Such an arm reads a part of the input, at the same positions.
+    arm_input: Callable[[Shape, int, int], Shape] | None = None
 
     @property
     def limit_name(self) -> str:
@@ -101,15 +104,18 @@ register(CombinatorDef(
 
 # ---- concatenation ----------------------------------------------------------------------------
 
-def _inception_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
-    first = arms[0]
-    for index, shape in enumerate(arms):
-        if len(shape) != 3 or shape[1:] != first[1:]:
-            raise LayerProblem(
-                f"inception branches disagree on spatial size: branch 1 gives {shape_text(first)}, "
-                f"branch {index + 1} gives {shape_text(shape)}",
-                hint="concatenation needs equal height and width; adjust stride or padding")
-    return (sum(shape[0] for shape in arms),) + first[1:]
+def _concatenated(keyword: str):
+    """The shape rule of branches concatenated on channels: equal heights and widths."""
+    def shape(in_shape: Shape, arms: list[Shape]) -> Shape:
+        first = arms[0]
+        for index, arm in enumerate(arms):
+            if len(arm) != 3 or arm[1:] != first[1:]:
+                raise LayerProblem(
+                    f"{keyword} branches disagree on spatial size: branch 1 gives {shape_text(first)}, "
+                    f"branch {index + 1} gives {shape_text(arm)}",
+                    hint="concatenation needs equal height and width; adjust stride or padding")
+        return (sum(arm[0] for arm in arms),) + first[1:]
+    return shape
 
 
 def _dense_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
@@ -137,13 +143,39 @@ _CONCAT_DRAWING = DrawSpec("‖", "concatenate channels", columns=True)
 register(CombinatorDef(
     keyword="inception", doc="each statement of the body is a branch from the input; their outputs are "
                              "concatenated on channels",
-    body="branches", shape=_inception_shape, emit=_concat_emit, label="concat", type_name="Inception",
+    body="branches", shape=_concatenated("inception"), emit=_concat_emit, label="concat", type_name="Inception",
     draw=_CONCAT_DRAWING, size_label="concat",
 ))
 register(CombinatorDef(
     keyword="dense", doc="the input concatenated on channels with body(input) (DenseNet)",
     body="chain", shape=_dense_shape, emit=_concat_emit, label="dense", type_name="Dense",
     draw=_CONCAT_DRAWING, input_arm=0, size_label="concat",
+))
+
+
+def _split_input(in_shape: Shape, index: int, count: int) -> Shape:
+    if len(in_shape) != 3 or in_shape[0] % count:
+        raise LayerProblem(f"split: {shape_text(in_shape)} cannot be cut into {count} equal parts along its channels",
+                           hint="a split needs [channels, height, width] with channels divisible by its branches")
+    return (in_shape[0] // count,) + in_shape[1:]
+
+
+def _split_emit(writer, merge, source: str) -> str:
+    parts = [writer.fresh(f"part{index + 1}") for index in range(len(merge.arms))]
+    writer.line(f"{', '.join(parts)}{',' if len(parts) == 1 else ''} = {source}.chunk({len(parts)}, 1)")
+    branches = [writer.chain(arm, part, writer.fresh(f"branch{index + 1}"))
+                for index, (arm, part) in enumerate(zip(merge.arms, parts))]
+    out = writer.fresh("out")
+    writer.line(f"{out} = torch.cat([{', '.join(branches)}], 1)")
+    return out
+
+
+register(CombinatorDef(
+    keyword="split", doc="the input's channels cut into as many equal parts as the body has branches, branch i "
+                         "applied to part i, the results concatenated on channels (ShuffleNet v2)",
+    body="branches", shape=_concatenated("split"), emit=_split_emit, label="split", type_name="Split",
+    draw=DrawSpec("‖", "split channels, then concatenate", columns=True), arm_input=_split_input,
+    size_label="concat",
 ))
 
 

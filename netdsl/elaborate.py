@@ -65,10 +65,15 @@ class Flow:
 
 @dataclass
 class Branches:
-    """Inside `inception`: every layer statement starts a new chain from the same input."""
+    """Inside a branches-combinator (`inception`, `add`, ...): every layer statement starts a new
+    chain, from `starts[i]` (the combinator's `arm_input`), else from the input."""
 
     in_shape: Shape
     flows: list[Flow] = field(default_factory=list)
+    starts: list[Shape] | None = None
+
+    def start(self) -> Shape:
+        return self.starts[len(self.flows)] if self.starts else self.in_shape
 
 
 
@@ -165,7 +170,7 @@ class Elaborator(Evaluator):
 
     def stmt_LayerStmt(self, stmt: ast.LayerStmt | ast.Chain, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
         if branches is not None:  # inside a branches-combinator: every layer statement or chain is a branch
-            flow = Flow(branches.in_shape)
+            flow = Flow(branches.start())
             branches.flows.append(flow)
         for layer_stmt in stmt.stmts if isinstance(stmt, ast.Chain) else [stmt]:
             self.layer_statement(layer_stmt, env, scope, flow)
@@ -264,7 +269,7 @@ class Elaborator(Evaluator):
         """Builds the combinator's arms from the merge's input and joins them."""
         in_shape = flow.shape
         if entry.body == "branches":  # every layer statement or chain of the body is an arm
-            collected = Branches(in_shape)
+            collected = Branches(in_shape, starts=self.arm_inputs(entry, unit, in_shape))
             self.run(unit.body, Env(env), scope, None, collected)
             if not collected.flows:
                 raise self.error(ShapeError, f"{unit.keyword} needs at least one branch", unit.span)
@@ -285,6 +290,22 @@ class Elaborator(Evaluator):
         elif entry.shortcut:
             arms.append(Flow(in_shape))
         self.join(entry, unit, arms, flow)
+
+    def arm_inputs(self, entry: CombinatorDef, unit: ast.Combinator, in_shape: Shape) -> list[Shape] | None:
+        """What each arm of a combinator with its own `arm_input` starts from (its arms must then be
+        written out, one statement each, so that their number is known before they are checked)."""
+        if entry.arm_input is None:
+            return None
+        statements = [stmt for stmt in unit.body if isinstance(stmt, (ast.LayerStmt, ast.Chain))]
+        if any(isinstance(stmt, (ast.For, ast.If)) for stmt in unit.body):
+            raise self.error(ShapeError, f"the branches of '{unit.keyword}' must be written out one by one", unit.span,
+                             "write each branch as its own statement; a loop or 'if' cannot make them here")
+        if not statements:
+            raise self.error(ShapeError, f"{unit.keyword} needs at least one branch", unit.span)
+        try:
+            return [entry.arm_input(in_shape, index, len(statements)) for index in range(len(statements))]
+        except LayerProblem as problem:
+            raise self.error(PROBLEM_ERRORS[problem.kind], problem.message, unit.span, problem.hint) from None
 
     def join(self, entry: CombinatorDef, unit: ast.Combinator, arms: list[Flow], flow: Flow) -> None:
         try:

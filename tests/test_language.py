@@ -110,8 +110,8 @@ def test_any_module_name_pytorch_accepts():
 
 
 @pytest.mark.parametrize("line, hint", [
-    ("split(2) { relu }", "combinators: add, aux, dense, gate, inception, residual; to start a group after the "
-                          "call, put it on a line of its own"),
+    ("chunk(2) { relu }", "combinators: add, aux, dense, gate, inception, residual, split; to start a group after "
+                          "the call, put it on a line of its own"),
     ("residul(1) { relu }", "did you mean 'residual'?"),
 ])
 def test_a_call_cannot_take_a_body(line, hint):
@@ -221,3 +221,30 @@ network n(unit=cell) {
 }
 """)
     assert network.output_shape == (4, 224, 224)
+
+
+def test_split_cuts_the_channels_into_its_branches():
+    network = check("network n {\n  input [8, 4, 4]\n  split {\n    a: { }\n    b: { conv(6, 1)  relu }\n  }\n}\n")
+    assert network.output_shape == (10, 4, 4)
+    (merge,) = network.root.body
+    assert [arm[0].in_shape for arm in merge.arms] == [(4, 4, 4), (4, 4, 4)]
+    assert "part1, part2 = x.chunk(2, 1)" in python_source(network)
+    torch = pytest.importorskip("torch")
+    model = build(network)
+    x = torch.randn(2, 8, 4, 4)
+    expected = torch.cat([x[:, :4], torch.relu(model.b[0](x[:, 4:]))], 1)
+    torch.testing.assert_close(model(x), expected)
+    torch.testing.assert_close(script(model)(x), expected)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("split {\n    conv(4, 1)\n    conv(4, 1)\n    conv(4, 1)\n  }",
+     "split: [8, 4, 4] cannot be cut into 3 equal parts along its channels"),
+    ("split {\n    for i in range(2) { conv(4, 1) }\n  }", "the branches of 'split' must be written out one by one"),
+    ("split {\n    conv(4, 1)\n    maxpool(2)\n  }",
+     "split branches disagree on spatial size: branch 1 gives [4, 4, 4], branch 2 gives [4, 2, 2]"),
+])
+def test_split_errors(body, message):
+    with pytest.raises(netdsl.ShapeError) as caught:
+        check(f"network n {{\n  input [8, 4, 4]\n  {body}\n}}\n")
+    assert caught.value.message == message and caught.value.span.line == 3
