@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from netdsl.emit import write_atomically
+from netdsl.fileio import write_atomically
 from netdsl.layers import REGISTRY
 from netdsl.parse import _parser, keywords
 from netdsl.values import BUILTINS

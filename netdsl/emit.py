@@ -15,9 +15,9 @@ import hashlib
 import keyword
 import linecache
 import os
-import tempfile
 from pathlib import Path
 
+from .fileio import write_atomically  # also importable from here, where it lived before netdsl.fileio
 from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap
 from .layers import REGISTRY
 
@@ -452,24 +452,3 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
 
 # format -> default file suffix
 FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py"}
-
-
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """Calls `write(temporary_path)` in the target directory, then renames it over `path`."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    # The temporary name keeps the real suffix: some savers check it (torch.export.save wants .pt2).
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp.", suffix=path.suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
