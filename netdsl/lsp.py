@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import re
 import traceback
@@ -26,12 +25,12 @@ from pygls.workspace import TextDocument
 
 from . import __version__, ast
 from .check import check_program
-from .cli import _fmt_shape, _human
 from .errors import NetDSLError, Span, span_text
 from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
-from .resolve import Program, _find_import, load
+from .resolve import Program, find_import as _find_import, load
+from .text import human as _human, shape_text as _fmt_shape
 from .values import BUILTINS, show
 from .watch import dependencies
 
@@ -492,9 +491,9 @@ def imported_program(path: str, text: str) -> Program:
     for match in _IMPORT.finditer(text):
         try:
             target = _find_import(ast.Import(span=Span(path, 1, 1), path=match.group(1)), path)
-            program.decls.update(load(target).decls)
         except NetDSLError:
             continue
+        program.decls.update(load(target, tolerant=True).decls)
     return program
 
 
@@ -688,12 +687,9 @@ def make_server() -> NetDSLServer:
     return server
 
 
-def run(args) -> int:
-    """`netdsl lsp`: serve one editor over stdin/stdout until it disconnects."""
-    if getattr(args, "debug", False):
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+def serve() -> None:
+    """Serve one editor over stdin/stdout until it disconnects (`netdsl lsp`)."""
     server = make_server()
     # Build the parser's tables and run the checker once now, not on the first document opened.
     analyse("<start-up>.net", "network start_up { input [3, 8, 8] residual { conv(8, 3, pad=1) bn relu } }")
     server.start_io()
-    return 0

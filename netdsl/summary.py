@@ -7,14 +7,12 @@ a diff sets two networks' modules side by side, matched by their dotted names.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
-from . import api
-from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
 from .cost import Cost, Costs, Field, analyse, byte_size
 from .graph import Aux, Concat, From, Gate, Layer, Module, Network, Node, Residual, Sum, Tap, nested
+from .text import human as _human, shape_text as _fmt_shape
 
 DEFAULT_DEPTH = 2
 
@@ -186,28 +184,6 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
     print("\n".join(lines))
 
 
-def _max_depth(value: int | None, default: int) -> int:
-    if value is None:
-        return default
-    if value < 1:
-        raise UsageError(f"--depth must be at least 1, got {value}")
-    return value
-
-
-def run(args) -> int:
-    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
-    max_depth = _max_depth(args.depth, DEFAULT_DEPTH)
-    network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
-                        **_overrides(args.overrides))
-    costs = analyse(network)
-    listed = [input_row(network, costs)] + rows(network, costs, max_depth)
-    if args.json:
-        print(json.dumps(summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
-    else:
-        summary_text(network, costs, listed, args.dtype, args.no_biases)
-    return EXIT_OK
-
-
 # ---- diff -----------------------------------------------------------------------------------
 
 DIFF_NOTE = ("depth: conv and linear layers on the longest path through the module; MACs: multiply-accumulates "
@@ -262,24 +238,30 @@ def _pair_json(a: Cost | None, b: Cost | None) -> dict:
     return {"a": side(a), "b": side(b), "delta": delta}
 
 
-def run_diff(args) -> int:
-    """`netdsl diff A.net B.net [--depth N] [--json]`."""
-    max_depth = _max_depth(args.depth, 1)
+def _sides(first: Network, second: Network, max_depth: int) -> tuple[list[tuple[Row | None, Row | None]], Cost, Cost]:
+    """The modules of both networks paired by path, and each network's total."""
     sides = []
-    for path in (args.file, args.other):
-        network = api.check(path)
+    for network in (first, second):
         costs = analyse(network)
-        sides.append((network, _named_rows(network, costs, max_depth), _total_cost(network, costs)))
-    (first, first_rows, first_total), (second, second_rows, second_total) = sides
-    pairs = matched(first_rows, second_rows)
-    if args.json:
-        print(json.dumps({
-            "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-            "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
-                     for a, b in pairs],
-            "totals": _pair_json(first_total, second_total),
-        }, indent=2))
-        return EXIT_OK
+        sides.append((_named_rows(network, costs, max_depth), _total_cost(network, costs)))
+    (first_rows, first_total), (second_rows, second_total) = sides
+    return matched(first_rows, second_rows), first_total, second_total
+
+
+def diff_json(first: Network, second: Network, max_depth: int) -> dict:
+    """`netdsl diff --json`: both networks' modules down to `max_depth`, side by side, with the changes."""
+    pairs, first_total, second_total = _sides(first, second, max_depth)
+    return {
+        "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
+        "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
+                 for a, b in pairs],
+        "totals": _pair_json(first_total, second_total),
+    }
+
+
+def diff_text(first: Network, second: Network, max_depth: int) -> None:
+    """`netdsl diff`: prints the comparison as a table, `A → B` where the networks differ."""
+    pairs, first_total, second_total = _sides(first, second, max_depth)
     print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
     table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
                     ("params A → B", "right"), ("Δ params", "right"),
@@ -292,7 +274,6 @@ def run_diff(args) -> int:
     table.add_row("total", *_diff_cells(first_total, second_total))
     _console(table).print(table)
     print(DIFF_NOTE)
-    return EXIT_OK
 
 
 def _change(before, after, show) -> str:
