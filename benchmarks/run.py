@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import torch  # noqa: E402
 
 import netdsl  # noqa: E402
-from netdsl.emit import write_atomically  # noqa: E402
+from netdsl.fileio import write_atomically  # noqa: E402
 
 NETWORKS = ["resnet50", "resnet152", "vgg16", "mobilenet_v2", "efficientnet_b0"]
 FINDINGS = "## Findings"

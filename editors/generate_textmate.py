@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from netdsl.emit import write_atomically
+from netdsl.fileio import write_atomically
 from netdsl.layers import REGISTRY
 from netdsl.combinators import COMBINATORS
 from netdsl.parse import _parser, keywords

@@ -1,13 +1,24 @@
 """netdsl: a declarative language for CNN architectures and its compiler to PyTorch.
 
-Pipeline (one module per stage): parse → resolve → check → emit, driven by `cli`.
+Pipeline (one module per stage): parse → resolve → check → emit and draw, with the command line
+(`netdsl.cli`) on top. The Python API, which never needs the command line:
+
+    graph = netdsl.check("resnet50.net", classes=10)      # the annotated graph; no torch imported
+    netdsl.analyse(graph).totals.activations               # the cost model
+    netdsl.valid_inputs(graph).describe()                  # the input sizes it accepts
+    model = netdsl.build("resnet50.net")                   # a torch.nn.Module
+    netdsl.compile_file("resnet50.net", "r50.pt")          # a TorchScript (export, ONNX, .py) file
+    netdsl.python_source(graph)                            # its standalone PyTorch source
+    netdsl.to_dot(graph).source                            # a Graphviz drawing (needs graphviz)
 """
 
-from .api import build, check, compile
+from .api import build, check, compile, compile_file
 from .limits import Limits
+from .cost import analyse
+from .emit import python_source
 from .errors import (
-    NetDSLError, NetDSLImportError, NetDSLNameError, NetDSLSyntaxError, NetDSLTypeError,
-    ParameterError, ShapeError,
+    NetDSLError, NetDSLImportError, NetDSLNameError, NetDSLSyntaxError, NetDSLTypeError, OptionError,
+    OutputError, ParameterError, ShapeError,
 )
 from .graph import Network
 from .sizes import valid_inputs
@@ -15,6 +26,17 @@ from .sizes import valid_inputs
 __version__ = "0.1.0"
 
 __all__ = [
-    "build", "check", "compile", "Limits", "Network", "NetDSLError", "NetDSLSyntaxError",
-    "NetDSLNameError", "NetDSLTypeError", "NetDSLImportError", "ShapeError", "ParameterError", "valid_inputs",
+    "check", "build", "compile_file", "compile", "analyse", "to_dot", "python_source", "valid_inputs",
+    "Limits", "Network", "NetDSLError", "NetDSLSyntaxError", "NetDSLNameError", "NetDSLTypeError",
+    "NetDSLImportError", "ShapeError", "ParameterError", "OptionError", "OutputError",
 ]
+
+
+def __getattr__(name: str):
+    # NOTE: [Lazy to_dot] `netdsl.to_dot` is `netdsl.draw.to_dot`, imported on first use: drawing
+    # needs the graphviz package, which `import netdsl` (and `netdsl check`) must not load.
+    if name == "to_dot":
+        from .draw import to_dot
+
+        return to_dot
+    raise AttributeError(f"module 'netdsl' has no attribute {name!r}")

@@ -1,6 +1,7 @@
-"""The Python API: file → checked `Network` → `nn.Module` / TorchScript file.
+"""The Python API: a .net file → checked `Network` → `nn.Module`, or a saved model or source file.
 
-`check` never imports torch; `build` and `compile` do, lazily.
+`check` never imports torch; `build` and `compile_file` do, lazily. Also the parsers of the
+command line's `-D NAME=VALUE` and `--input CxHxW` values, which are not flag-specific.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from pathlib import Path
 
 from . import ast
 from .limits import Limits
-from .errors import NetDSLError, Span, TypeError_, remember_source
+from .errors import NetDSLError, OptionError, Span, TypeError_, remember_source
+from .fileio import check_target
 from .graph import Network
 from .parse import parse_expr
-from .resolve import load
+from .resolve import Program, load
 from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
-
-
-class OptionError(ValueError):
-    """Options that do not go together (a usage error at the command line)."""
 
 
 def _python_value(value, name: str):
@@ -56,12 +54,18 @@ def check(path: str | os.PathLike, *, network: str | None = None, source: str | 
 
     `input_shape` (e.g. `(3, 320, 320)`) checks the network at that size instead of its declared
     `input [...]`; it must have the declared number of dimensions."""
+    return _checked(path, network, source, limits, input_shape, overrides)[1]
+
+
+def _checked(path, network, source, limits, input_shape, overrides) -> tuple[Program, Network]:
+    """`check`, and the program it was checked from (whose `files` are the network's sources)."""
     values = {k: _python_value(v, k) for k, v in overrides.items()}
     if input_shape is not None:
         input_shape = tuple(input_shape)
         if not input_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
             raise OptionError(f"input_shape must be positive integers, e.g. (3, 224, 224), got {input_shape!r}")
-    return check_program(load(path, source), network, values, limits, input_shape)
+    program = load(path, source)
+    return program, check_program(program, network, values, limits, input_shape)
 
 
 def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
@@ -71,21 +75,27 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
     return build_module(check(path, network=network, **overrides))
 
 
-def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
-            network: str | None = None, format: str = "torchscript", dtype: str | None = None,
-            device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
+def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
+                 network: str | None = None, format: str = "torchscript", dtype: str | None = None,
+                 device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
     "export" (a `torch.export` program, `torch.export.load`), "onnx" or "python" (standalone
-    source). `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
+    source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
+    directory). Returns the checked network and the path written.
+
+    `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
     bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
     BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
-    and a frozen graph (`netdsl.optimize`)."""
+    and a frozen graph (`netdsl.optimize`). Options that do not go together raise `OptionError`;
+    an output that is not a regular file, or is one of the network's own sources, `OutputError`."""
     from .emit import (FORMATS, build as build_module, save_export, save_onnx, save_python,
                        save_torchscript)
 
     _check_compile_options(format, dtype, device, optimize)
-    graph = check(path, network=network, **overrides)
-    target = Path(output) if output is not None else Path(f"{graph.name}{FORMATS[format]}")
+    program, graph = _checked(path, network, None, Limits(), None, overrides)
+    target = output if output is not None else Path(f"{graph.name}{FORMATS[format]}")
+    check_target(target, protect=program.files)  # before the export, which can take minutes
+    target = Path(target)
     if format == "python":
         save_python(graph, target)
         return graph, target
@@ -103,8 +113,8 @@ def compile(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
     elif format == "onnx":
         size = graph.params * (torch_dtype or torch.float32).itemsize
         if size >= 2**31:
-            raise OptionError(f"{graph.params:,} parameters need {size / 2**30:.1f} GiB, over the 2 GiB an "
-                              "ONNX file can hold; use --format export or --dtype float16")
+            raise OptionError.naming(f"{graph.params:,} parameters need {size / 2**30:.1f} GiB, over the 2 GiB "
+                                     "an ONNX file can hold; use {format=export} or {dtype=float16}")
         save_onnx(model, target, graph.input_shape, torch_dtype)
     else:
         if optimize:  # NOTE: [Channels-last] in netdsl/optimize.py
@@ -120,19 +130,23 @@ def _check_compile_options(format: str, dtype: str | None, device: str | None, o
     if format not in FORMATS:
         raise OptionError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
     if format == "python" and (dtype or device):
-        raise OptionError("--dtype and --device apply to the torchscript and export formats (--dtype to onnx too)")
+        raise OptionError.naming("{dtype} and {device} apply to the torchscript and export formats "
+                                 "({dtype} to onnx too)")
     if format == "python" and optimize:
-        raise OptionError("--optimize applies to the torchscript, export and onnx formats")
+        raise OptionError.naming("{optimize} applies to the torchscript, export and onnx formats")
     if format == "onnx" and device:
-        raise OptionError("--device does not apply to onnx: an ONNX file runs on the device its runtime "
-                          "picks (e.g. onnxruntime's CUDAExecutionProvider)")
+        raise OptionError.naming("{device} does not apply to onnx: an ONNX file runs on the device its runtime "
+                                 "picks (e.g. onnxruntime's CUDAExecutionProvider)")
     if format == "onnx" and dtype == "bfloat16":
-        raise OptionError("ONNX convolutions have no bfloat16 type; use --dtype float16 or float32")
+        raise OptionError.naming("ONNX convolutions have no bfloat16 type; use {dtype=float16} or float32")
     if format == "onnx":
         import importlib.util
 
         if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript")):
-            raise OptionError("--format onnx needs the onnx exporter: pip install onnx onnxscript")
+            raise OptionError.naming("{format=onnx} needs the onnx exporter: pip install onnx onnxscript")
 
 
-__all__ = ["check", "build", "compile", "parse_override", "parse_input_shape", "NetDSLError"]
+compile = compile_file  # its first name, kept for the callers that use it
+
+__all__ = ["check", "build", "compile_file", "compile", "parse_override", "parse_input_shape", "NetDSLError",
+           "OptionError"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .api import check
+from .text import dims_text
 
 _REFERENCE = re.compile(r"^#\s*reference:\s*(torchvision|timm|paper)\s+([\w.,]+)", re.M)
 
@@ -77,7 +78,6 @@ def markdown(items: list[Entry]) -> str:
     ]
     for item in items:
         reference = f"{item.reference_kind} `{item.reference}`" if item.reference_kind else "—"
-        shape = "×".join(map(str, item.input_shape))
-        lines.append(f"| [`{item.file.name}`]({item.file.name}) | {shape} | {item.params:,} | "
+        lines.append(f"| [`{item.file.name}`]({item.file.name}) | {dims_text(item.input_shape)} | {item.params:,} | "
                      f"{item.macs / 1e9:.2f} | {reference} | {item.summary} |")
     return "\n".join(lines) + "\n"

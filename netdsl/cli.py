@@ -1,23 +1,34 @@
-"""Stage 5 — the command line: `netdsl check | compile | layers`.
+"""Stage 5 — the command line: arguments → one command's output and exit code.
 
-Exit codes: 0 success, 1 an error in the user's network (a `NetDSLError`, printed like a
-compiler diagnostic on stderr), 2 a usage error, 3 an internal error (a bug in netdsl).
+Nine commands: `netdsl check | compile | summary | diff | draw | fmt | lsp | layers | catalog`.
+Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
+when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
+no stage imports this module.
+
+Exit codes: 0 success, 1 an error in the user's network or files (a `NetDSLError`, printed like a
+compiler diagnostic on stderr), 2 a usage error (`UsageError`, or an `OptionError` from the API,
+worded with the command's flags), 3 an internal error (a bug in netdsl).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from . import __version__, api
-from .errors import NetDSLError
-from .graph import Layer, Network
+from .errors import NetDSLError, OptionError
+from .graph import Network
+from .text import human, plural, shape_text
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A usage error (exit 2): options that do not go together, a missing program, a bad -D."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,47 +127,55 @@ def _overrides(items: list[str]) -> dict:
     return result
 
 
-class UsageError(Exception):
-    """A usage error (exit 2): options that do not go together, a missing program, a bad -D."""
-
-
-def _fmt_shape(shape) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
-
-
-def _human(count: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f} {unit}"
-    return str(count)
-
-
-def overview(network: Network) -> str:
-    """One screen: the network's top-level modules with output shapes and parameters."""
-    rows = [("layer", "type", "output", "params")]
-    rows.append(("input", "", _fmt_shape(network.input_shape), ""))
-    for child in network.root.children():
-        kind = child.op if isinstance(child, Layer) else child.type_name
-        rows.append((child.name, kind, _fmt_shape(child.out_shape), f"{child.params:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"network {network.name} ({network.file})"]
-    for index, row in enumerate(rows):
-        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
-        if index == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append(f"  total: {network.params:,} parameters, {_human(network.macs)} MACs per sample")
-    return "\n".join(lines)
-
-
 def input_shape(text: str | None) -> tuple[int, ...] | None:
     """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
     if text is None:
         return None
     try:
         return api.parse_input_shape(text)
-    except api.OptionError as error:
-        raise UsageError(f"--input: {error}") from None
+    except OptionError as error:
+        raise UsageError(f"--input: {error.message}") from None
 
+
+def _depth(value: int | None, default: int | None) -> int | None:
+    """The `--depth N` option, `default` when absent; below 1 a usage error."""
+    if value is None:
+        return default
+    if value < 1:
+        raise UsageError(f"--depth must be at least 1, got {value}")
+    return value
+
+
+def _flags(error: OptionError) -> str:
+    """An `OptionError` in the command line's words: `--dtype`, `--format onnx`."""
+    return error.worded(lambda name, value: f"--{name.replace('_', '-')}" + ("" if value is None else f" {value}"))
+
+
+def _sources(path: str) -> list[Path]:
+    """The files the network in `path` is made of, which no output may overwrite."""
+    from .resolve import load
+
+    return load(path, tolerant=True).files
+
+
+def overview(network: Network) -> str:
+    """One screen: the network's top-level modules with output shapes and parameters."""
+    rows = [("layer", "type", "output", "params")]
+    rows.append(("input", "", shape_text(network.input_shape), ""))
+    for child in network.root.children():
+        kind = child.op if child.walk_kind == "layer" else child.type_name
+        rows.append((child.name, kind, shape_text(child.out_shape), f"{child.params:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"network {network.name} ({network.file})"]
+    for index, row in enumerate(rows):
+        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+        if index == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    lines.append(f"  total: {network.params:,} parameters, {human(network.macs)} MACs per sample")
+    return "\n".join(lines)
+
+
+# ---- check, compile --------------------------------------------------------------------------
 
 def _cmd_check(args) -> int:
     network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
@@ -179,9 +198,9 @@ def _cmd_check(args) -> int:
             "valid_inputs": sizes.as_json(),
         }, indent=2))
     else:
-        print(f"{network.file}: ok: network {network.name}, input {_fmt_shape(network.input_shape)} -> "
-              f"output {_fmt_shape(network.output_shape)}, {network.params:,} parameters, "
-              f"{_human(network.macs)} MACs")
+        print(f"{network.file}: ok: network {network.name}, input {shape_text(network.input_shape)} -> "
+              f"output {shape_text(network.output_shape)}, {network.params:,} parameters, "
+              f"{human(network.macs)} MACs")
         print(f"  {sizes.describe()}")
     return EXIT_OK
 
@@ -206,18 +225,193 @@ def _cmd_compile(args) -> int:
 
         if not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: no CUDA device is available")
-    try:
-        network, path = api.compile(args.file, args.output, network=args.network, format=args.format,
-                                    dtype=args.dtype, device=args.device, optimize=args.optimize,
-                                    **_overrides(args.overrides))
-    except api.OptionError as error:
-        raise UsageError(str(error)) from None
+    network, path = api.compile_file(args.file, args.output, network=args.network, format=args.format,
+                                     dtype=args.dtype, device=args.device, optimize=args.optimize,
+                                     **_overrides(args.overrides))
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
            "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",
            "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[args.format]
     print(f"wrote {path} ({how}{'; optimized for inference' if args.optimize else ''})")
+    return EXIT_OK
+
+
+# ---- summary, diff ---------------------------------------------------------------------------
+
+def _cmd_summary(args) -> int:
+    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
+    from . import summary
+    from .cost import analyse
+
+    max_depth = _depth(args.depth, summary.DEFAULT_DEPTH)
+    network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
+                        **_overrides(args.overrides))
+    costs = analyse(network)
+    listed = [summary.input_row(network, costs)] + summary.rows(network, costs, max_depth)
+    if args.json:
+        print(json.dumps(summary.summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
+    else:
+        summary.summary_text(network, costs, listed, args.dtype, args.no_biases)
+    return EXIT_OK
+
+
+def _cmd_diff(args) -> int:
+    """`netdsl diff A.net B.net [--depth N] [--json]`."""
+    from . import summary
+
+    max_depth = _depth(args.depth, 1)
+    first, second = api.check(args.file), api.check(args.other)
+    if args.json:
+        print(json.dumps(summary.diff_json(first, second, max_depth), indent=2))
+    else:
+        summary.diff_text(first, second, max_depth)
+    return EXIT_OK
+
+
+# ---- draw ------------------------------------------------------------------------------------
+
+def _cmd_draw(args) -> int:
+    """`netdsl draw FILE [-o OUT] [--depth N] [--rankdir TB|LR]`: write DOT, or render it with `dot`."""
+    from . import draw
+    from .fileio import check_target, write_atomically
+
+    image_format = "svg"
+    if args.output is not None:
+        check_target(args.output)  # an empty name, a directory, a FIFO: refused before the work
+        try:
+            image_format = draw.output_format(args.output)
+        except OptionError as error:
+            raise UsageError(f"-o {args.output}: {error.message}") from None
+    max_depth = _depth(args.depth, None)
+    network = api.check(args.file, network=args.network, **_overrides(args.overrides))
+    depth = draw.default_depth(network) if max_depth is None else max_depth
+    dot = draw.to_dot(network, depth, args.rankdir)
+    target = Path(args.output) if args.output is not None else Path(f"{network.name}.svg")
+    source = target if image_format is None else target.with_suffix(".dot")
+    protect = _sources(args.file)
+
+    def write_source() -> None:
+        write_atomically(source, lambda tmp: Path(tmp).write_text(dot.source, encoding="utf-8"), protect)
+
+    if image_format is None:
+        write_source()
+        print(f"wrote {target} (Graphviz source, depth {depth})")
+        return EXIT_OK
+    try:
+        data = draw.render(dot, target)
+    except draw.GraphvizMissing:
+        write_source()  # the diagram is not lost: render it once Graphviz is installed
+        raise UsageError(f"cannot draw {target}: the Graphviz program 'dot' is not installed; wrote the "
+                         f"diagram's source to {source} instead. To finish, {draw.INSTALL_HINT}, then run: "
+                         f"dot -T{image_format} {source} -o {target}") from None
+    write_atomically(target, lambda tmp: Path(tmp).write_bytes(data), protect)
+    print(f"wrote {target} (depth {depth})")
+    return EXIT_OK
+
+
+# ---- fmt -------------------------------------------------------------------------------------
+
+def _cmd_fmt(args) -> int:
+    """`netdsl fmt FILE... [--check] [--diff]`; `-` formats standard input to standard output."""
+    from .fileio import write_atomically
+    from .resolve import read_source
+
+    if "-" in args.files:
+        if len(args.files) > 1:
+            raise UsageError("'-' (standard input) cannot be combined with files")
+        text = sys.stdin.read()
+        formatted = _formatted(text, "<stdin>", args.debug)
+        if formatted is None:
+            return EXIT_INTERNAL
+        if not args.check and not args.diff:
+            sys.stdout.write(formatted)
+        return _fmt_report(args, text, formatted, "<stdin>")
+    status, changed, unchanged = EXIT_OK, 0, 0
+    for path in _net_files(args.files):
+        try:
+            text = read_source(str(path))
+            formatted = _formatted(text, str(path), args.debug)
+        except NetDSLError as error:  # a file that does not parse is reported and left alone
+            if args.debug:
+                traceback.print_exc()
+            print(error.format(), file=sys.stderr)
+            status = max(status, EXIT_USER)
+            continue
+        if formatted is None:
+            status = EXIT_INTERNAL
+            continue
+        if formatted == text:
+            unchanged += 1
+            continue
+        changed += 1
+        status = max(status, _fmt_report(args, text, formatted, str(path)))
+        if not args.check and not args.diff:
+            write_atomically(path, lambda tmp: Path(tmp).write_text(formatted, encoding="utf-8"))
+            print(f"reformatted {path}", file=sys.stderr)
+    if changed + unchanged > 1:
+        done = "would be reformatted" if args.check or args.diff else "reformatted"
+        counts = [f"{plural(changed, 'file')} {done}"] if changed else []
+        counts += [f"{plural(unchanged, 'file')} already formatted"] if unchanged else []
+        print(", ".join(counts), file=sys.stderr)
+    return status
+
+
+def _formatted(text: str, name: str, debug: bool) -> str | None:
+    """`fmt.format_source`, with a refused result reported (None) rather than raised."""
+    from .fmt import FormatterBug, format_source
+
+    try:
+        return format_source(text, name)
+    except FormatterBug as error:
+        if debug:
+            traceback.print_exc()
+        print(f"netdsl: internal error: {name}: {error}; left as it was. This is a bug in netdsl: "
+              "please report it with the file", file=sys.stderr)
+        return None
+
+
+def _fmt_report(args, text: str, formatted: str, name: str) -> int:
+    """--diff and --check for one input; exit status 1 if --check finds it unformatted."""
+    from .fmt import unified_diff
+
+    if formatted == text:
+        return EXIT_OK
+    if args.diff:
+        sys.stdout.write(unified_diff(text, formatted, name))
+    if args.check:
+        print(f"would reformat {name}", file=sys.stderr)
+        return EXIT_USER
+    return EXIT_OK
+
+
+def _net_files(arguments: list[str]) -> list[Path]:
+    """The files named, and the .net files under the directories named (hidden ones skipped)."""
+    files: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if not path.is_dir():
+            files.append(path)  # a missing file is reported, in order, when it is read
+            continue
+        found = sorted(p for p in path.rglob("*.net")
+                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not found:
+            raise UsageError(f"no .net files in {argument}")
+        files += found
+    return list(dict.fromkeys(files))
+
+
+# ---- lsp, layers, catalog --------------------------------------------------------------------
+
+def _cmd_lsp(args) -> int:
+    """`netdsl lsp`: serve one editor over stdin/stdout until it disconnects."""
+    if args.debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    from . import lsp
+
+    lsp.serve()
     return EXIT_OK
 
 
@@ -233,12 +427,11 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_catalog(args) -> int:
-    from pathlib import Path
-
     from .catalog import entries, markdown
-    from .emit import write_atomically
+    from .fileio import write_atomically
 
-    text = markdown(entries(Path(args.directory)))
+    items = entries(Path(args.directory))
+    text = markdown(items)
     if args.output is None:
         print(text, end="")
     elif args.check:
@@ -248,20 +441,13 @@ def _cmd_catalog(args) -> int:
                   file=sys.stderr)
             return EXIT_USER
     else:
-        write_atomically(args.output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        protect = [file for item in items for file in _sources(str(item.file))]
+        write_atomically(args.output, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), protect)
     return EXIT_OK
 
 
-def _lazy(module: str, function: str = "run"):
-    """A command implemented in `netdsl.<module>.<function>(args) -> exit code`, imported on use."""
-    def command(args) -> int:
-        return getattr(importlib.import_module(f"netdsl.{module}"), function)(args)
-    return command
-
-
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "layers": _cmd_layers, "catalog": _cmd_catalog,
-            "summary": _lazy("summary"), "diff": _lazy("summary", "run_diff"), "draw": _lazy("draw"),
-            "fmt": _lazy("fmt"), "lsp": _lazy("lsp")}
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "diff": _cmd_diff,
+            "draw": _cmd_draw, "fmt": _cmd_fmt, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,6 +465,9 @@ def _run(args) -> int:
     debug = getattr(args, "debug", False)
     try:
         return COMMANDS[args.command](args)
+    except OptionError as error:  # a NetDSLError, but a usage error here: worded with the flags
+        print(f"netdsl: error: {_flags(error)}", file=sys.stderr)
+        return EXIT_USAGE
     except NetDSLError as error:
         if debug:
             traceback.print_exc()

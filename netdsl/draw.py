@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import os
 import re
 import shutil
 from contextlib import contextmanager
@@ -20,10 +21,11 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import graphviz
 
-from .cli import _human
 from .combinators import COMBINATORS
+from .errors import OptionError
 from .graph import Layer, Module, Network, Node, Shape, walk
 from .layers import REGISTRY
+from .text import human
 
 # NOTE: [Default depth]
 # No fixed depth suits the zoo: ResNet's blocks sit two levels down, EfficientNet's squeeze-excitation
@@ -83,9 +85,9 @@ def shape_label(shapes: Sequence[Shape]) -> str:
 
 def _costs(nodes: Sequence) -> str:
     params, macs = [node.params for node in nodes], [node.macs for node in nodes]
-    parts = [f"{_span(params, _human)} params"] if max(params) else []
+    parts = [f"{_span(params, human)} params"] if max(params) else []
     if max(macs):
-        parts.append(f"{_span(macs, _human)} MACs")
+        parts.append(f"{_span(macs, human)} MACs")
     return " · ".join(parts)
 
 
@@ -434,7 +436,7 @@ def _build(network: Network, depth: int, rankdir: str):
     dot = graphviz.Digraph(network.name)
     title = f"<b>{html.escape(network.name)}</b> {html.escape(Path(network.file).name)}"
     dot.attr(rankdir=rankdir, compound="true", nodesep="0.15", ranksep="0.12", fontname=_FONT, fontsize="11",
-             labelloc="t", label=_label(title, f"{_human(network.params)} params · {_human(network.macs)} MACs "
+             labelloc="t", label=_label(title, f"{human(network.params)} params · {human(network.macs)} MACs "
                                                f"· depth {depth}"))
     dot.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT, fontsize="10",
              height="0.3", margin="0.08,0.03")
@@ -449,44 +451,33 @@ def _build(network: Network, depth: int, rankdir: str):
     return dot, drawer
 
 
-# ---- command line -----------------------------------------------------------------------------
+# ---- rendering ----------------------------------------------------------------------------------
 
-def run(args) -> int:
-    """`netdsl draw FILE [-o OUT] [--depth N] [--rankdir TB|LR]`: write DOT, or render it with `dot`."""
-    from . import api
-    from .cli import EXIT_OK, UsageError, _overrides
-    from .emit import write_atomically
+class GraphvizMissing(OptionError):
+    """The Graphviz program `dot`, which renders SVG, PNG and PDF, is not installed."""
 
-    suffix = Path(args.output).suffix.lower() if args.output else ".svg"
+
+def output_format(target: str | os.PathLike) -> str | None:
+    """The `dot -T` format for the file `target` by its suffix (None: .dot, the source itself);
+    an `OptionError` for a suffix that is not in FORMATS."""
+    suffix = Path(target).suffix.lower()
     if suffix not in FORMATS:
-        raise UsageError(f"-o {args.output}: cannot draw to '{suffix or 'a file without a suffix'}'; "
-                         f"use {', '.join(FORMATS)}")
-    if args.depth is not None and args.depth < 1:
-        raise UsageError(f"--depth must be at least 1, got {args.depth}")
-    network = api.check(args.file, network=args.network, **_overrides(args.overrides))
-    depth = default_depth(network) if args.depth is None else args.depth
-    dot = to_dot(network, depth, args.rankdir)
-    target = Path(args.output) if args.output else Path(f"{network.name}.svg")
-    source = target if FORMATS[suffix] is None else target.with_suffix(".dot")
+        raise OptionError(f"cannot draw to '{suffix or 'a file without a suffix'}'; use {', '.join(FORMATS)}")
+    return FORMATS[suffix]
 
-    def write_source() -> None:
-        write_atomically(source, lambda tmp: Path(tmp).write_text(dot.source, encoding="utf-8"))
 
-    if FORMATS[suffix] is None:
-        write_source()
-        print(f"wrote {target} (Graphviz source, depth {depth})")
-        return EXIT_OK
-    if suffix == ".png":
+def render(dot: graphviz.Digraph, target: str | os.PathLike) -> bytes:
+    """The content of the file `target`, by its suffix: the DOT source for .dot, else what `dot`
+    renders (PNG at PNG_DPI dots per inch). `OptionError` for another suffix, `GraphvizMissing`
+    when `dot` is not installed."""
+    format = output_format(target)
+    if format is None:
+        return dot.source.encode("utf-8")
+    if format == "png":
         dot.attr(dpi=PNG_DPI)
     try:
         if shutil.which("dot") is None:
             raise graphviz.ExecutableNotFound(["dot"])
-        data = dot.pipe(format=FORMATS[suffix])
+        return dot.pipe(format=format)
     except graphviz.ExecutableNotFound:
-        write_source()  # the diagram is not lost: render it once Graphviz is installed
-        raise UsageError(f"cannot draw {target}: the Graphviz program 'dot' is not installed; wrote the "
-                         f"diagram's source to {source} instead. To finish, {INSTALL_HINT}, then run: "
-                         f"dot -T{FORMATS[suffix]} {source} -o {target}") from None
-    write_atomically(target, lambda tmp: Path(tmp).write_bytes(data))
-    print(f"wrote {target} (depth {depth})")
-    return EXIT_OK
+        raise GraphvizMissing("the Graphviz program 'dot' is not installed", hint=INSTALL_HINT) from None

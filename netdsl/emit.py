@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .combinators import COMBINATORS
-from .fileio import write_atomically
+from .fileio import write_atomically  # also importable from here, where it lived before netdsl.fileio
 from .graph import Layer, Merge, Module, Network, Node, Tap, From
 from .layers import REGISTRY
 from .names import Namespace, attribute, class_name, is_attribute, string

@@ -7,8 +7,10 @@ instantiations that led there and an optional hint; `format()` renders
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -76,11 +78,6 @@ class NetDSLError(Exception):
 
     def __str__(self) -> str:
         return self.format()
-
-    def with_trace(self, trace: tuple[Frame, ...]) -> "NetDSLError":
-        if not self.trace:
-            self.trace = trace
-        return self
 
     def format(self) -> str:
         location = f"{self.span}: " if self.span else ""
@@ -165,6 +162,40 @@ class ParameterError(NetDSLError):
 
 class ImportError_(NetDSLError):
     """A missing or cyclic import."""
+
+
+class OutputError(NetDSLError):
+    """An output file that cannot or must not be written: not a regular file, one of the network's
+    own sources, in a missing directory (`netdsl.fileio`)."""
+
+
+_ARGUMENT = re.compile(r"\{(\w+)(?:=(\w+))?\}")  # `{dtype}`, `{dtype=float16}` in an OptionError template
+
+
+@dataclass
+class OptionError(NetDSLError, ValueError):
+    """Arguments that do not go together, or a format whose exporter is not installed (at the
+    command line a usage error, exit 2). Still a `ValueError`, as it was before it joined NetDSLError.
+
+    `OptionError.naming(template)` writes each argument the message names in braces, `{dtype}`,
+    or with a value, `{dtype=float16}`: `message` spells them as Python keyword arguments
+    (`dtype`, `dtype='float16'`) and `worded(spell)` as another front end does (the CLI's
+    `--dtype`, `--dtype float16`). Made directly, `OptionError(message)` names no argument."""
+
+    template: str | None = None
+
+    @classmethod
+    def naming(cls, template: str) -> "OptionError":
+        return cls(_spell(template, lambda name, value: name if value is None else f"{name}={value!r}"),
+                   template=template)
+
+    def worded(self, spell: Callable[[str, str | None], str]) -> str:
+        """The message with each argument spelled `spell(name, value or None)`."""
+        return self.message if self.template is None else _spell(self.template, spell)
+
+
+def _spell(template: str, spell: Callable[[str, str | None], str]) -> str:
+    return _ARGUMENT.sub(lambda match: spell(match[1], match[2]), template)
 
 
 # Public, Python-friendly aliases (the trailing underscore avoids shadowing builtins inside the package).

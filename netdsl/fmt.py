@@ -1,4 +1,5 @@
-"""`netdsl fmt`: .net source text → the same program in the canonical layout.
+"""The formatter: .net source text → the same program in the canonical layout (`format_source`,
+for `netdsl fmt` and the language server; this module reads and writes no files).
 
 The formatter lays out the token stream of a parse rather than printing the AST, so every
 comment stays exactly where it was relative to the code; the text it produces must parse to the
@@ -32,18 +33,12 @@ from __future__ import annotations
 import difflib
 import functools
 import itertools
-import sys
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lark import Lark, Token, Tree
 
 from . import ast, parse
-from .cli import EXIT_INTERNAL, EXIT_OK, EXIT_USER, UsageError
-from .emit import write_atomically
 from .errors import NetDSLError, Span, SyntaxError_
-from .resolve import _read
 
 INDENT = 2  # spaces per body level, and for a continuation line
 GAP = 2  # spaces before a trailing comment and between statements sharing a line
@@ -415,96 +410,11 @@ def _meaning(value):
     return type(value).__name__, value
 
 
-# ---- the command ---------------------------------------------------------------------------
+# ---- the difference ------------------------------------------------------------------------
 
-def run(args) -> int:
-    """`netdsl fmt FILE... [--check] [--diff]`; `-` formats standard input to standard output."""
-    if "-" in args.files:
-        if len(args.files) > 1:
-            raise UsageError("'-' (standard input) cannot be combined with files")
-        text = sys.stdin.read()
-        formatted = _format(text, "<stdin>", args.debug)
-        if formatted is None:
-            return EXIT_INTERNAL
-        if not args.check and not args.diff:
-            sys.stdout.write(formatted)
-        return _report(args, text, formatted, "<stdin>")
-    status, changed, unchanged = EXIT_OK, 0, 0
-    for path in _net_files(args.files):
-        try:
-            text = _read(str(path), None)
-            formatted = _format(text, str(path), args.debug)
-        except NetDSLError as error:  # a file that does not parse is reported and left alone
-            if args.debug:
-                traceback.print_exc()
-            print(error.format(), file=sys.stderr)
-            status = max(status, EXIT_USER)
-            continue
-        if formatted is None:
-            status = EXIT_INTERNAL
-            continue
-        if formatted == text:
-            unchanged += 1
-            continue
-        changed += 1
-        status = max(status, _report(args, text, formatted, str(path)))
-        if not args.check and not args.diff:
-            write_atomically(path, lambda tmp: Path(tmp).write_text(formatted, encoding="utf-8"))
-            print(f"reformatted {path}", file=sys.stderr)
-    if changed + unchanged > 1:
-        done = "would be reformatted" if args.check or args.diff else "reformatted"
-        counts = [f"{_count(changed)} {done}"] if changed else []
-        counts += [f"{_count(unchanged)} already formatted"] if unchanged else []
-        print(", ".join(counts), file=sys.stderr)
-    return status
-
-
-def _format(text: str, name: str, debug: bool) -> str | None:
-    """`format_source`, with a refused result reported (None) rather than raised."""
-    try:
-        return format_source(text, name)
-    except FormatterBug as error:
-        if debug:
-            traceback.print_exc()
-        print(f"netdsl: internal error: {name}: {error}; left as it was. This is a bug in netdsl: "
-              "please report it with the file", file=sys.stderr)
-        return None
-
-
-def _report(args, text: str, formatted: str, name: str) -> int:
-    """--diff and --check for one input; exit status 1 if --check finds it unformatted."""
-    if formatted == text:
-        return EXIT_OK
-    if args.diff:
-        sys.stdout.write(_diff(text, formatted, name))
-    if args.check:
-        print(f"would reformat {name}", file=sys.stderr)
-        return EXIT_USER
-    return EXIT_OK
-
-
-def _net_files(arguments: list[str]) -> list[Path]:
-    """The files named, and the .net files under the directories named (hidden ones skipped)."""
-    files: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if not path.is_dir():
-            files.append(path)  # a missing file is reported, in order, when it is read
-            continue
-        found = sorted(p for p in path.rglob("*.net")
-                       if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        if not found:
-            raise UsageError(f"no .net files in {argument}")
-        files += found
-    return list(dict.fromkeys(files))
-
-
-def _diff(text: str, formatted: str, name: str) -> str:
-    """A unified diff; the labels put a tab after the name, so `patch` reads the name alone."""
+def unified_diff(text: str, formatted: str, name: str) -> str:
+    """`netdsl fmt --diff`: a unified diff; the labels put a tab after the name, so `patch` reads
+    the name alone."""
     lines = difflib.unified_diff(text.splitlines(keepends=True), formatted.splitlines(keepends=True),
                                  f"{name}\t(original)", f"{name}\t(formatted)")
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
-
-
-def _count(files: int) -> str:
-    return f"{files} file{'s' if files != 1 else ''}"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import os
 import re
 import traceback
@@ -26,14 +25,14 @@ from pygls.workspace import TextDocument
 
 from . import __version__, ast
 from .check import check_program
-from .cli import _fmt_shape, _human
 from .errors import NetDSLError, Span, span_text
 from .combinators import COMBINATORS
 from .graph import Network, Node, walk
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
-from .resolve import Program, _find_import, load
+from .resolve import Program, find_import, load
 from .scopes import unresolved
+from .text import human, shape_text
 from .values import BUILTINS, show
 from .watch import dependencies
 
@@ -238,7 +237,7 @@ def place(error: NetDSLError, analysis: Analysis) -> tuple[Span, bool]:
     target = _real(error.span.file)
     for imp in analysis.tree.imports if analysis.tree else ():
         try:
-            found = _find_import(imp, analysis.path)
+            found = find_import(imp, analysis.path)
         except NetDSLError:
             continue
         if target in {_real(str(file)) for file in dependencies(found)}:
@@ -249,9 +248,9 @@ def place(error: NetDSLError, analysis: Analysis) -> tuple[Span, bool]:
 # ---- hover text ---------------------------------------------------------------------------
 
 def _counts(node: Node) -> str:
-    shapes = f"{_fmt_shape(node.in_shape)} -> {_fmt_shape(node.out_shape)}"
+    shapes = f"{shape_text(node.in_shape)} -> {shape_text(node.out_shape)}"
     if node.walk_kind in ("layer", "module"):
-        return f"{shapes}  {node.params:,} params  {_human(node.macs)} MACs"
+        return f"{shapes}  {node.params:,} params  {human(node.macs)} MACs"
     return shapes
 
 
@@ -361,8 +360,8 @@ def describe_network(network: Network, decl: ast.Decl | None) -> str:
     base = f" = {decl.base}(...)" if isinstance(decl, ast.VariantDef) else ""
     arguments = ", ".join(f"{k}={show(v)}" for k, v in network.arguments.items())
     return (f"**network {network.name}**{base}\n```\n"
-            f"input {_fmt_shape(network.input_shape)} -> output {_fmt_shape(network.output_shape)}\n"
-            f"{network.params:,} parameters  {_human(network.macs)} MACs\n```\n"
+            f"input {shape_text(network.input_shape)} -> output {shape_text(network.output_shape)}\n"
+            f"{network.params:,} parameters  {human(network.macs)} MACs\n```\n"
             + (f"arguments: {arguments}" if arguments else ""))
 
 
@@ -371,7 +370,7 @@ def hover_text(region: Region, analysis: Analysis, others: list[Analysis]) -> st
     from other open documents that instantiate this file (a library opened beside its user)."""
     if region.import_path is not None:
         try:
-            return f"`{_find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)}`"
+            return f"`{find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)}`"
         except NetDSLError as error:
             return error.message
     if region.network is not None:
@@ -432,7 +431,7 @@ def definition(region: Region, analysis: Analysis, program: Program | None) -> S
     any loaded file (the language's own lookup order); an import goes to its file."""
     if region.import_path is not None:
         try:
-            return Span(str(_find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)), 1, 1)
+            return Span(str(find_import(ast.Import(span=region.span, path=region.import_path), analysis.path)), 1, 1)
         except NetDSLError:
             return None
     if region.name is None:
@@ -498,10 +497,10 @@ def imported_program(path: str, text: str) -> Program:
     program = Program(path)
     for match in _IMPORT.finditer(text):
         try:
-            target = _find_import(ast.Import(span=Span(path, 1, 1), path=match.group(1)), path)
-            program.decls.update(load(target).decls)
+            target = find_import(ast.Import(span=Span(path, 1, 1), path=match.group(1)), path)
         except NetDSLError:
             continue
+        program.decls.update(load(target, tolerant=True).decls)
     return program
 
 
@@ -695,12 +694,9 @@ def make_server() -> NetDSLServer:
     return server
 
 
-def run(args) -> int:
-    """`netdsl lsp`: serve one editor over stdin/stdout until it disconnects."""
-    if getattr(args, "debug", False):
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+def serve() -> None:
+    """Serve one editor over stdin/stdout until it disconnects (`netdsl lsp`)."""
     server = make_server()
     # Build the parser's tables and run the checker once now, not on the first document opened.
     analyse("<start-up>.net", "network start_up { input [3, 8, 8] residual { conv(8, 3, pad=1) bn relu } }")
     server.start_io()
-    return 0

@@ -1,8 +1,9 @@
-"""Stage 2 — resolve: a .net file path → `Program`, every declaration it can see.
+"""Stage 2 — resolve: a .net file path → `Program`, every declaration it can see and the files read.
 
 Loads the file and, transitively, its imports (relative to the importing file, then the
 standard library shipped in `netdsl/std/`, then each directory of `NETDSL_PATH`), rejects
-missing and cyclic imports and duplicate definitions, and picks the file's network.
+missing and cyclic imports and duplicate definitions, and picks the file's network. Tolerant,
+it loads what it can and raises nothing, for `--watch` and the language server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Program:
     main_file: str
     decls: dict[str, ast.Decl] = field(default_factory=dict)
     own: list[ast.Decl] = field(default_factory=list)  # declared in the main file itself
+    files: list[Path] = field(default_factory=list)  # resolved, in load order: the main file first
 
     def network(self, name: str | None = None) -> ast.Decl:
         """The network to build: `name`, or the one network the main file declares."""
@@ -55,54 +57,81 @@ def search_path() -> list[Path]:
     return [Path(p) for p in os.environ.get("NETDSL_PATH", "").split(os.pathsep) if p]
 
 
-def load(path: str | os.PathLike, source: str | None = None) -> Program:
-    """Parse `path` (or `source`, named `path`) and everything it imports."""
+def load(path: str | os.PathLike, source: str | None = None, *, tolerant: bool = False) -> Program:
+    """Parse `path` (or `source`, named `path`) and everything it imports.
+
+    `tolerant` never raises: a file that cannot be read or does not parse is still listed in
+    `files` (its imports are not followed), and a missing or cyclic import and a declaration that
+    cannot be added (a duplicate, a reserved name) are skipped."""
     main = str(path)
     program = Program(main_file=main)
-    _Loader(program).load(main, source, stack=(), is_main=True)
+    _Loader(program, tolerant).load(main, source, stack=(), is_main=True)
     return program
 
 
 class _Loader:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, tolerant: bool):
         self.program = program
-        self.done: set[Path] = set()
+        self.tolerant = tolerant
+        self.seen: set[Path] = set()
+
+    def refuse(self, error: NetDSLError) -> None:
+        if not self.tolerant:
+            raise error
 
     def load(self, file: str, source: str | None, stack: tuple[Path, ...], is_main: bool = False,
              at: Span | None = None) -> None:
         resolved = Path(file).resolve()
         if resolved in stack:
             chain = " -> ".join(p.name for p in stack[stack.index(resolved):] + (resolved,))
-            raise ImportError_(f"import cycle: {chain}", at, hint="move the shared blocks into a file both can import")
-        if resolved in self.done:
+            self.refuse(ImportError_(f"import cycle: {chain}", at,
+                                     hint="move the shared blocks into a file both can import"))
+            return
+        if resolved in self.seen:
             return
         if len(stack) > MAX_IMPORT_DEPTH:
-            raise ImportError_(f"imports nested more than {MAX_IMPORT_DEPTH} deep", at)
-        if source is None:
-            source = _read(file, at)
-        tree = parse(source, file)
+            self.refuse(ImportError_(f"imports nested more than {MAX_IMPORT_DEPTH} deep", at))
+            return
+        self.seen.add(resolved)
+        self.program.files.append(resolved)
+        try:
+            tree = parse(read_source(file, at) if source is None else source, file)
+        except NetDSLError as error:  # tolerant: the file is still listed, to be watched until it parses
+            self.refuse(error)
+            return
         for imp in tree.imports:
-            target = _find_import(imp, file)
+            try:
+                target = find_import(imp, file)
+            except NetDSLError as error:
+                self.refuse(error)
+                continue
             self.load(str(target), None, stack + (resolved,), at=imp.span)
         for decl in tree.decls:
-            if decl.name in REGISTRY:
-                raise NameError_(f"'{decl.name}' is a built-in layer; a block or network cannot take its name",
-                                 decl.span, f"rename it, e.g. '{decl.name}_block'")
-            if decl.name in keywords():
-                raise NameError_(f"'{decl.name}' is a reserved word and cannot be used as a name", decl.span)
-            previous = self.program.decls.get(decl.name)
-            if previous is not None:
-                raise NameError_(
-                    f"'{decl.name}' is already defined at {previous.span}",
-                    decl.span, hint="rename one of them",
-                )
+            problem = self.unusable(decl)
+            if problem is not None:
+                self.refuse(problem)
+                continue
             self.program.decls[decl.name] = decl
             if is_main:
                 self.program.own.append(decl)
-        self.done.add(resolved)
+
+    def unusable(self, decl: ast.Decl) -> NetDSLError | None:
+        """Why `decl` cannot join the program's declarations, if it cannot."""
+        if decl.name in REGISTRY:
+            return NameError_(f"'{decl.name}' is a built-in layer; a block or network cannot take its name",
+                              decl.span, f"rename it, e.g. '{decl.name}_block'")
+        if decl.name in keywords():
+            return NameError_(f"'{decl.name}' is a reserved word and cannot be used as a name", decl.span)
+        previous = self.program.decls.get(decl.name)
+        if previous is not None:
+            return NameError_(f"'{decl.name}' is already defined at {previous.span}", decl.span,
+                              hint="rename one of them")
+        return None
 
 
-def _read(file: str, at: Span | None) -> str:
+def read_source(file: str, at: Span | None = None) -> str:
+    """The UTF-8 text of `file`; a missing, unreadable or non-UTF-8 file is a located `NetDSLError`
+    (at `at`, the import that names it, when there is one)."""
     try:
         data = Path(file).read_bytes()
     except FileNotFoundError:
@@ -119,7 +148,9 @@ def _read(file: str, at: Span | None) -> str:
                           Span(file, line, column), "save the file as UTF-8") from None
 
 
-def _find_import(imp: ast.Import, importer: str) -> Path:
+def find_import(imp: ast.Import, importer: str) -> Path:
+    """The file an `import` in the file `importer` names (see the search order above); an
+    `ImportError_` when there is none."""
     relative = Path(imp.path)
     if relative.is_absolute() or relative.suffix != ".net":
         raise ImportError_(

@@ -7,15 +7,13 @@ a diff sets two networks' modules side by side, matched by their dotted names.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
-from . import api
-from .cli import EXIT_OK, UsageError, _fmt_shape, _human, _overrides, input_shape
 from .cost import Cost, Costs, Field, analyse, byte_size
 from .combinators import COMBINATORS
 from .graph import Network, Node
+from .text import human, shape_text
 
 DEFAULT_DEPTH = 2
 
@@ -171,15 +169,15 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
         table.add_row(
             "  " * row.level + name + (" ..." if row.folded else ""),
             "" if not row.name or row.kind == "input" else row.kind,
-            _fmt_shape(cost.out_shape), f"{params:,}" if numbers and params else "",
-            _human(cost.macs) if cost.macs else "", f"{cost.elements:,}" if numbers else "",
+            shape_text(cost.out_shape), f"{params:,}" if numbers and params else "",
+            human(cost.macs) if cost.macs else "", f"{cost.elements:,}" if numbers else "",
             field_text(cost.field))
     _console(table).print(table)
     totals, feature = costs.totals, costs.feature_map
-    lines = [f"network {network.name} ({network.file}): input {_fmt_shape(network.input_shape)} -> "
-             f"output {_fmt_shape(network.output_shape)}, {totals.depth} weight layers deep",
-             f"params: {totals.params:,} ({_human(totals.params)}), all trainable; without biases {totals.weights:,}",
-             f"MACs: {totals.macs:,} ({_human(totals.macs)}); FLOPs (2 x MACs): {_human(totals.flops)}; "
+    lines = [f"network {network.name} ({network.file}): input {shape_text(network.input_shape)} -> "
+             f"output {shape_text(network.output_shape)}, {totals.depth} weight layers deep",
+             f"params: {totals.params:,} ({human(totals.params)}), all trainable; without biases {totals.weights:,}",
+             f"MACs: {totals.macs:,} ({human(totals.macs)}); FLOPs (2 x MACs): {human(totals.flops)}; "
              "counted: conv and linear layers"]
     if totals.aux_macs:
         lines.append(f"auxiliary heads (training only, not in the MACs above): {totals.aux_macs:,} MACs")
@@ -191,33 +189,11 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
         where = f"entering {feature.consumer}" if feature.consumer else "the output"
         stride = feature.field.stride
         stride_text = "" if stride is None else f", stride {stride[0] if stride[0] == stride[1] else stride}"
-        lines.append(f"receptive field of the final feature map {_fmt_shape(feature.shape)} ({where}): "
+        lines.append(f"receptive field of the final feature map {shape_text(feature.shape)} ({where}): "
                      f"{field_text(feature.field)}{stride_text}")
     if any(row.cost.field is not None and row.cost.field.whole and row.cost.field.axes for row in listed):
         lines.append(WHOLE_NOTE)
     print("\n".join(lines))
-
-
-def _max_depth(value: int | None, default: int) -> int:
-    if value is None:
-        return default
-    if value < 1:
-        raise UsageError(f"--depth must be at least 1, got {value}")
-    return value
-
-
-def run(args) -> int:
-    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
-    max_depth = _max_depth(args.depth, DEFAULT_DEPTH)
-    network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
-                        **_overrides(args.overrides))
-    costs = analyse(network)
-    listed = [input_row(network, costs)] + rows(network, costs, max_depth)
-    if args.json:
-        print(json.dumps(summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
-    else:
-        summary_text(network, costs, listed, args.dtype, args.no_biases)
-    return EXIT_OK
 
 
 # ---- diff -----------------------------------------------------------------------------------
@@ -274,24 +250,30 @@ def _pair_json(a: Cost | None, b: Cost | None) -> dict:
     return {"a": side(a), "b": side(b), "delta": delta}
 
 
-def run_diff(args) -> int:
-    """`netdsl diff A.net B.net [--depth N] [--json]`."""
-    max_depth = _max_depth(args.depth, 1)
+def _sides(first: Network, second: Network, max_depth: int) -> tuple[list[tuple[Row | None, Row | None]], Cost, Cost]:
+    """The modules of both networks paired by path, and each network's total."""
     sides = []
-    for path in (args.file, args.other):
-        network = api.check(path)
+    for network in (first, second):
         costs = analyse(network)
-        sides.append((network, _named_rows(network, costs, max_depth), _total_cost(network, costs)))
-    (first, first_rows, first_total), (second, second_rows, second_total) = sides
-    pairs = matched(first_rows, second_rows)
-    if args.json:
-        print(json.dumps({
-            "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-            "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
-                     for a, b in pairs],
-            "totals": _pair_json(first_total, second_total),
-        }, indent=2))
-        return EXIT_OK
+        sides.append((_named_rows(network, costs, max_depth), _total_cost(network, costs)))
+    (first_rows, first_total), (second_rows, second_total) = sides
+    return matched(first_rows, second_rows), first_total, second_total
+
+
+def diff_json(first: Network, second: Network, max_depth: int) -> dict:
+    """`netdsl diff --json`: both networks' modules down to `max_depth`, side by side, with the changes."""
+    pairs, first_total, second_total = _sides(first, second, max_depth)
+    return {
+        "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
+        "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
+                 for a, b in pairs],
+        "totals": _pair_json(first_total, second_total),
+    }
+
+
+def diff_text(first: Network, second: Network, max_depth: int) -> None:
+    """`netdsl diff`: prints the comparison as a table, `A → B` where the networks differ."""
+    pairs, first_total, second_total = _sides(first, second, max_depth)
     print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
     table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
                     ("params A → B", "right"), ("Δ params", "right"),
@@ -304,7 +286,6 @@ def run_diff(args) -> int:
     table.add_row("total", *_diff_cells(first_total, second_total))
     _console(table).print(table)
     print(DIFF_NOTE)
-    return EXIT_OK
 
 
 def _change(before, after, show) -> str:
@@ -319,7 +300,7 @@ def _delta_text(before: int, after: int) -> str:
     change = _delta(before, after)
     sign = "+" if change["absolute"] > 0 else "-"
     percent = "" if change["percent"] is None else f" ({change['percent']:+.1f}%)"
-    return f"{sign}{_human(abs(change['absolute']))}{percent}"
+    return f"{sign}{human(abs(change['absolute']))}{percent}"
 
 
 def _diff_cells(a: Cost | None, b: Cost | None) -> list[str]:
@@ -329,8 +310,8 @@ def _diff_cells(a: Cost | None, b: Cost | None) -> list[str]:
 
     both = a is not None and b is not None
     return [_change(get(a, "layers_deep"), get(b, "layers_deep"), str),
-            _change(get(a, "out_shape"), get(b, "out_shape"), _fmt_shape),
-            _change(get(a, "params"), get(b, "params"), _human),
+            _change(get(a, "out_shape"), get(b, "out_shape"), shape_text),
+            _change(get(a, "params"), get(b, "params"), human),
             _delta_text(a.params, b.params) if both else "",
-            _change(get(a, "macs"), get(b, "macs"), _human),
+            _change(get(a, "macs"), get(b, "macs"), human),
             _delta_text(a.macs, b.macs) if both else ""]

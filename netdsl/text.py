@@ -1,16 +1,32 @@
-"""Text shared by every stage's output: counts in human units, shapes as `[C, H, W]`."""
+"""Shared formatting: the numbers and shapes every stage prints → their one spelling.
+
+The command line, the summary tables, the drawings and the editor's hovers all say `11.69 M`
+parameters, `[3, 224, 224]` for a shape and `3×224×224` for a compact size; they take it from here.
+"""
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 def human(count: int) -> str:
-    """`25.56 M`, `4.09 G`, `512`."""
+    """`11.69 M`, `1.82 G`, `512`: a count in decimal units, two decimals from a thousand up."""
     for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if count >= size:
             return f"{count / size:.2f} {unit}"
     return str(count)
 
 
-def shape_text(shape) -> str:
-    """`[64, 56, 56]`."""
-    return "[" + ", ".join(map(str, shape)) + "]"
+def shape_text(shape: Iterable[int]) -> str:
+    """`[3, 224, 224]`: a tensor shape as the language writes it (`input [3, 224, 224]`)."""
+    return f"[{', '.join(map(str, shape))}]"
+
+
+def dims_text(shape: Iterable[int]) -> str:
+    """`3×224×224`: a shape in a table cell or a label, where brackets would be noise."""
+    return "×".join(map(str, shape))
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 file`, `3 files`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

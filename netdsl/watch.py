@@ -14,9 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Container
 
-from .errors import NetDSLError
-from .parse import parse
-from .resolve import _find_import
+from .resolve import load
+from .text import plural
 
 POLL_SECONDS = 0.3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -25,27 +24,10 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 def dependencies(path: str | Path, source: str | None = None) -> list[Path]:
     """`path` (with text `source`, if given) and every file it imports, directly or not.
 
-    Unlike `resolve.load` this never raises: a file that does not parse is still a file to
+    Never raises (`resolve.load`, tolerant): a file that does not parse is still a file to
     watch (its imports are simply not followed until it parses again), and a missing import
     is skipped."""
-    seen: dict[Path, None] = {}  # insertion-ordered set of resolved paths
-    pending: list[tuple[Path, str | None]] = [(Path(path), source)]
-    while pending:
-        file, text = pending.pop(0)
-        resolved = file.resolve()
-        if resolved in seen:
-            continue
-        seen[resolved] = None
-        try:
-            tree = parse(text if text is not None else file.read_text(encoding="utf-8"), str(file))
-        except (OSError, UnicodeDecodeError, NetDSLError):
-            continue
-        for imp in tree.imports:
-            try:
-                pending.append((_find_import(imp, str(file)), None))
-            except NetDSLError:
-                continue
-    return list(seen)
+    return load(path, source, tolerant=True).files
 
 
 def _stamps(files: list[Path]) -> dict[Path, tuple[int, int] | None]:
@@ -74,8 +56,8 @@ def watch(path: str, run_once: Callable[[], int], *, stop_on: Container[int] = (
             sys.stdout.flush()
             if code in stop_on:
                 return code
-            count = f"{len(files)} file{'s' if len(files) != 1 else ''}"
-            print(f"--- watching {count} for changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            print(f"--- watching {plural(len(files), 'file')} for changes (Ctrl-C to stop)", file=sys.stderr,
+                  flush=True)
             _wait_for_change(files, before, interval)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -172,3 +172,38 @@ def test_compile_for_cuda_without_a_gpu_is_a_usage_error(tmp_path):
         pytest.skip("a GPU is present")
     result = netdsl("compile", RESNET18, "--device", "cuda", cwd=tmp_path)
     assert result.returncode == 2 and "--device cuda: no CUDA device is available" in result.stderr
+
+
+def test_the_cli_is_on_top_and_only_on_top():
+    # No stage imports the command line, and no module reaches for another module's private names.
+    import ast as python_ast
+
+    package = ROOT / "netdsl"
+    modules = {path.stem for path in package.glob("*.py")}
+    problems = []
+    for path in sorted(package.glob("*.py")):
+        tree = python_ast.parse(path.read_text(encoding="utf-8"))
+        siblings = set()  # modules of the package imported by name: `from . import ast, parse`
+        for node in python_ast.walk(tree):
+            if isinstance(node, python_ast.ImportFrom) and node.level == 1:
+                names = [alias.name for alias in node.names]
+                if "cli" in [node.module, *names] and path.name not in ("cli.py", "__main__.py"):
+                    problems.append(f"{path.name}:{node.lineno} imports netdsl.cli")
+                if node.module is None:
+                    siblings.update(alias.asname or alias.name for alias in node.names)
+                problems += [f"{path.name}:{node.lineno} imports {node.module}.{name}" for name in names
+                             if name.startswith("_") and not name.startswith("__")]
+        for node in python_ast.walk(tree):
+            if (isinstance(node, python_ast.Attribute) and isinstance(node.value, python_ast.Name)
+                    and node.value.id in siblings & modules and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                problems.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert problems == []
+
+
+def test_importing_the_cli_loads_no_command_dependencies():
+    heavy = {"torch", "rich", "graphviz", "pygls", "lsprotocol"}
+    code = f"import sys, netdsl.cli; print(sorted({heavy!r} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

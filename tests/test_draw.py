@@ -17,7 +17,7 @@ import pytest
 
 import netdsl
 from netdsl import cli, draw
-from netdsl.cli import _human
+from netdsl.text import human as _human
 from netdsl.graph import Layer, Module
 from netdsl.errors import Span
 
