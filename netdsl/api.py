@@ -37,7 +37,7 @@ def parse_override(text: str) -> tuple[str, ast.Expr]:
         raise ValueError(f"expected NAME=VALUE, got {text!r}")
     where = f"<-D {name}>"
     remember_source(where, value)
-    return name, parse_expr(value.strip(), Span(where, 1, 1, 1, len(value.strip()) + 1))
+    return name, parse_expr(value.strip(), Span(where, 1, 1, 1, len(value.strip()) + 1), "-D value")
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:

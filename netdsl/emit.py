@@ -10,6 +10,7 @@ the checker and numbers reach it) and instantiates the network; `save_torchscrip
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import linecache
@@ -214,7 +215,9 @@ class _Forward(Interpreter):
         super().__init__()
         self.plan, self.module_ = plan, module
         self.lines: list[str] = []
-        self.names = Namespace({"x", "self", "torch", "nn", "Tensor", "aux"})
+        # a local never shadows a name the generated code uses: its own, torch's, or a builtin (getattr)
+        self.names = Namespace({"x", "self", "torch", "nn", "Tensor", "aux", "List", "Tuple", "Union",
+                                "OrderedDict", *dir(builtins)})
         self.target = "x"  # the variable the chain being written assigns to
 
     # the writer's interface for combinators

@@ -50,6 +50,8 @@ class _Writer:
         if self.rng.random() < 0.5:
             return ""
         self.labels += 1
+        if self.rng.random() < 0.2:  # names that are not identifiers, or Python's words, as PyTorch accepts
+            return f'"{self.rng.choice(["block", "l-", "class", "getattr", "x:y", "int", "self"])}{self.labels}": '
         return f"l{self.labels}: "
 
     def emit(self, text: str, depth: int) -> None:
@@ -330,7 +332,8 @@ def mutate(text: str, rng: random.Random) -> str:
             numbers = [t for t in tokens if t.group()[0].isdigit()]
             if numbers:
                 t = rng.choice(numbers)
-                value = rng.choice(["0", "-1", "10" * rng.randint(5, 40), "1e308", "99999999999", "0.5"])
+                value = rng.choice(["0", "-1", "10" * rng.randint(5, 40), "1e308", "99999999999", "0.5",
+                                    "9" * rng.choice([80, 4301, 5000])])
                 text = text[:t.start()] + value + text[t.end():]
         elif kind == 7:  # deep nesting
             at = rng.randrange(len(text) + 1)
@@ -341,7 +344,8 @@ def mutate(text: str, rng: random.Random) -> str:
         elif kind == 8 and tokens:  # a token replaced by a keyword or another name
             t = rng.choice(tokens)
             word = rng.choice(["x", "in", "residual", "network", "block", "let", "relu", "conv", "input",
-                               "__class__", "forward", "import", "0", "none", "true"])
+                               "__class__", "forward", "import", "0", "none", "true", "getattr", "int",
+                               '"_modules":', '"_apply":', '"T_destination":', '"a.b":', "def", "split"])
             text = text[:t.start()] + word + text[t.end():]
         else:  # a repeat or loop made large
             text = text.replace("x 3", rng.choice(["x 100000", "x -1", "x 1.5"]), 1)

@@ -21,6 +21,7 @@ from lark.exceptions import (
 
 from . import ast
 from .combinators import COMBINATORS
+from .limits import Limits
 from .errors import NetDSLError, Span, SyntaxError_, did_you_mean, remember_source
 
 
@@ -103,18 +104,7 @@ def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.Sou
         tree = _build_parser(combinators).parse(text, start="start")
     except UnexpectedInput as error:
         raise _syntax_error(error, text, path) from None
-    try:
-        source = _ToAst(path).transform(tree)
-    except VisitError as error:  # a label template's own syntax error, or nesting too deep
-        if isinstance(error.orig_exc, NetDSLError):
-            raise error.orig_exc from None
-        if not isinstance(error.orig_exc, RecursionError):
-            raise
-        raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
-                           "flatten deeply nested groups or expressions") from None
-    except RecursionError:
-        raise SyntaxError_("the file is nested too deeply to parse", Span(path, 1, 1),
-                           "flatten deeply nested groups or expressions") from None
+    source = _transform(tree, _ToAst(path), Span(path, 1, 1), "the file")
     _check_bodies_after_calls(source)
     return source
 
@@ -154,13 +144,32 @@ def _check_bodies_after_calls(source: ast.SourceFile) -> None:
                              f"call, put it on a line of its own")
 
 
-def parse_expr(text: str, span: Span) -> ast.Expr:
-    """Parse one expression found inside a string (a label template); positions map to `span`."""
+def _transform(tree, transformer: "_ToAst", where: Span, what: str):
+    """The AST of `tree`; what lark wraps in `VisitError` (a label template's own syntax error, a
+    literal out of range) unwrapped, and a tree nested too deeply for Python a located error."""
+    try:
+        return transformer.transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, NetDSLError):
+            raise error.orig_exc from None
+        if not isinstance(error.orig_exc, RecursionError):
+            raise
+    except RecursionError:
+        pass
+    raise SyntaxError_(f"{what} is nested too deeply to parse", where, "flatten deeply nested groups or expressions")
+
+
+def parse_expr(text: str, span: Span, what: str = "label template") -> ast.Expr:
+    """Parse one expression found inside a string (a label template, a -D value); errors at `span`."""
     try:
         tree = _parser().parse(text, start="expr")
-    except UnexpectedInput as error:
-        raise SyntaxError_(f"invalid expression '{text}' in label template", span) from None
-    return _ToAst(span.file, anchor=span).transform(tree)
+    except UnexpectedInput:
+        shown = text if len(text) <= 60 else f"{text[:57]}..."
+        raise SyntaxError_(f"invalid expression '{shown}' in {what}", span) from None
+    except RecursionError:
+        raise SyntaxError_(f"the {what} is nested too deeply to parse", span,
+                           "flatten deeply nested expressions") from None
+    return _transform(tree, _ToAst(span.file, anchor=span), span, f"the {what}")
 
 
 def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
@@ -393,7 +402,12 @@ class _ToAst(Transformer):
         return ast.CallExpr(span=self._span(meta), func=func, args=[a for a in args if a is not None])
 
     def int_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=int(str(children[0]).replace("_", "")))
+        digits = str(children[0]).replace("_", "")
+        bits = Limits().int_bits  # what arithmetic may produce; a literal may not exceed it either
+        if len(digits) > bits or int(digits).bit_length() > bits:  # (more digits than bits: too many for sure)
+            raise SyntaxError_(f"integer literal of {len(digits):,} digits is too large", self._span(meta),
+                               f"integers are limited to {bits} bits")
+        return ast.Literal(span=self._span(meta), value=int(digits))
 
     def float_lit(self, meta, children):
         return ast.Literal(span=self._span(meta), value=float(children[0]))

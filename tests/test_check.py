@@ -926,7 +926,7 @@ def test_malformed_override(text):
 
 
 def test_override_with_a_syntax_error():
-    with pytest.raises(SyntaxError_, match=re.escape("invalid expression '1 +' in label template")):
+    with pytest.raises(SyntaxError_, match=re.escape("invalid expression '1 +' in -D value")):
         parse_override("depth=1 +")
 
 

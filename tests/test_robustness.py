@@ -17,8 +17,10 @@ import pytest
 import netdsl
 from netdsl import fuzz
 from netdsl.check import Limits
-from netdsl.emit import python_source, write_atomically
-from netdsl.errors import NetDSLError
+from netdsl.emit import build, python_source, write_atomically
+from netdsl.errors import NetDSLError, SyntaxError_
+
+RESNET18 = Path(__file__).resolve().parent.parent / "networks" / "resnet18.net"
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFFERENTIAL_CASES = 150
@@ -250,3 +252,53 @@ def test_overlong_import_name_is_a_located_import_error(tmp_path):
     with pytest.raises(NetDSLError, match=r"cannot find 'r-+\.net'") as info:
         _check_text(tmp_path, f'import "{name}"\nnetwork n {{ input [3, 8, 8] }}\n')
     assert (info.value.span.line, info.value.span.column) == (1, 1)
+
+
+# ---- issue 13: labels, generated names, literals, -D values ---------------------------------------
+
+def test_every_nn_module_member_is_refused_as_a_label(tmp_path):
+    """The refused names are read off torch itself (netdsl/module_members.txt): every attribute of
+    the class and of an instance — _modules, _apply, _call_impl, T_destination, ..."""
+    torch = pytest.importorskip("torch")
+    from netdsl.names import MODULE_MEMBERS
+
+    members = {n for n in set(dir(torch.nn.Module)) | set(dir(torch.nn.Module())) if not n.startswith("__")}
+    assert members <= MODULE_MEMBERS, sorted(members - MODULE_MEMBERS)
+    for name in ("_modules", "_parameters", "_buffers", "_version", "_apply", "_call_impl", "_slow_forward",
+                 "_wrapped_call_impl", "_get_name", "T_destination"):
+        with pytest.raises(NetDSLError, match=f"'{name}' cannot name a layer: it is reserved by torch.nn.Module"):
+            _check_text(tmp_path, f'network n {{ input [3, 8, 8] "{name}": relu }}')
+
+
+def test_a_named_tensor_never_shadows_a_builtin_the_code_uses(tmp_path):
+    torch = pytest.importorskip("torch")
+    text = ('network n { input [3, 8, 8]\n  tap getattr\n  conv(4, 1)\n  "a-b": relu\n'
+            '  tap int\n  add { from getattr -> conv(4, 1)  from int }\n}\n')
+    network = _check_text(tmp_path, text)
+    source = python_source(network)
+    assert "getattr = x" not in source and "getattr2 = x" in source
+    model = build(network)
+    x = torch.randn(1, 3, 8, 8)
+    expected = getattr(model, "2")(x) + torch.relu(getattr(model, "0")(x))
+    torch.testing.assert_close(model(x), expected)
+
+
+@pytest.mark.parametrize("literal", ["9" * 5000, "1" + "0" * 100, str(2 ** 300)])
+def test_huge_integer_literals_are_located_errors(tmp_path, literal):
+    with pytest.raises(SyntaxError_, match=f"integer literal of {len(literal):,} digits is too large") as caught:
+        _check_text(tmp_path, f"network n(c={literal}) {{ input [3, 8, 8] }}")
+    assert len(caught.value.format()) < 1000  # the literal is quoted shortened
+    result = subprocess.run([sys.executable, "-m", "netdsl", "check", str(RESNET18), "-D", f"classes={literal}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "too large" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    ("-" * 50000 + "1", "the -D value is nested too deeply to parse"),
+    ("not " * 20000 + "true", "nested too deeply"),
+    ("1 +", "invalid expression '1 +' in -D value"),
+])
+def test_deep_or_broken_d_values_are_located_errors(value, message):
+    result = subprocess.run([sys.executable, "-m", "netdsl", "check", str(RESNET18), "-D", f"classes={value}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
