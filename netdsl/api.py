@@ -76,12 +76,13 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
 
 
 def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
-                 network: str | None = None, format: str = "torchscript", dtype: str | None = None,
+                 network: str | None = None, format: str | None = None, dtype: str | None = None,
                  device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
     "export" (a `torch.export` program, `torch.export.load`), "onnx" or "python" (standalone
     source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
-    directory). Returns the checked network and the path written.
+    directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
+    Returns the checked network and the path written.
 
     `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
     bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
@@ -91,7 +92,8 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     from .emit import (FORMATS, build as build_module, save_export, save_onnx, save_python,
                        save_torchscript)
 
-    _check_compile_options(format, dtype, device, optimize)
+    format = format_for(output, format)
+    check_compile_options(format, dtype, device, optimize)
     program, graph = _checked(path, network, None, Limits(), None, overrides)
     target = output if output is not None else Path(f"{graph.name}{FORMATS[format]}")
     check_target(target, protect=program.files)  # before the export, which can take minutes
@@ -123,8 +125,27 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     return graph, target
 
 
-def _check_compile_options(format: str, dtype: str | None, device: str | None, optimize: bool) -> None:
-    """Raise `OptionError` for options that do not go together or a missing exporter."""
+def format_for(output: str | os.PathLike | None, format: str | None) -> str:
+    """The output format: `format`, else the one `output`'s suffix names (`.pt2` → export), else
+    torchscript; an `output` whose suffix names another format than `format` is an `OptionError`."""
+    from .emit import FORMATS
+
+    suffix = Path(output).suffix.lower() if output is not None else ""
+    implied = next((name for name, known in FORMATS.items() if known == suffix), None)
+    if format is None:
+        if output is not None and implied is None:
+            suffixes = ", ".join(f"{known} for {name}" for name, known in FORMATS.items())
+            raise OptionError.naming(f"cannot tell the format of {str(output)!r} from its suffix; give {{format}} "
+                                     f"or an output ending in {suffixes}")
+        return implied or "torchscript"
+    if implied is not None and implied != format:
+        raise OptionError.naming(f"{str(output)!r} is a {suffix} file, which means {{format={implied}}}, but "
+                                 f"{{format={format}}} was asked for; change one of them")
+    return format
+
+
+def check_compile_options(format: str, dtype: str | None, device: str | None, optimize: bool) -> None:
+    """Raise `OptionError` for options that do not go together or a missing exporter (imports no torch)."""
     from .emit import FORMATS
 
     if format not in FORMATS:

@@ -57,13 +57,14 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--input", metavar="CxHxW", help="re-check at this input size, e.g. 3x320x320")
     check.add_argument("--watch", action="store_true", help="re-check whenever the file (or an import) changes")
 
-    compile_ = commands.add_parser("compile", help="compile a network to a TorchScript file")
+    compile_ = commands.add_parser("compile", help="compile a network to TorchScript, a torch.export program, ONNX or Python source")
     _common(compile_)
     compile_.add_argument("-o", "--output",
-                          help="output file (default: <network>.pt, .pt2 or .py in the current directory)")
-    compile_.add_argument("--format", choices=["torchscript", "export", "onnx", "python"], default="torchscript",
+                          help="output file; its suffix gives the format unless --format does: .pt torchscript, "
+                               ".pt2 export, .onnx onnx, .py python (default: <network>.pt in the current directory)")
+    compile_.add_argument("--format", choices=["torchscript", "export", "onnx", "python"], default=None,
                           help="torchscript (torch.jit.load), export (torch.export program, .pt2), onnx (.onnx) "
-                               "or python (standalone module source); default torchscript")
+                               "or python (standalone module source); default: from -o's suffix, else torchscript")
     compile_.add_argument("--optimize", action="store_true",
                           help="for inference: fold BatchNorm into convolutions, eval mode; "
                                "torchscript: also a frozen graph with channels-last weights")
@@ -216,23 +217,23 @@ def _jsonable(value):
 
 
 def _cmd_compile(args) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("compile needs PyTorch: pip install torch") from None
-    if args.device and args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
+    fmt = api.format_for(args.output, args.format)  # the options first: no torch is imported for them
+    api.check_compile_options(fmt, args.dtype, args.device, args.optimize)
+    if fmt != "python":  # the Python source needs no torch to be written
+        try:
+            import torch
+        except ImportError:
+            raise UsageError("compile needs PyTorch: pip install torch") from None
+        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: no CUDA device is available")
-    network, path = api.compile_file(args.file, args.output, network=args.network, format=args.format,
+    network, path = api.compile_file(args.file, args.output, network=args.network, format=fmt,
                                      dtype=args.dtype, device=args.device, optimize=args.optimize,
                                      **_overrides(args.overrides))
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
            "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",
-           "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[args.format]
+           "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[fmt]
     print(f"wrote {path} ({how}{'; optimized for inference' if args.optimize else ''})")
     return EXIT_OK
 
