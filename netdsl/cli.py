@@ -172,8 +172,14 @@ def overview(network: Network) -> str:
         lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
         if index == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append(f"  total: {network.params:,} parameters, {human(network.macs)} MACs per sample")
+    lines.append(f"  total: {network.params:,} parameters, {human(network.macs)} MACs per sample"
+                 f"{_aux_text(network)}")
     return "\n".join(lines)
+
+
+def _aux_text(network: Network) -> str:
+    """`; auxiliary heads: 8.37 M MACs more in training` where the network has heads."""
+    return f"; auxiliary heads: {human(network.aux_macs)} MACs more in training" if network.aux_macs else ""
 
 
 # ---- check, compile --------------------------------------------------------------------------
@@ -192,7 +198,7 @@ def _cmd_check(args) -> int:
         print(json.dumps({
             "network": network.name, "file": network.file,
             "input": list(network.input_shape), "output": list(network.output_shape),
-            "params": network.params, "macs": network.macs,
+            "params": network.params, "macs": network.macs, "aux_macs": network.aux_macs,
             "memory": {"elements": activations, "bytes": byte_size(activations, "float32")},
             "receptive_field": feature.to_json() if feature is not None else None,
             "arguments": {k: _jsonable(v) for k, v in network.arguments.items()},
@@ -201,7 +207,7 @@ def _cmd_check(args) -> int:
     else:
         print(f"{network.file}: ok: network {network.name}, input {shape_text(network.input_shape)} -> "
               f"output {shape_text(network.output_shape)}, {network.params:,} parameters, "
-              f"{human(network.macs)} MACs")
+              f"{human(network.macs)} MACs{_aux_text(network)}")
         print(f"  {sizes.describe()}")
     return EXIT_OK
 

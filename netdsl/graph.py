@@ -137,7 +137,13 @@ class Network:
 
     @property
     def macs(self) -> int:
-        return self.root.macs
+        """Multiply-accumulates of one inference forward pass (auxiliary heads run in training only)."""
+        return self.root.macs - self.aux_macs
+
+    @property
+    def aux_macs(self) -> int:
+        """Multiply-accumulates of the auxiliary heads (a training step runs them too)."""
+        return sum(head.macs for head in self.aux_heads)
 
     @property
     def aux_heads(self) -> list[Module]:

@@ -111,7 +111,8 @@ def test_summary_json_totals_are_the_cost_model_and_dtype_sets_bytes():
     report = run_json("summary", str(NETWORKS / "googlenet.net"), "--dtype", "float16")
     got = report["totals"]
     assert got["params"] == network.params == got["trainable"]
-    assert got["macs"] == totals.macs == network.macs - totals.aux_macs  # auxiliary heads run in training only
+    assert got["macs"] == totals.macs == network.macs  # auxiliary heads run in training only: one number everywhere
+    assert got["aux_macs"] == network.aux_macs > 0
     assert got["aux_macs"] == sum(head.macs for head in network.aux_heads) > 0
     assert got["flops"] == 2 * got["macs"]
     assert got["activation_memory"] == {"elements": totals.activations, "bytes": 2 * totals.activations}
@@ -241,3 +242,21 @@ def test_diff_errors():
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
     assert netdsl_cli("diff", str(NETWORKS / "resnet50.net"), str(NETWORKS / "resnet50.net"),
                       "--depth", "0").returncode == 2
+
+
+def test_one_inference_mac_count_everywhere(capsys):
+    """check, check --json, compile's overview and catalog give summary's number: heads apart (issue 14)."""
+    from netdsl import cli
+    from netdsl.catalog import entry
+
+    path = NETWORKS / "googlenet.net"
+    network = netdsl.check(path)
+    totals = analyse(network).totals
+    assert network.macs == totals.macs == 1_498_376_192 and network.aux_macs == totals.aux_macs == 8_372_224
+    assert cli.main(["check", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["macs"], got["aux_macs"]) == (network.macs, network.aux_macs)
+    assert cli.main(["check", str(path)]) == 0
+    assert "1.50 G MACs; auxiliary heads: 8.37 M MACs more in training" in capsys.readouterr().out
+    assert cli.overview(network).endswith("1.50 G MACs per sample; auxiliary heads: 8.37 M MACs more in training")
+    assert entry(path).macs == network.macs
