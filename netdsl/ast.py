@@ -234,3 +234,27 @@ class SourceFile(BaseModel):
     path: str
     imports: list[Import]
     decls: list[Decl]
+
+
+# ---- traversal ---------------------------------------------------------------------------
+
+def children(node: Node) -> list[Node]:
+    """The nodes directly inside `node`, in field order (through lists and tuples)."""
+    found: list[Node] = []
+    stack = [getattr(node, name) for name in reversed(type(node).model_fields)]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Node):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            stack.extend(reversed(value))
+    return found
+
+
+def walk(node: Node):
+    """`node` and every node below it (iteratively: a deeply nested file must not exhaust the stack)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(children(current))

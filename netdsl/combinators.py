@@ -127,15 +127,20 @@ def _dense_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
     return (in_shape[0] + body[0],) + in_shape[1:]
 
 
-def _arm_results(writer, merge, source: str) -> list[str]:
-    return [writer.chain(arm, source, writer.fresh(f"branch{index + 1}")) for index, arm in enumerate(merge.arms)]
+def _arm_results(writer, merge, sources: list[str]) -> list[str]:
+    """Each arm written from its source variable into `branchN`; the variables holding the results."""
+    return [writer.chain(arm, source, writer.fresh(f"branch{index + 1}"))
+            for index, (arm, source) in enumerate(zip(merge.arms, sources))]
 
 
-def _concat_emit(writer, merge, source: str) -> str:
-    branches = _arm_results(writer, merge, source)
+def _concatenation(writer, branches: list[str]) -> str:
     out = writer.fresh("out")
     writer.line(f"{out} = torch.cat([{', '.join(branches)}], 1)")
     return out
+
+
+def _concat_emit(writer, merge, source: str) -> str:
+    return _concatenation(writer, _arm_results(writer, merge, [source] * len(merge.arms)))
 
 
 _CONCAT_DRAWING = DrawSpec("‖", "concatenate channels", columns=True)
@@ -163,11 +168,7 @@ def _split_input(in_shape: Shape, index: int, count: int) -> Shape:
 def _split_emit(writer, merge, source: str) -> str:
     parts = [writer.fresh(f"part{index + 1}") for index in range(len(merge.arms))]
     writer.line(f"{', '.join(parts)}{',' if len(parts) == 1 else ''} = {source}.chunk({len(parts)}, 1)")
-    branches = [writer.chain(arm, part, writer.fresh(f"branch{index + 1}"))
-                for index, (arm, part) in enumerate(zip(merge.arms, parts))]
-    out = writer.fresh("out")
-    writer.line(f"{out} = torch.cat([{', '.join(branches)}], 1)")
-    return out
+    return _concatenation(writer, _arm_results(writer, merge, parts))
 
 
 register(CombinatorDef(
@@ -191,7 +192,7 @@ def _add_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
 
 
 def _add_emit(writer, merge, source: str) -> str:
-    terms = _arm_results(writer, merge, source)
+    terms = _arm_results(writer, merge, [source] * len(merge.arms))
     out = writer.fresh("out")
     writer.line(f"{out} = {' + '.join(terms)}")
     return out

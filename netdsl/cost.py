@@ -226,7 +226,7 @@ def byte_size(elements: int, dtype: str) -> int:
 def _feature_end(module: Module) -> tuple[str, Layer] | None:
     """The first layer ending the feature maps (`LayerDef.feature_end`: flatten, adaptive pooling) on
     the main path: in the network's modules, not inside a merge's arms."""
-    for path, node, _ in _main_path(module):
+    for path, node in _main_path(module):
         if node.walk_kind == "layer" and REGISTRY[node.op].feature_end:
             return path, node
     return None
@@ -235,7 +235,7 @@ def _feature_end(module: Module) -> tuple[str, Layer] | None:
 def _main_path(module: Module, prefix: str = ""):
     for node in module.body:
         if node.walk_kind == "layer":
-            yield f"{prefix}{node.name}", node, 0
+            yield f"{prefix}{node.name}", node
         elif node.walk_kind == "module":
             yield from _main_path(node, f"{prefix}{node.name}.")
 

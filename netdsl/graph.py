@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
+from .combinators import COMBINATORS
 from .errors import Frame, Span
 
 Shape = tuple[int, ...]  # per-sample shape, batch dimension implicit: (C, H, W) or (features,)
@@ -149,8 +150,6 @@ class Network:
     def aux_heads(self) -> list[Module]:
         """The auxiliary heads: the modules of the merges in the network's own body whose arm is an
         extra, training-time output."""
-        from .combinators import COMBINATORS
-
         return [arm[0] for node in self.root.body
                 if node.walk_kind == "merge" and COMBINATORS[node.kind].training_output for arm in node.arms]
 

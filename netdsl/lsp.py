@@ -87,30 +87,11 @@ def _prefix(span: Span, length: int) -> Span:
     return Span(span.file, span.line, span.column, span.line, span.column + length)
 
 
-def _ast_children(value) -> Iterator[ast.Node]:
-    """The AST nodes directly inside `value` (a node's field: a node, a list, a tuple)."""
-    if isinstance(value, ast.Node):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _ast_children(item)
-
-
-def _walk(node: ast.Node) -> Iterator[ast.Node]:
-    """Every node below `node` (iteratively: a deeply nested file must not exhaust the stack)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        for name in type(current).model_fields:
-            stack.extend(_ast_children(getattr(current, name)))
-
-
 def regions(tree: ast.SourceFile) -> list[Region]:
     """Every hoverable stretch of a parsed file."""
     found = [Region(imp.span, None, import_path=imp.path) for imp in tree.imports]
     for decl in tree.decls:
-        for node in _walk(decl):
+        for node in ast.walk(decl):
             found.extend(_regions_of(node, decl))
     return found
 
@@ -332,7 +313,7 @@ def _local(decl: ast.Decl | None, name: str) -> ast.Node | None:
     for param in getattr(decl, "params", None) or []:
         if param.name == name:
             return param
-    found = [node for node in _walk(decl)
+    found = [node for node in ast.walk(decl)
              if (isinstance(node, (ast.Let, ast.Tap)) and node.name == name)
              or (isinstance(node, ast.For) and name in node.targets)]
     return min(found, key=lambda node: (node.span.line, node.span.column), default=None)

@@ -109,19 +109,17 @@ def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.Sou
     return source
 
 
-def _statement_lists(node) -> Iterator[list]:
-    """Every list of statements in the tree (iteratively: a deep file must not exhaust the stack)."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, list):
-            if current and isinstance(current[0], ast.Stmt):
-                yield current
-            stack.extend(current)
-        elif isinstance(current, tuple):
-            stack.extend(current)
-        elif isinstance(current, (ast.Node, ast.SourceFile)):
-            stack.extend(getattr(current, name) for name in type(current).model_fields)
+def _statement_lists(source: ast.SourceFile) -> Iterator[list]:
+    """Every body in the file: each list of statements a node holds (an `if`'s in its branch pairs)."""
+    for decl in source.decls:
+        for node in ast.walk(decl):
+            for name in type(node).model_fields:
+                value = getattr(node, name)
+                if not isinstance(value, list):
+                    continue
+                for candidate in [value, *(part for item in value if isinstance(item, tuple) for part in item)]:
+                    if isinstance(candidate, list) and candidate and isinstance(candidate[0], ast.Stmt):
+                        yield candidate
 
 
 def _check_bodies_after_calls(source: ast.SourceFile) -> None:

@@ -60,7 +60,7 @@ class _Resolver:
         if isinstance(decl, ast.FunctionDef):
             self.expr(decl.body, scope)
             return
-        scope |= {node.name for node in _nodes(decl.body) if isinstance(node, ast.Tap)}  # wires: module-wide
+        scope |= {node.name for node in ast.walk(decl) if isinstance(node, ast.Tap)}  # wires: module-wide
         self.body(decl.body, scope)
 
     def body(self, stmts: list[ast.Stmt], outer: set[str]) -> None:
@@ -149,28 +149,5 @@ class _Resolver:
                 inner = names | set(node.targets)
                 stack.extend((part, inner) for part in (node.element, node.key, node.condition) if part is not None)
             else:
-                stack.extend((child, names) for child in _children(node))
+                stack.extend((child, names) for child in ast.children(node))
 
-
-def _children(node: ast.Node) -> list[ast.Node]:
-    found: list[ast.Node] = []
-    for field in type(node).model_fields:
-        _collect(getattr(node, field), found)
-    return found
-
-
-def _collect(value, found: list) -> None:
-    if isinstance(value, ast.Node):
-        found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _collect(item, found)
-
-
-def _nodes(stmts: list[ast.Stmt]):
-    """Every node below `stmts` (iteratively)."""
-    stack: list = list(stmts)
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(_children(node))
