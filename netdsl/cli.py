@@ -356,7 +356,7 @@ def _cmd_fmt(args) -> int:
         if not args.check and not args.diff:
             write_atomically(path, lambda tmp: Path(tmp).write_text(formatted, encoding="utf-8"))
             print(f"reformatted {path}", file=sys.stderr)
-    if changed + unchanged > 1:
+    if changed + unchanged:  # one file or many: the same closing count
         done = "would be reformatted" if args.check or args.diff else "reformatted"
         counts = [f"{plural(changed, 'file')} {done}"] if changed else []
         counts += [f"{plural(unchanged, 'file')} already formatted"] if unchanged else []

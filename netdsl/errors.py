@@ -70,6 +70,7 @@ class NetDSLError(Exception):
     hint: str | None = None
     trace: tuple[Frame, ...] = field(default=())
     also: tuple["NetDSLError", ...] = field(default=(), repr=False)  # more errors found with this one
+    notes: tuple[tuple[str, Span], ...] = ()  # related places: ("'(' opened here", span), quoted below the hint
 
     kind = "error"
 
@@ -93,6 +94,9 @@ class NetDSLError(Exception):
             lines.append(f"  {frame}")
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        for note, where in self.notes:
+            lines.append(f"  note: {note}, at {where}")
+            lines.extend(_quote(where) or [])
         for other in self.also:
             lines.append(other.format())
         if self.also:

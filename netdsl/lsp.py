@@ -375,9 +375,9 @@ def hover_text(region: Region, analysis: Analysis, others: list[Analysis]) -> st
 
 def _made_by(keyword: str):
     """Tests for the graph nodes a keyword's region makes: a labelled combinator's module (of the
-    combinator's type; a group's or auxiliary head's: "Sequential"), then the node itself."""
+    combinator's type; a group's: "group"), then the node itself."""
     combinator = COMBINATORS.get(keyword)
-    module_type = combinator.type_name if combinator is not None else "Sequential"
+    module_type = combinator.type_name if combinator is not None else "group"
     kind = {"{": None, "from": "from_", "tap": "tap"}.get(keyword, "merge")
     return [lambda node: node.walk_kind == "module" and node.type_name == module_type,
             lambda node: node.walk_kind == kind and (kind != "merge" or node.kind == keyword)]

@@ -17,7 +17,7 @@ from pathlib import Path
 from .check import Checker, check_program, nested_too_deeply
 from .combinators import COMBINATORS
 from .errors import NetDSLError, ShapeError, Span
-from .graph import Layer, Merge, Network, Shape
+from .graph import Layer, Merge, Network, Shape, describe
 from .layers import REGISTRY, LayerProblem
 from .limits import Limits
 from .resolve import Program
@@ -60,11 +60,15 @@ class Limit:
     reason: str  # "shape" (the layer's rule rejects it), "weights" (fixed input), "merge" (sizes differ)
     span: Span
     message: str = ""  # for "shape": the gist of the rule's message, e.g. "conv output would be empty"
+    name: str = ""  # how the message names the layer (`graph.describe`)
 
     def __str__(self) -> str:
         if self.reason == "merge":
             return f"{self.op} at {Path(self.span.file).name}:{self.span.line} needs equal sizes"
-        return f"{self.path}: {self.message if self.reason == 'shape' else f'{self.op} weights fix its input'}"
+        named_by_op = self.name != self.path  # `linear at x.net:7` already says what it is
+        if self.reason == "shape":
+            return f"{self.name}: {self.message.removeprefix(f'{self.op} ') if named_by_op else self.message}"
+        return f"{self.name}: {'its' if named_by_op else self.op} weights fix its input"
 
     def as_json(self) -> dict:
         return {"path": self.path, "op": self.op, "reason": self.reason, "message": self.message,
@@ -218,8 +222,9 @@ class _Propagation(Interpreter):
             first = min(failed)
             reason = "weights" if outputs[first] < 0 else "shape"
             values = [max(value, 0) for value in values]
-            self.fail(values, Limit(f"{self.prefix}{layer.name}", layer.op, reason, layer.span,
-                                    self.messages.get((id(rule), first), "")))
+            path = f"{self.prefix}{layer.name}"
+            self.fail(values, Limit(path, layer.op, reason, layer.span, self.messages.get((id(rule), first), ""),
+                                    describe(path, layer)))
         return self.sizes(values, sizes.period * stride)
 
     def merge(self, merge: Merge, sizes: _Sizes, arms: list[_Sizes]) -> _Sizes:
@@ -387,13 +392,19 @@ def check(program: Program, network: str | None = None, overrides: dict | None =
 # Parameter-free layers may adapt (a block reading `in.height` may pad differently).
 # A symbolic input (`input [3, H, W]`) declares no size: it is checked once, at the given one.
 
+def _who(path: str, layer: Layer) -> str:
+    """`path: ` naming a labelled layer in a message located at it; nothing for an unlabelled one
+    (its location says where it is, its number is not a name anyone wrote)."""
+    return f"{path}: " if layer.labelled else ""
+
+
 def same_weights(declared: Network, resized: Network) -> None:
     """Raises unless every layer with parameters gets, in `resized`, the input its weights in `declared` take."""
     weights = {path: layer for path, layer in declared.layers() if layer.params}
     for path, layer in resized.layers():
         before = weights.get(path)
         if before is None and layer.params:
-            raise note_resized(ShapeError(f"{path}: this {layer.op} has parameters at input "
+            raise note_resized(ShapeError(f"{_who(path, layer)}this {layer.op} has parameters at input "
                                           f"{shape_text(resized.input_shape)} but does not exist at the declared size",
                                           layer.span, None, layer.trace), resized.input_shape, declared.input_shape)
         if before is None or not layer.params:
@@ -401,7 +412,7 @@ def same_weights(declared: Network, resized: Network) -> None:
         if layer.params != before.params:  # the same layer with another count: its input does not fit
             flat = len(layer.in_shape) == 1
             error = ShapeError(
-                f"{path}: {layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
+                f"{_who(path, layer)}{layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
                 f"but at input {shape_text(resized.input_shape)} it receives {shape_text(layer.in_shape)}",
                 layer.span, "insert adaptive_avgpool(...) before 'flatten' to accept other sizes" if flat
                 else "the input channels are fixed by the weights", layer.trace)

@@ -52,7 +52,9 @@ def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: in
 
 def _layer_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
     kind = f"{node.op} (reused)" if node.shared else node.op
-    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + kind, level, depth, False, costs[node]))
+    # an unlabelled parameter-free layer is shown by what it is, "(flatten)", not by its position
+    name = node.name if node.labelled or node.params else ""
+    found.append(Row(f"{prefix}{node.name}", name, kind_prefix + kind, level, depth, False, costs[node]))
 
 
 def _module_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
@@ -186,7 +188,7 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
               f"input: {totals.input_elements:,} elements, {_megabytes(byte_size(totals.input_elements, dtype))}; "
               f"params: {_megabytes(byte_size(totals.params, dtype))} at {dtype}"]
     if feature is not None and feature.field is not None:
-        where = f"entering {feature.consumer}" if feature.consumer else "the output"
+        where = f"entering {feature.consumer_name}" if feature.consumer else "the output"
         stride = feature.field.stride
         stride_text = "" if stride is None else f", stride {stride[0] if stride[0] == stride[1] else stride}"
         lines.append(f"receptive field of the final feature map {shape_text(feature.shape)} ({where}): "

@@ -187,7 +187,8 @@ def test_the_cli_is_on_top_and_only_on_top():
         for node in python_ast.walk(tree):
             if isinstance(node, python_ast.ImportFrom) and node.level == 1:
                 names = [alias.name for alias in node.names]
-                if "cli" in [node.module, *names] and path.name not in ("cli.py", "__main__.py"):
+                # docgen documents the command line, so it sits above it (nothing imports docgen)
+                if "cli" in [node.module, *names] and path.name not in ("cli.py", "__main__.py", "docgen.py"):
                     problems.append(f"{path.name}:{node.lineno} imports netdsl.cli")
                 if node.module is None:
                     siblings.update(alias.asname or alias.name for alias in node.names)

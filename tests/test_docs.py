@@ -85,6 +85,15 @@ def test_readme_transcripts():
     assert (graph.params, graph.output_shape) == (288_746, (10,))
 
 
+def test_readme_error_transcript_is_real_output():
+    """README's `broken.net` transcript (its source is tests/expect/broken.net) is what netdsl prints."""
+    readme = (ROOT / "README.md").read_text()
+    transcript = re.search(r"\$ netdsl check broken.net\n(.*?)```", readme, re.S).group(1)
+    result = subprocess.run([sys.executable, "-m", "netdsl", "check", "broken.net"], cwd=ROOT / "tests" / "expect",
+                            capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (1, transcript)
+
+
 def test_ci_runs_exactly_the_readme_set_up_block():
     """`.ci/run` takes its two commands from the README's set-up block, which installs Graphviz too."""
     root = Path(__file__).resolve().parent.parent

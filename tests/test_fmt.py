@@ -370,7 +370,11 @@ def test_check_lists_unformatted_files_and_changes_nothing(tmp_path):
     ]
     assert result.stdout == ""
     assert (tmp_path / "a.net").read_text() == MESSY
-    assert netdsl_cli("fmt", "--check", str(tmp_path / "b.net")).returncode == 0
+    one = netdsl_cli("fmt", "--check", str(tmp_path / "b.net"))
+    assert (one.returncode, one.stderr) == (0, "1 file already formatted\n")  # as for a directory, not silence
+    one = netdsl_cli("fmt", "--check", str(tmp_path / "a.net"))
+    assert (one.returncode, one.stderr.splitlines()) == (1, [f"would reformat {tmp_path / 'a.net'}",
+                                                             "1 file would be reformatted"])
 
 
 def test_diff_prints_a_unified_diff_and_writes_nothing(tmp_path):

@@ -522,3 +522,21 @@ def test_syntax_error_carries_the_file_name():
         parse("network {", "some/dir/model.net")
     assert info.value.span.file == "some/dir/model.net"
     assert info.value.format().startswith("some/dir/model.net:1:9: error: unexpected '{'")
+
+
+def test_a_missing_closing_bracket_points_back_at_the_opening_one():
+    """The parser notices a missing `)` at the next line's first token; the note shows the `(`."""
+    text = 'network m {\n  input [3, 8, 8]\n  conv(8, 3  # "(" in a comment is no bracket\n  relu\n}\n'
+    with pytest.raises(SyntaxError_) as caught:
+        parse(text, "m.net")
+    error = caught.value
+    assert (error.message, error.span.line) == ("unexpected 'relu'; expected ')' or ','", 4)
+    assert [(note, span.line, span.column) for note, span in error.notes] == [("the '(' is not closed", 3, 7)]
+    assert "  note: the '(' is not closed, at m.net:3:7\n    3 |   conv(8, 3" in error.format()
+    with pytest.raises(SyntaxError_) as caught:
+        parse('network m {\n  input [3, 8, 8]\n  let s = "[" + "x"\n  conv(1, 1)\n', "m.net")
+    assert caught.value.message == "unexpected end of file"
+    assert [(span.line, span.column) for _, span in caught.value.notes] == [(1, 11)]  # the '{', not the string's '['
+    with pytest.raises(SyntaxError_) as caught:  # on the error's own line the caret says it all
+        parse("network m {\n  input [3, 8, 8]\n  conv(8, 3 relu)\n}\n", "m.net")
+    assert caught.value.notes == ()

@@ -241,7 +241,7 @@ SUMMARIES = [  # the notes' AlexNet: only a small range works; ZFNet likewise; L
     ("lenet5", "valid inputs: 32 <= H <= 35, 32 <= W <= 35 (c5: conv output would be empty; "
                "f6: linear weights fix its input)"),
     ("linear_cifar10", "valid inputs: H = 32, W = 32 (fc: linear weights fix its input)"),
-    ("vgg16", "valid inputs: H >= 32, W >= 32 (features.30: maxpool output would be empty)"),
+    ("vgg16", "valid inputs: H >= 32, W >= 32 (maxpool at vgg.net:29 in features: output would be empty)"),
     ("resnet152", "valid inputs: H >= 1, W >= 1"),
     ("inception_v3", "valid inputs: H >= 299, W >= 299 (AuxLogits.conv1.conv: conv output would be empty)"),
     ("nasnet_a_large", "valid inputs: not analysed (the network reads a tensor's size at nasnet_a_large.net:79, "
@@ -311,7 +311,7 @@ def test_symbolic_input(tmp_path):
                     "  adaptive_avgpool(1)\n  flatten\n  fc: linear(10)\n}\n")
     graph = netdsl.check(path)
     assert graph.input_shape == (3, 224, 224) and graph.input_names == (None, "H", "W")
-    assert valid_inputs(graph).describe() == "valid inputs: H >= 3, W >= 3 (0: conv output would be empty)"
+    assert valid_inputs(graph).describe() == "valid inputs: H >= 3, W >= 3 (conv at any.net:3: output would be empty)"
     assert netdsl.check(path, input_shape=(3, 17, 5)).output_shape == (10,)
     result = netdsl_cli("check", str(path), "--input", "3x17x5")
     assert result.stdout.startswith(f"{path}: ok: network any, input [3, 17, 5] -> output [10]")
