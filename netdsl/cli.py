@@ -1,6 +1,6 @@
 """Stage 5 — the command line: arguments → one command's output and exit code.
 
-Nine commands: `netdsl check | compile | summary | diff | draw | fmt | lsp | layers | catalog`.
+Ten commands: `netdsl check | compile | summary | diff | draw | fmt | serve | lsp | layers | catalog`.
 Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
 when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
 no stage imports this module.
@@ -102,6 +102,15 @@ def make_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
     fmt.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
     fmt.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+
+    serve = commands.add_parser("serve", help="a live viewer in the browser: drawing, summary and diff, redrawn on save")
+    serve.add_argument("target", nargs="?", default=".", metavar="FILE | DIR",
+                       help="a .net file (its directory is served) or a directory (default: the current one)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8765; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    serve.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     lsp = commands.add_parser("lsp", help="run the language server over stdio (for editors)")
     lsp.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
@@ -422,6 +431,31 @@ def _cmd_lsp(args) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args) -> int:
+    """`netdsl serve [FILE | DIR] [--port N] [--host H] [--open]`: serve the viewer until Ctrl-C."""
+    from . import serve
+
+    port = serve.DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        viewer = serve.start(args.target, args.host, port)
+    except serve.Refused as refused:
+        raise UsageError(refused.message) from None
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host} port {port}: {error.strerror or error}") from None
+    with viewer:
+        print(f"netdsl: serving {viewer.root} at {viewer.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"netdsl: note: --host {args.host}: other machines can reach the viewer", file=sys.stderr)
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(viewer.url)
+        viewer.serve_forever()
+    return EXIT_OK
+
+
 def _cmd_layers(args) -> int:
     from .layers import REGISTRY, markdown_table, signature
 
@@ -454,7 +488,7 @@ def _cmd_catalog(args) -> int:
 
 
 COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "diff": _cmd_diff,
-            "draw": _cmd_draw, "fmt": _cmd_fmt, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
+            "draw": _cmd_draw, "fmt": _cmd_fmt, "serve": _cmd_serve, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 
 def main(argv: list[str] | None = None) -> int:

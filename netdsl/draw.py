@@ -206,11 +206,27 @@ class _Total(NamedTuple):
     macs: int
 
 
-class _Drawer:
-    """Walks the graph once, adding nodes to nested Graphviz clusters and collecting the edges."""
+@dataclass(frozen=True)
+class Drawn:
+    """What one drawn node or cluster stands for: its graph nodes (a fold's copies, a table's block
+    and layers) and the module path a click unfolds (`expands`) or folds again (the live viewer's)."""
 
-    def __init__(self, depth: int) -> None:
+    nodes: tuple[Node, ...]
+    toggle: str | None = None
+    expands: bool = False
+
+
+class _Drawer:
+    """Walks the graph once, adding nodes to nested Graphviz clusters and collecting the edges.
+    Modules at `depth` and below are folded, except those whose path is in `expand`; those whose
+    path is in `collapse` are folded at any depth."""
+
+    def __init__(self, depth: int, paths: dict[int, str], expand: frozenset[str] = frozenset(),
+                 collapse: frozenset[str] = frozenset()) -> None:
         self.depth = depth
+        self.paths = paths  # id(node) → dotted module path
+        self.expand, self.collapse = expand, collapse
+        self.items: dict[str, Drawn] = {}  # drawn node or cluster name → what it stands for
         self.ids = 0
         self.lines: dict[str, int] = {}  # lines of text in each node, for the height estimate
         self.edges: list[tuple[str, str, dict]] = []
@@ -232,9 +248,18 @@ class _Drawer:
         self.ids += 1
         return f"{prefix}{self.ids}"
 
-    def node(self, container, label: str, **attrs) -> str:
+    def folded(self, module: Module, level: int) -> bool:
+        path = self.paths.get(id(module))
+        return path in self.collapse or (level >= self.depth and path not in self.expand)
+
+    def record(self, name: str, nodes: Iterable[Node], toggle: Module | None = None, expands: bool = False) -> None:
+        self.items[name] = Drawn(tuple(nodes), self.paths.get(id(toggle)) if toggle is not None else None, expands)
+
+    def node(self, container, label: str, stands_for: Iterable[Node] = (), **attrs) -> str:
         name = self._id()
         container.node(name, label=label, **attrs)
+        if stands_for:
+            self.record(name, stands_for)
         # a point (a cluster's way in) stands for the cluster's title; table labels have a row per line
         self.lines[name] = 2 if attrs.get("shape") == "point" else max(1, label.count("<tr>"))
         return name
@@ -247,14 +272,17 @@ class _Drawer:
         self.labelled.add((port.node, label))
         self.edges.append((port.node, head, {"label": label if shown else "", **attrs}))
 
-    def join(self, container, symbol: str, tooltip: str) -> str:
+    def join(self, container, symbol: str, tooltip: str, stands_for: Iterable[Node] = ()) -> str:
         """A small round node where tensors meet: + (add), × (gate), ‖ (concatenate)."""
-        return self.node(container, symbol, shape="circle", width="0.28", height="0.28", fixedsize="true",
+        return self.node(container, symbol, stands_for, shape="circle", width="0.28", height="0.28", fixedsize="true",
                          fontsize="12", style="filled", fillcolor="white", tooltip=tooltip)
 
     @contextmanager
-    def cluster(self, container, label: str, style: str = "rounded") -> Iterator[tuple[object, str]]:
+    def cluster(self, container, label: str, style: str = "rounded", stands_for: Sequence[Module] = ()
+                ) -> Iterator[tuple[object, str]]:
         name = self._id("cluster_")
+        if stands_for:
+            self.record(name, stands_for, stands_for[0])
         with container.subgraph(name=name, graph_attr={"label": label, "labeljust": "l", "style": style,
                                                        "color": "#999999", "margin": "5"}) as inner:
             yield inner, name
@@ -291,7 +319,7 @@ class _Drawer:
     def layer(self, container, layers: Copies, port: Port, level: int = 0) -> Port:
         first = layers[0]
         label = _label(_layer_title(first), _costs(layers))
-        name = self.node(container, label, fillcolor=_colour(first.op))
+        name = self.node(container, label, layers, fillcolor=_colour(first.op))
         self.edge(port, name)
         return Port(name, tuple(layer.out_shape for layer in layers))
 
@@ -301,9 +329,10 @@ class _Drawer:
         first = modules[0]
         title = _module_title(f"{path}{first.name}", first)
         out_shapes = tuple(module.out_shape for module in modules)
-        if level >= self.depth:
+        if self.folded(first, level):
             name = self.node(container, _label(title, _composition(first), _costs(modules)),
                              fillcolor=_MODULE_COLOUR)
+            self.record(name, modules, first if first.body else None, expands=True)
             self.edge(port, name)
             for wire in first.inputs:  # a block's extra tensor arguments (NASNet's cells)
                 if wire.key in self.wires:
@@ -311,7 +340,7 @@ class _Drawer:
             return Port(name, out_shapes)
         rows = list(zip(*(module.body for module in modules)))
         if all(node.walk_kind == "layer" for node in first.body):
-            return self.table(container, rows, port, f"{title} {_small(_costs(modules))}")
+            return self.table(container, rows, port, f"{title} {_small(_costs(modules))}", modules)
         if first.body[0].walk_kind == "module" and len(list(_runs(first.body))) == 1 and not first.parameters:
             # a lone child, or one folded run of children: drawn without a cluster around it
             inner_path = f"{path}{first.name}."
@@ -321,14 +350,15 @@ class _Drawer:
         for inner, outer in zip(first.parameters, first.inputs):
             if outer.key in self.wires:
                 self.wires[inner.key] = self.wires[outer.key]
-        with self.cluster(container, f"<{title} {_small(_costs(modules))}>") as (inner, name):
+        with self.cluster(container, f"<{title} {_small(_costs(modules))}>", stands_for=modules) as (inner, name):
             entry = self.enter(inner, name, port, port.shapes)
             out = self.body(inner, rows, entry, level + 1)
         return Port(out.node, out_shapes)
 
-    def table(self, container, rows: Sequence[Copies], port: Port, header: str = "") -> Port:
+    def table(self, container, rows: Sequence[Copies], port: Port, header: str = "",
+              modules: Sequence[Module] = ()) -> Port:
         """A chain made only of layers, as one node listing them with their output shapes and costs
-        (a conv-bn-relu block as three rows rather than three boxes)."""
+        (a conv-bn-relu block as three rows rather than three boxes); `modules`: the block(s) it draws."""
         lines = [f'<tr><td align="left" colspan="3">{header}</td></tr>'] if header else []
         for layers in rows:
             first = layers[0]
@@ -337,6 +367,7 @@ class _Drawer:
                          f'<td align="left">{_small(_costs(layers))}</td></tr>')
         label = f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">{"".join(lines)}</table>>'
         name = self.node(container, label, fillcolor="white", margin="0.04,0.02")
+        self.record(name, [*modules, *(row[0] for row in rows)], modules[0] if modules else None)
         self.edge(port, name)
         return Port(name, tuple(layer.out_shape for layer in rows[-1]) if rows else port.shapes)
 
@@ -354,18 +385,19 @@ class _Drawer:
         totals = [_Total(sum(row[i].params for row in rows), sum(row[i].macs for row in rows)) for i in per_copy]
         title = f"{_module_title(path + _run_names(first.name, last.name), first)} <b>×{count}</b>"
         out_shapes = tuple(module.out_shape for module in rows[-1])
-        if level >= self.depth:
+        copies = [module for row in rows for module in row]
+        if self.folded(first, level):
             name = self.node(container, _label(title, _costs(totals)), fillcolor=_MODULE_COLOUR,
                              shape="box3d", style="filled")
+            self.record(name, copies, first, expands=True)
             self.edge(port, name)
             return Port(name, out_shapes)
-        copies = [module for row in rows for module in row]
         inside = list(zip(*(module.body for module in copies)))
         note = _small(f"{_costs(totals)} in all; one drawn" if _costs(totals) else "one drawn")
         if all(node.walk_kind == "layer" for node in first.body):
-            out = self.table(container, inside, port, f"{title} {note}")
+            out = self.table(container, inside, port, f"{title} {note}", copies)
         else:
-            with self.cluster(container, f"<{title} {note}>", style="rounded,dashed") as (inner, name):
+            with self.cluster(container, f"<{title} {note}>", style="rounded,dashed", stands_for=copies) as (inner, name):
                 entry = self.enter(inner, name, port, tuple(module.in_shape for module in copies))
                 out = self.body(inner, inside, entry, level + 1)
         return Port(out.node, out_shapes)
@@ -395,7 +427,7 @@ class _Drawer:
             if "color" in attrs:  # a highlighted arm: its way in too (a residual's projection)
                 self.edges[mark] = (*self.edges[mark][:2], {**self.edges[mark][2], **attrs})
             ends.append((end, attrs))
-        join = self.join(container, spec.symbol, spec.tooltip)
+        join = self.join(container, spec.symbol, spec.tooltip, merges)
         for end, attrs in ends:
             self.edge(end, join, always="color" in attrs, **attrs)
         return Port(join, tuple(m.out_shape for m in merges))
@@ -406,7 +438,7 @@ class _Drawer:
         head = self.arm(container, rows, port, level)
         names = [node.name for node in merges[0].arms[0] if node.walk_kind in ("layer", "module")]
         terminal = self.node(container, html.escape(f"{names[-1] if names else merges[0].kind} output (training)"),
-                             shape="box", style="rounded,dashed")
+                             merges, shape="box", style="rounded,dashed")
         self.edge(head, terminal, style="dashed")
 
 
@@ -418,7 +450,16 @@ def _levels(nodes: list[Node]) -> int:
 
 def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB"):
     """The network as a `graphviz.Digraph`, modules expanded down to `depth` (default: see NOTE)."""
-    return _build(network, default_depth(network) if depth is None else depth, rankdir)[0]
+    return drawing(network, depth, rankdir)[0]
+
+
+def drawing(network: Network, depth: int | None = None, rankdir: str = "TB", expand: Iterable[str] = (),
+            collapse: Iterable[str] = ()) -> tuple[graphviz.Digraph, dict[str, Drawn]]:
+    """The Digraph, and what each of its nodes and clusters stands for: modules folded below `depth`
+    (default: see NOTE), except the module paths in `expand`; those in `collapse` folded too."""
+    depth = default_depth(network) if depth is None else depth
+    dot, drawer = _build(network, depth, rankdir, frozenset(expand), frozenset(collapse))
+    return dot, drawer.items
 
 
 def default_depth(network: Network) -> int:
@@ -431,8 +472,9 @@ def default_depth(network: Network) -> int:
     return best
 
 
-def _build(network: Network, depth: int, rankdir: str):
-    """The Digraph, and the drawer that made it (which knows its edges and height)."""
+def _build(network: Network, depth: int, rankdir: str, expand: frozenset[str] = frozenset(),
+           collapse: frozenset[str] = frozenset()):
+    """The Digraph, and the drawer that made it (which knows its edges, height and items)."""
     dot = graphviz.Digraph(network.name)
     title = f"<b>{html.escape(network.name)}</b> {html.escape(Path(network.file).name)}"
     dot.attr(rankdir=rankdir, compound="true", nodesep="0.15", ranksep="0.12", fontname=_FONT, fontsize="11",
@@ -441,7 +483,7 @@ def _build(network: Network, depth: int, rankdir: str):
     dot.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT, fontsize="10",
              height="0.3", margin="0.08,0.03")
     dot.attr("edge", fontname=_FONT, fontsize="8", fontcolor=_GREY, color=_GREY, arrowsize="0.6")
-    drawer = _Drawer(depth)
+    drawer = _Drawer(depth, {id(node): path for path, node, _ in walk(network.root)}, expand, collapse)
     dot.node("input", label="input", shape="ellipse", style="filled", fillcolor="#f3f3f3")
     out = drawer.body(dot, [(node,) for node in network.root.body], Port("input", (network.input_shape,)), 1)
     dot.node("output", label="output", shape="ellipse", style="filled", fillcolor="#f3f3f3")
@@ -473,6 +515,12 @@ def render(dot: graphviz.Digraph, target: str | os.PathLike) -> bytes:
     format = output_format(target)
     if format is None:
         return dot.source.encode("utf-8")
+    return image(dot, format)
+
+
+def image(dot: graphviz.Digraph, format: str) -> bytes:
+    """What `dot -T<format>` makes of the diagram (PNG at PNG_DPI dots per inch); `GraphvizMissing`
+    when `dot` is not installed."""
     if format == "png":
         dot.attr(dpi=PNG_DPI)
     try:
