@@ -240,3 +240,23 @@ def test_the_page_cannot_read_outside_the_served_directory(browser, base):
     _open(browser, base, "file=../secret.net")
     error = browser.find_element(By.CSS_SELECTOR, "#pane-a .error")
     assert error.is_displayed() and "outside the served directory" in error.text
+
+
+def test_screenshots_of_the_viewer(browser, base, tmp_path):
+    """The README's screenshots, taken as a user sees the page: ResNet-50 with layer1's first block
+    unfolded, its layers hovered and its row selected; ResNet-50 against ResNet-101 as a diff.
+    Saved into docs/images/ with NETDSL_SCREENSHOTS=1, else only checked."""
+    into = ROOT / "docs" / "images" if os.environ.get("NETDSL_SCREENSHOTS") else tmp_path
+    _open(browser, base, "file=resnet50.net")
+    before = _loads(browser)
+    _toggles(browser, "expandable")["layer1.0"].click()
+    _after_load(browser, before)
+    table = next(element for element in _items(browser) if "conv2" in element.text and "3×3" in element.text)
+    ActionChains(browser).move_to_element(table).perform()
+    WebDriverWait(browser, 5).until(lambda b: b.find_element(By.ID, "tooltip").is_displayed())
+    shots = {"viewer_resnet50.png": browser.get_screenshot_as_png()}
+    _open(browser, base, "file=resnet50.net&other=resnet101.net")
+    shots["viewer_diff.png"] = browser.get_screenshot_as_png()
+    for name, png in shots.items():
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a drawn page, not a blank one
+        (into / name).write_bytes(png)

@@ -128,16 +128,24 @@
     load();
   }
 
-  function factsHTML(facts) {
-    const text = (value) => String(value).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
-    const where = facts.location;
-    const numbers = [`${dims(facts.input)} → ${dims(facts.output)}`];
-    if (facts.params !== null) numbers.push(`${facts.params.toLocaleString("en")} params`, `${human(facts.macs)} MACs`);
-    numbers.push(`memory ${facts.memory.elements.toLocaleString("en")} elements (${human(facts.memory.bytes)}B)`);
-    return `<div><b>${text(facts.name || facts.kind)}</b> ${text(facts.kind)} <span class="where">${text(facts.path)}</span></div>`
-      + `<div class="where">${text(where.file.split("/").pop())}:${where.line}:${where.column}</div>`
-      + `<div>${numbers.map(text).join(" · ")}</div>`;
+  const escape = (value) => String(value).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+  function numbers(facts) {
+    const found = [`${dims(facts.input)} → ${dims(facts.output)}`];
+    if (facts.params !== null) found.push(`${facts.params.toLocaleString("en")} params`, `${human(facts.macs)} MACs`);
+    found.push(`memory ${facts.memory.elements.toLocaleString("en")} elements (${human(facts.memory.bytes)}B)`);
+    return found.join(" · ");
   }
+
+  function factsHTML(facts) {  // layer or block, source location, shapes, params, MACs, memory
+    const where = facts.location;
+    return `<div><b>${escape(facts.name || facts.kind)}</b> ${escape(facts.kind)} <span class="where">${escape(facts.path)}</span></div>`
+      + `<div class="where">${escape(where.file.split("/").pop())}:${where.line}:${where.column}</div>`
+      + `<div>${escape(numbers(facts))}</div>`;
+  }
+
+  const factsLine = (facts) =>
+    `<div><b>${escape(facts.name || facts.kind)}</b> ${escape(facts.kind)} <span class="where">line ${facts.location.line}</span> ${escape(numbers(facts))}</div>`;
 
   function tooltip(event, item) {
     const box = $("#tooltip");
@@ -145,7 +153,7 @@
     const copies = item.paths.length > 1 && rest.every((f) => f.kind === first.kind) && rest.length + 1 === item.paths.length;
     let html = factsHTML(first);
     if (copies) html += `<div class="more">×${item.paths.length}: ${item.paths[0]} … ${item.paths[item.paths.length - 1]} (first shown)</div>`;
-    else if (rest.length) html += `<div class="more">${rest.slice(0, 8).map(factsHTML).join("")}${rest.length > 8 ? `… ${rest.length - 8} more` : ""}</div>`;
+    else if (rest.length) html += `<div class="more">${rest.slice(0, 12).map(factsLine).join("")}${rest.length > 12 ? `… ${rest.length - 12} more` : ""}</div>`;
     if (item.toggle) html += `<div class="more">click to ${item.expands ? "unfold" : "fold"} ${item.toggle}</div>`;
     box.innerHTML = html;
     box.hidden = false;
