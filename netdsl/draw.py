@@ -141,8 +141,93 @@ def _composition(module: Module) -> str:
     children = list(module.children())
     kinds = {child.type_name for child in children if child.walk_kind == "module"}
     if len(children) > 1 and len(kinds) == 1 and all(child.walk_kind == "module" for child in children):
-        return f"{len(children)} × {html.escape(kinds.pop())}"
+        return f"{len(children)} × {kinds.pop()}"
     return ""
+
+
+_NAMED_FAMILIES = ("conv", "linear", "pool", "upsample")  # what a folded block is said to be made of
+MADE_OF_WIDTH, MADE_OF_LINES = 44, 3  # a folded block's "made of" text: characters a line, lines at most
+
+
+def _brief(layer: Layer) -> str:
+    """`3×3 conv`, `3×3 maxpool /2`, `3×3 conv dw`: a layer in a folded block's "made of" line."""
+    args = layer.args
+    kernel = args.get("kernel")
+    text = layer.op if kernel is None else f"{_dims(kernel) if isinstance(kernel, (tuple, list)) else f'{kernel}×{kernel}'} {layer.op}"
+    if args.get("stride", 1) not in (1, (1, 1)):
+        text += f" /{_dims(args['stride'])}"
+    if args.get("groups", 1) != 1 and args["groups"] == layer.in_shape[0]:
+        text += " dw"
+    return text
+
+
+def _parts(nodes: Sequence[Node]) -> list[str]:
+    """The weighted layers and pools of a chain, in order (norms and activations are implied): a
+    child block as one part (in parentheses among others), parallel branches as `a | b`, a
+    residual's body inline, a dense connection as `dense(...)` and a gate by its label."""
+    parts: list[tuple[str, bool]] = []  # (text, a group that needs parentheses among others)
+    for node in nodes:
+        if node.walk_kind == "layer" and not node.shared and REGISTRY[node.op].family in _NAMED_FAMILIES:
+            parts.append((_brief(node), False))
+        elif node.walk_kind == "module":
+            inner = _joined(_parts(node.body))
+            parts.append((inner, _compound(inner)))
+        elif node.walk_kind == "merge":
+            combinator = COMBINATORS[node.kind]
+            arms = [_joined(_parts(arm)) for index, arm in enumerate(node.arms) if index != combinator.input_arm]
+            if combinator.training_output:
+                continue
+            if combinator.input_arm is not None:
+                parts.append((f"{combinator.label}({arms[0]})" if combinator.draw.columns else combinator.label, False))
+            elif combinator.draw.columns:
+                parts.append((" | ".join(arms), len(arms) > 1))
+            else:
+                parts.extend((part, False) for part in _parts(node.arms[0]))  # a residual's body; the shortcut is implied
+    parts = [(text, group) for text, group in parts if text]
+    return [f"({text})" if group and len(parts) > 1 else text for text, group in parts]
+
+
+def _compound(text: str) -> bool:
+    """Whether `text` is a chain or branches outside any parentheses (and needs them among others)."""
+    level = 0
+    for character in text:
+        level += {"(": 1, ")": -1}.get(character, 0)
+        if level == 0 and character in "→|":
+            return True
+    return False
+
+
+def _joined(parts: list[str]) -> str:
+    """`3×3 conv ×2 → 1×1 conv`: consecutive repeats counted."""
+    runs: list[list] = []
+    for part in parts:
+        if runs and runs[-1][0] == part:
+            runs[-1][1] += 1
+        else:
+            runs.append([part, 1])
+    return " → ".join(part if count == 1 else f"{part} ×{count}" for part, count in runs)
+
+
+def made_of(module: Module) -> str:
+    """What a folded block is made of: `1×1 conv → 3×3 conv`, an inception module's
+    `1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 5×5 conv | 3×3 maxpool → 1×1 conv`."""
+    return _joined(_parts(module.body))
+
+
+def _wrapped(text: str, width: int = MADE_OF_WIDTH, most: int = MADE_OF_LINES) -> list[str]:
+    """`text` in lines of about `width` characters, broken between branches (after ` | `) where it
+    can be, else after a ` → `; at most `most` lines, the last ending in "…" if more would follow."""
+    lines: list[str] = []
+    for branch in re.split(r"(?<= \|) ", text):
+        for piece in re.split(r"(?<= →) ", branch) if len(branch) > width else [branch]:
+            if lines and len(lines[-1]) + 1 + len(piece) <= width and (piece is branch or not lines[-1].endswith("|")):
+                lines[-1] += f" {piece}"
+            else:
+                lines.append(piece)
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] += " …"
+    return lines
 
 
 def _run_names(first: str, last: str) -> str:
@@ -330,7 +415,8 @@ class _Drawer:
         title = _module_title(f"{path}{first.name}", first)
         out_shapes = tuple(module.out_shape for module in modules)
         if self.folded(first, level):
-            name = self.node(container, _label(title, _composition(first), _costs(modules)),
+            lines = [_composition(first)] if _composition(first) else _wrapped(made_of(first))
+            name = self.node(container, _label(title, *map(html.escape, lines), _costs(modules)),
                              fillcolor=_MODULE_COLOUR)
             self.record(name, modules, first if first.body else None, expands=True)
             self.edge(port, name)
@@ -387,8 +473,8 @@ class _Drawer:
         out_shapes = tuple(module.out_shape for module in rows[-1])
         copies = [module for row in rows for module in row]
         if self.folded(first, level):
-            name = self.node(container, _label(title, _costs(totals)), fillcolor=_MODULE_COLOUR,
-                             shape="box3d", style="filled")
+            name = self.node(container, _label(title, *map(html.escape, _wrapped(made_of(first))), _costs(totals)),
+                             fillcolor=_MODULE_COLOUR, shape="box3d", style="filled")
             self.record(name, copies, first, expands=True)
             self.edge(port, name)
             return Port(name, out_shapes)

@@ -137,7 +137,30 @@ def test_fold_needs_the_same_structure():
 def test_default_depths_of_the_documented_networks():
     depths = {name: draw.default_depth(graph(name))
               for name in ("resnet152", "googlenet", "densenet121", "inception_v3", "efficientnet_b0")}
-    assert depths == {"resnet152": 2, "googlenet": 2, "densenet121": 4, "inception_v3": 1, "efficientnet_b0": 4}
+    assert depths == {"resnet152": 2, "googlenet": 2, "densenet121": 4, "inception_v3": 1, "efficientnet_b0": 3}
+
+
+def test_folded_blocks_say_what_they_are_made_of():
+    """Issue 16: GoogLeNet's branches read "2 × conv_bn_relu"; now kernel sizes and pools, branches
+    side by side with |, norms and activations implied, repeats counted."""
+    googlenet = graph("googlenet")
+    inception = next(node for node in googlenet.root.children() if node.name == "inception4a")
+    # torchvision's GoogLeNet has a 3×3 where the paper has a 5×5 (its branch3)
+    assert draw.made_of(inception) == "1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 3×3 conv | 3×3 maxpool → 1×1 conv"
+    dot = dot_of("googlenet", depth=1)
+    [node] = dot.find(r"^inception4a inception_module")
+    assert "1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 3×3 conv | 3×3 maxpool → 1×1 conv" in dot.labels[node]
+    at_two = dot_of("googlenet")  # depth 2: each branch folded, saying what it is
+    assert [at_two.labels[branch][:30] for branch in at_two.find(r"^branch4 ")] == ["branch4 3×3 maxpool → 1×1 conv"] * 9
+    resnet = graph("resnet50")
+    stage = next(node for node in resnet.root.children() if node.name == "layer2")
+    assert draw.made_of(stage) == "(1×1 conv → 3×3 conv /2 → 1×1 conv) → (1×1 conv → 3×3 conv → 1×1 conv) ×3"
+    mbconv = graph("efficientnet_b0").root.body[0].body[2].body[1]
+    assert draw.made_of(mbconv) == "1×1 conv → 3×3 conv dw → gate → 1×1 conv"
+    dense = graph("densenet121").root.body[0].body[4]
+    assert draw.made_of(dense) == "dense(1×1 conv → 3×3 conv) ×6"
+    assert draw._wrapped("1×1 conv | 1×1 conv → 5×5 conv | 3×3 maxpool → 1×1 conv | 1×1 conv → 3×3 conv ×2") == [
+        "1×1 conv | 1×1 conv → 5×5 conv |", "3×3 maxpool → 1×1 conv |", "1×1 conv → 3×3 conv ×2"]
 
 
 # ---- shapes, costs and joins ---------------------------------------------------------------------------
