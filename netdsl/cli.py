@@ -94,6 +94,14 @@ def make_parser() -> argparse.ArgumentParser:
     draw.add_argument("-o", "--output", help="output file: .svg, .png, .pdf or .dot (default <network>.svg)")
     draw.add_argument("--depth", type=int, default=None, help="expand blocks down to depth N")
     draw.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="layout direction (default TB)")
+    draw.add_argument("--style", choices=["screen", "paper"], default="screen",
+                      help="screen: colours (default); paper: greyscale-safe fills and line styles, with a legend")
+    draw.add_argument("--legend", action="store_true", help="add a legend of the colours, shapes and lines used")
+    draw.add_argument("--columns", type=int, default=1, metavar="N",
+                      help="wrap the network's top-level chain into N columns (N rows with --rankdir LR)")
+    draw.add_argument("--size", metavar="WxH", help="shrink to fit WIDTHxHEIGHT inches, or column (3.5x9), "
+                                                   "page (7x9.5), slide (13.33x7.5)")
+    draw.add_argument("--dpi", type=int, default=None, help="PNG resolution in dots per inch (default 96)")
     draw.add_argument("--watch", action="store_true", help="redraw whenever the file (or an import) changes")
 
     fmt = commands.add_parser("fmt", help="format .net files in place (canonical layout)")
@@ -300,9 +308,23 @@ def _cmd_draw(args) -> int:
         except OptionError as error:
             raise UsageError(f"-o {args.output}: {error.message}") from None
     max_depth = _depth(args.depth, None)
+    if args.dpi is not None and not (image_format == "png" and 10 <= args.dpi <= 2400):
+        raise UsageError(f"--dpi {args.dpi}: " + ("between 10 and 2400" if image_format == "png" else
+                                                  "a PNG's resolution; SVG and PDF are vector drawings (use --size)"))
+    if not 1 <= args.columns <= 20:
+        raise UsageError(f"--columns must be between 1 and 20, got {args.columns}")
+    size = None
+    if args.size is not None:
+        try:
+            size = draw.parse_size(args.size)
+        except OptionError as error:
+            raise UsageError(f"--size: {error.message}") from None
     network = api.check(args.file, network=args.network, **_overrides(args.overrides))
     depth = draw.default_depth(network) if max_depth is None else max_depth
-    dot = draw.to_dot(network, depth, args.rankdir)
+    layout = draw.Layout(args.rankdir, args.style, args.legend or args.style == "paper", args.columns)
+    dot = draw.to_dot(network, depth, layout=layout)
+    if size is not None:
+        draw.fit(dot, size)
     target = Path(args.output) if args.output is not None else Path(f"{network.name}.svg")
     source = target if image_format is None else target.with_suffix(".dot")
     protect = _sources(args.file)
@@ -315,7 +337,7 @@ def _cmd_draw(args) -> int:
         print(f"wrote {target} (Graphviz source, depth {depth})")
         return EXIT_OK
     try:
-        data = draw.render(dot, target)
+        data = draw.render(dot, target, args.dpi or draw.PNG_DPI)
     except draw.GraphvizMissing:
         write_source()  # the diagram is not lost: render it once Graphviz is installed
         raise UsageError(f"cannot draw {target}: the Graphviz program 'dot' is not installed; wrote the "
