@@ -321,7 +321,7 @@ def _cmd_draw(args) -> int:
             raise UsageError(f"--size: {error.message}") from None
     network = api.check(args.file, network=args.network, **_overrides(args.overrides))
     depth = draw.default_depth(network) if max_depth is None else max_depth
-    layout = draw.Layout(args.rankdir, args.style, args.legend or args.style == "paper", args.columns)
+    layout = draw.Layout(args.rankdir, args.style, True if args.legend else None, args.columns)
     dot = draw.to_dot(network, depth, layout=layout)
     if size is not None:
         draw.fit(dot, size)

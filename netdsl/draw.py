@@ -474,7 +474,9 @@ class _Drawer:
         title = _module_title(f"{path}{first.name}", first)
         out_shapes = tuple(module.out_shape for module in modules)
         if self.folded(first, level):
-            lines = [_composition(first)] if _composition(first) else _wrapped(made_of(first))
+            lines = _wrapped(made_of(first))  # its kernels, or "36 × bottleneck" when they take lines
+            if len(lines) > 1 and _composition(first):
+                lines = [_composition(first)]
             name = self.node(container, _label(title, *map(html.escape, lines), _costs(modules)),
                              fillcolor=self.style.module)
             self.note("fill", "block", self.style.module, "a block, folded")
@@ -604,8 +606,12 @@ class Layout:
 
     rankdir: str = "TB"
     style: str = "screen"
-    legend: bool = False
+    legend: bool | None = None  # None: in the paper style only
     columns: int = 1
+
+    @property
+    def shows_legend(self) -> bool:
+        return self.style == "paper" if self.legend is None else self.legend
 
 
 def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB", layout: Layout | None = None):
@@ -653,7 +659,7 @@ def _build(network: Network, depth: int, layout: Layout, expand: frozenset[str] 
         _wrap(dot, drawer, layout.columns)
     for tail, head, attrs in drawer.edges:
         dot.edge(tail, head, **attrs)
-    if layout.legend:
+    if layout.shows_legend:
         with dot.subgraph(name="legend_rank") as bottom:
             bottom.attr(rank="sink")
             bottom.node("legend", label=_legend(drawer, style), shape="plaintext", style="", margin="0")
@@ -723,8 +729,8 @@ def _wrap(dot, drawer: _Drawer, columns: int) -> None:
 
 def _legend(drawer: _Drawer, style: Style) -> str:
     """A table naming every fill, shape, edge style and join symbol the drawing uses."""
-    samples = {"skip": "━━━", "identity": "┅┅┅" if style.edges["identity"].get("style") == "dotted" else "━━━",
-               "dashed": "╍╍╍"}
+    samples = {"skip": "━━━", "identity": "· · · ·" if style.edges["identity"].get("style") == "dotted" else "━━━",
+               "dashed": "- - -"}
     rows = []
     for (kind, key, sample), meanings in sorted(drawer.used.items(), key=lambda entry: "fill shape join edge".index(entry[0][0])):
         text = html.escape(", ".join(sorted(meanings)))

@@ -214,3 +214,23 @@ def test_serve_command_refuses_a_port_in_use(site):
         assert stderr.startswith(f"netdsl: error: cannot listen on 127.0.0.1 port {busy.server_address[1]}: ")
     finally:
         busy.server_close()
+
+
+def test_open_starts_the_browser_on_the_page_and_another_host_is_announced(site, tmp_path):
+    opened = tmp_path / "opened.txt"
+    opener = tmp_path / "opener"
+    opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    opener.chmod(0o755)
+    process = _netdsl("serve", str(site), "--port", "0", "--open", "--host", "0.0.0.0",
+                      env={**os.environ, "BROWSER": str(opener)})
+    try:
+        line = process.stderr.readline()
+        assert line.startswith(f"netdsl: serving {site.resolve()} at http://0.0.0.0:")
+        assert process.stderr.readline().strip() == "netdsl: note: --host 0.0.0.0: other machines can reach the viewer"
+        deadline = time.monotonic() + 10
+        while not (opened.exists() and opened.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opened.read_text().strip() == line.split(" at ", 1)[1].split(" ", 1)[0]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
