@@ -32,6 +32,7 @@ from . import api, draw, summary
 from .cost import analyse
 from .errors import NetDSLError
 from .facts import instances
+from .resolve import load
 from .sizes import valid_inputs
 from .watch import dependencies, stamps, wait_for_change
 
@@ -95,10 +96,12 @@ def view_of(path: Path, network: str | None = None, expand: tuple[str, ...] = ()
          collapse: tuple[str, ...] = (), dtype: str = "float32") -> dict:
     """A file's network as the page draws it: the SVG, what each of its nodes and clusters stands
     for (the facts of its graph nodes, and the module a click unfolds or folds), the summary table
-    and the valid input sizes; or `{"error": ...}`."""
+    and the valid input sizes; or `{"error": ...}`. `network`: which, when the file declares several
+    (default: the first)."""
     with _LOCK:
         try:
-            checked = api.check(path, network=network)
+            names = [decl.name for decl in load(path).networks]
+            checked = api.check(path, network=network or (names[0] if len(names) > 1 else None))
             costs = analyse(checked)
             depth = draw.default_depth(checked)
             dot, items = draw.drawing(checked, depth, expand=expand, collapse=collapse)
@@ -109,7 +112,7 @@ def view_of(path: Path, network: str | None = None, expand: tuple[str, ...] = ()
     facts = {id(fact.node): fact for fact in instances(checked, costs)}
     listed = [summary.input_row(checked, costs)] + summary.rows(checked, costs, summary.DEFAULT_DEPTH)
     return {
-        "network": checked.name, "file": str(path), "depth": depth,
+        "network": checked.name, "networks": names, "file": str(path), "depth": depth,
         "input": list(checked.input_shape), "output": list(checked.output_shape),
         "params": checked.params, "macs": checked.macs, "sizes": sizes,
         "svg": svg[svg.index("<svg"):],

@@ -141,6 +141,15 @@ def test_a_click_folds_and_unfolds_one_module(site):
 
 
 @needs_dot
+def test_a_file_of_several_networks_shows_the_first_or_the_one_asked_for(site):
+    (site / "two.net").write_text("network a { input [3, 8, 8] conv(4, 3) }\nnetwork b { input [3, 8, 8] conv(8, 3) }\n")
+    first = serve.view_of(site / "two.net")
+    assert (first["network"], first["networks"], first["params"]) == ("a", ["a", "b"], 3 * 4 * 9 + 4)
+    assert serve.view_of(site / "two.net", network="b")["params"] == 3 * 8 * 9 + 8
+    assert "no network named 'c'" in serve.view_of(site / "two.net", network="c")["error"]["text"]
+
+
+@needs_dot
 def test_an_error_comes_back_located(site):
     (site / "bad.net").write_text(TINY.replace("stem: conv(width, 3, pad=1)", "stem: conv(width, 3, pad=1"))
     error = serve.view_of(site / "bad.net")["error"]

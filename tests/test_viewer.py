@@ -26,7 +26,7 @@ DRIVER = shutil.which("chromedriver")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(BROWSER is None, reason="no Chromium found (apt-get install chromium)"),
@@ -214,6 +214,19 @@ def test_diff_view_marks_the_changed_stage(browser, base, site):
     assert "changed" in browser.find_element(By.CSS_SELECTOR, '#summary tr[data-path="layer3"]').get_attribute("class")
     assert "changed" not in browser.find_element(By.CSS_SELECTOR, '#summary tr[data-path="layer2"]').get_attribute("class")
     assert "1 changed" in browser.find_element(By.ID, "diff").text
+
+
+def test_a_file_of_several_networks_offers_a_choice(browser, base, site):
+    (site / "two.net").write_text("network a { input [3, 8, 8] conv(4, 3) }\nnetwork b { input [3, 8, 8] conv(8, 3) }\n")
+    _open(browser, base, "file=two.net")
+    choice = Select(browser.find_element(By.ID, "network"))
+    assert [option.text for option in choice.options] == ["a", "b"]
+    assert browser.find_element(By.CSS_SELECTOR, "#pane-a .title").text.startswith("a ")
+    before = _loads(browser)
+    choice.select_by_value("b")
+    _after_load(browser, before)
+    assert browser.find_element(By.CSS_SELECTOR, "#pane-a .title").text.startswith("b ")
+    assert "network=b" in browser.current_url
 
 
 def test_export_svg_and_png(browser, base):

@@ -84,7 +84,13 @@
     const diagram = $(".diagram", pane);
     diagram.innerHTML = view.svg;
     state.elements[side] = decorate($("svg", diagram), view);
-    if (side === "a") showTable(view);
+    if (side === "a") {
+      showTable(view);
+      const choice = $("#network");
+      choice.hidden = view.networks.length < 2;
+      choice.replaceChildren(...view.networks.map((name) => new Option(name, name)));
+      choice.value = view.network;
+    }
   }
 
   function decorate(svg, view) {
@@ -317,6 +323,7 @@
   function choose() {
     state.file = $("#file").value;
     state.other = $("#other").value;
+    state.network = null;
     state.expand.clear();
     state.collapse.clear();
     state.selected = null;
@@ -339,6 +346,13 @@
       if (text) download(`${baseName()}.svg`, URL.createObjectURL(new Blob([text], {type: "image/svg+xml"})));
     });
     $("#export-png").addEventListener("click", async () => download(`${baseName()}.png`, await pngDataURL()));
+    $("#network").addEventListener("change", () => {
+      state.network = $("#network").value;
+      state.expand.clear();
+      state.collapse.clear();
+      remember();
+      load();
+    });
     $("#reset").addEventListener("click", () => { state.expand.clear(); state.collapse.clear(); load(); });
     if (!state.file) {
       $("#pane-a .error").textContent = `no .net files under ${listing.root || "the served directory"}`;
