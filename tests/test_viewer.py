@@ -257,7 +257,8 @@ def test_the_page_cannot_read_outside_the_served_directory(browser, base):
 
 def test_screenshots_of_the_viewer(browser, base, tmp_path):
     """The README's screenshots, taken as a user sees the page: ResNet-50 with layer1's first block
-    unfolded, its layers hovered and its row selected; ResNet-50 against ResNet-101 as a diff.
+    unfolded, its layers hovered and its row selected; ResNet-50 against ResNet-101 as a diff, scrolled
+    to the stage that differs.
     Saved into docs/images/ with NETDSL_SCREENSHOTS=1, else only checked."""
     into = ROOT / "docs" / "images" if os.environ.get("NETDSL_SCREENSHOTS") else tmp_path
     _open(browser, base, "file=resnet50.net")
@@ -269,6 +270,8 @@ def test_screenshots_of_the_viewer(browser, base, tmp_path):
     WebDriverWait(browser, 5).until(lambda b: b.find_element(By.ID, "tooltip").is_displayed())
     shots = {"viewer_resnet50.png": browser.get_screenshot_as_png()}
     _open(browser, base, "file=resnet50.net&other=resnet101.net")
+    browser.execute_script("for (const side of ['a', 'b']) document.querySelector(`#pane-${side} g.changed`)"
+                           ".scrollIntoView({block: 'center', inline: 'nearest'})")  # the changed stage in view
     shots["viewer_diff.png"] = browser.get_screenshot_as_png()
     for name, png in shots.items():
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000  # a drawn page, not a blank one
