@@ -9,7 +9,7 @@ been saved (`watch.py`); an error comes back located, and the page keeps its las
 
 Routes: `/` the page; `/viewer/NAME` its script and style sheet; `/api/files` the .net files under
 the directory; `/api/view?file=F[&network=N][&expand=PATH...][&collapse=PATH...]`;
-`/api/diff?file=F&other=G`; `/events?file=F[&other=G]`; `/files/PATH` a file's text. Only files
+`/api/view?...&legend=1` adds the drawing's legend; `/api/diff?file=F&other=G`; `/events?file=F[&other=G]`; `/files/PATH` a file's text. Only files
 under the directory the server was started on are read for a request: anything else (`..`, an
 absolute path, a symbolic link leading out) is refused with 403, a missing file is 404.
 """
@@ -93,7 +93,7 @@ def error_json(error: NetDSLError) -> dict:
 
 
 def view_of(path: Path, network: str | None = None, expand: tuple[str, ...] = (),
-         collapse: tuple[str, ...] = (), dtype: str = "float32") -> dict:
+            collapse: tuple[str, ...] = (), legend: bool = False, dtype: str = "float32") -> dict:
     """A file's network as the page draws it: the SVG, what each of its nodes and clusters stands
     for (the facts of its graph nodes, and the module a click unfolds or folds), the summary table
     and the valid input sizes; or `{"error": ...}`. `network`: which, when the file declares several
@@ -104,7 +104,7 @@ def view_of(path: Path, network: str | None = None, expand: tuple[str, ...] = ()
             checked = api.check(path, network=network or (names[0] if len(names) > 1 else None))
             costs = analyse(checked)
             depth = draw.default_depth(checked)
-            dot, items = draw.drawing(checked, depth, expand=expand, collapse=collapse)
+            dot, items = draw.drawing(checked, depth, expand, collapse, draw.Layout(legend=legend))
             svg = draw.image(dot, "svg").decode("utf-8")
             sizes = valid_inputs(checked).describe()
         except NetDSLError as error:
@@ -223,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
     def view(self, query: dict) -> None:
         network = query.get("network", [None])[0]
         self.send_json(view_of(self.file(query), network, tuple(query.get("expand", ())),
-                            tuple(query.get("collapse", ()))))
+                               tuple(query.get("collapse", ())), query.get("legend") == ["1"]))
 
     def diff(self, query: dict) -> None:
         self.send_json(diff_of(self.file(query), self.file(query, "other")))

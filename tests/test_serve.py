@@ -150,6 +150,19 @@ def test_a_file_of_several_networks_shows_the_first_or_the_one_asked_for(site):
 
 
 @needs_dot
+def test_the_legend_on_request(site):
+    assert ">legend<" not in serve.view_of(site / "tiny.net")["svg"]
+    svg = serve.view_of(site / "tiny.net", legend=True)["svg"]
+    assert ">legend<" in svg and ">activation<" in svg and "> relu<" in svg
+
+
+def test_without_graphviz_the_page_says_how_to_install_it(site, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    error = serve.view_of(site / "tiny.net")["error"]
+    assert "the Graphviz program 'dot' is not installed" in error["text"] and "apt-get install graphviz" in error["text"]
+
+
+@needs_dot
 def test_an_error_comes_back_located(site):
     (site / "bad.net").write_text(TINY.replace("stem: conv(width, 3, pad=1)", "stem: conv(width, 3, pad=1"))
     error = serve.view_of(site / "bad.net")["error"]

@@ -9,6 +9,7 @@
   const state = {
     file: params.get("file"), other: params.get("other") || "", network: params.get("network"),
     expand: new Set(params.getAll("expand")), collapse: new Set(params.getAll("collapse")),
+    legend: params.get("legend") === "1",
     views: {}, elements: {a: [], b: []}, diff: null, selected: null, loads: 0, source: null,
   };
 
@@ -19,6 +20,7 @@
     if (state.network && file === state.file) query.set("network", state.network);
     state.expand.forEach((path) => query.append("expand", path));
     state.collapse.forEach((path) => query.append("collapse", path));
+    if (state.legend) query.set("legend", "1");
     return query;
   }
 
@@ -317,6 +319,7 @@
     if (state.file) query.set("file", state.file);
     if (state.other) query.set("other", state.other);
     if (state.network) query.set("network", state.network);
+    if (state.legend) query.set("legend", "1");
     history.replaceState(null, "", `?${query}`);
   }
 
@@ -350,6 +353,12 @@
       state.network = $("#network").value;
       state.expand.clear();
       state.collapse.clear();
+      remember();
+      load();
+    });
+    $("#legend").checked = state.legend;
+    $("#legend").addEventListener("change", () => {
+      state.legend = $("#legend").checked;
       remember();
       load();
     });
