@@ -479,7 +479,7 @@ class _Drawer:
                 lines = [_composition(first)]
             name = self.node(container, _label(title, *map(html.escape, lines), _costs(modules)),
                              fillcolor=self.style.module)
-            self.note("fill", "block", self.style.module, "a block, folded")
+            self.note("fill", "", self.style.module, "a block, folded")
             self.record(name, modules, first if first.body else None, expands=True)
             self.edge(port, name)
             for wire in first.inputs:  # a block's extra tensor arguments (NASNet's cells)
@@ -675,12 +675,18 @@ def _build(network: Network, depth: int, layout: Layout, expand: frozenset[str] 
 # rank (`newrank`, so that this holds across clusters): the chain goes on at the top of the next
 # column, and the cut edge runs from the bottom of one column to the top of the next.
 
+def _number(name: str) -> int:
+    """The drawing order of a node: its id (`n12`: 12), the input first and the output last."""
+    if name[1:].isdigit():
+        return int(name[1:])
+    return 0 if name == "input" else 1 << 60
+
+
 def _wrap(dot, drawer: _Drawer, columns: int) -> None:
     """Wraps the tallest chain of the drawing into `columns` columns (see NOTE [Columns])."""
     bottoms = drawer.bottoms()
     height = max(bottoms.values(), default=0)
-    number = lambda name: int(name[1:]) if name[1:].isdigit() else (0 if name == "input" else 1 << 60)  # noqa: E731
-    nodes = sorted(number(name) for name in drawer.lines)
+    nodes = sorted(_number(name) for name in drawer.lines)
 
     def reached(first: int, marks: list[int]) -> list[int]:
         """The tallest path's length once each item of a chain is drawn."""
@@ -715,7 +721,7 @@ def _wrap(dot, drawer: _Drawer, columns: int) -> None:
     tops = ["input" if first == 0 else f"n{min(n for n in nodes if n > first)}"]
     for cut in (marks[index] for index in cuts):
         for index, (tail, head, attrs) in enumerate(drawer.edges):
-            if number(tail) <= cut < number(head):
+            if _number(tail) <= cut < _number(head):
                 label = attrs.get("label", "")
                 drawer.edges[index] = (tail, head, {**attrs, "constraint": "false", "label": "", "taillabel": label})
         tops.append(f"n{min(n for n in nodes if n > cut)}")
@@ -727,16 +733,19 @@ def _wrap(dot, drawer: _Drawer, columns: int) -> None:
                 top.node(name)
 
 
+_LEGEND_ORDER = ("fill", "shape", "join", "edge")
+
+
 def _legend(drawer: _Drawer, style: Style) -> str:
     """A table naming every fill, shape, edge style and join symbol the drawing uses."""
     samples = {"skip": "━━━", "identity": "· · · ·" if style.edges["identity"].get("style") == "dotted" else "━━━",
                "dashed": "- - -"}
     rows = []
-    for (kind, key, sample), meanings in sorted(drawer.used.items(), key=lambda entry: "fill shape join edge".index(entry[0][0])):
+    for (kind, key, sample), meanings in sorted(drawer.used.items(), key=lambda entry: _LEGEND_ORDER.index(entry[0][0])):
         text = html.escape(", ".join(sorted(meanings)))
-        if kind == "fill":
-            rows.append((f'<td bgcolor="{sample}" border="1" width="24"> </td>', f"<b>{html.escape(key)}</b> {text}"
-                         if key != "block" else text))
+        if kind == "fill":  # an op family (named, with its ops), or the folded block's fill (no name)
+            rows.append((f'<td bgcolor="{sample}" border="1" width="24"> </td>',
+                         f"<b>{html.escape(key)}</b> {text}" if key else text))
         elif kind == "shape":
             cell = (f'<td bgcolor="{sample}" border="1"><b>×N</b></td>' if sample != "dashed" else
                     '<td border="1" style="dashed">1</td>')
