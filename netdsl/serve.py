@@ -16,6 +16,7 @@ absolute path, a symbolic link leading out) is refused with 403, a missing file 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import mimetypes
 import os
@@ -40,6 +41,7 @@ DEFAULT_PORT = 8765
 POLL_SECONDS = 0.2  # how often the event stream looks at the files' modification times
 KEEPALIVE_SECONDS = 10.0  # a comment line this often, so a closed page's stream is noticed
 VIEWER_FILES = ("index.html", "viewer.js", "viewer.css")
+LOCAL_NAMES = {"127.0.0.1", "localhost", "::1"}  # the names a page served from this machine uses
 
 # NOTE: [One check at a time]
 # The server answers requests in threads, but a view is computed under one lock: checking is
@@ -170,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query)
         try:
+            self.check_host()
             route = _ROUTES.get(url.path)
             if route is not None:
                 route(self, query)
@@ -184,6 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_json({"error": {"text": refused.message, "location": None}}, refused.status)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page went away
+
+    def check_host(self) -> None:
+        """On the loopback address, only pages of this machine's names may ask: a `Host` header
+        naming anything else is a web page elsewhere reaching in through DNS rebinding (403)."""
+        if not ipaddress.ip_address(self.server.server_address[0]).is_loopback:
+            return  # --host: the user has chosen who may connect
+        host = urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
+        if host not in LOCAL_NAMES:
+            raise Refused(HTTPStatus.FORBIDDEN, f"Host '{host}' is not this machine; open the viewer at {self.server.url}")
 
     # -- responses
 

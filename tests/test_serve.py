@@ -95,6 +95,18 @@ def test_only_files_under_the_served_directory_are_read(site, running):
     assert _get(running, "/nothing")[0] == 404
 
 
+def test_only_pages_of_this_machine_may_ask(running):
+    """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 sends its own Host."""
+    connection = http.client.HTTPConnection(*running.server_address[:2], timeout=10)
+    connection.request("GET", "/api/files", headers={"Host": f"evil.example:{running.server_address[1]}"})
+    response = connection.getresponse()
+    assert response.status == 403 and "Host 'evil.example' is not this machine" in response.read().decode()
+    for host in ("localhost", "127.0.0.1"):
+        connection = http.client.HTTPConnection(*running.server_address[:2], timeout=10)
+        connection.request("GET", "/api/files", headers={"Host": f"{host}:{running.server_address[1]}"})
+        assert connection.getresponse().status == 200
+
+
 def test_the_page_and_its_files_come_from_the_package(running):
     status, page = _get(running, "/")
     assert status == 200 and b'<script src="/viewer/viewer.js"' in page
