@@ -98,7 +98,7 @@ def make_parser() -> argparse.ArgumentParser:
                       help="screen: colours (default); paper: greyscale-safe fills and line styles, with a legend")
     draw.add_argument("--legend", action="store_true", help="add a legend of the colours, shapes and lines used")
     draw.add_argument("--columns", type=int, default=1, metavar="N",
-                      help="wrap the network's top-level chain into N columns (N rows with --rankdir LR)")
+                      help="wrap the drawing's tallest chain (stages, blocks) into N columns (rows with --rankdir LR)")
     draw.add_argument("--size", metavar="WxH", help="shrink to fit WIDTHxHEIGHT inches, or column (3.5x9), "
                                                    "page (7x9.5), slide (13.33x7.5)")
     draw.add_argument("--dpi", type=int, default=None, help="PNG resolution in dots per inch (default 96)")
