@@ -28,9 +28,14 @@ class Program:
     own: list[ast.Decl] = field(default_factory=list)  # declared in the main file itself
     files: list[Path] = field(default_factory=list)  # resolved, in load order: the main file first
 
+    @property
+    def networks(self) -> list[ast.Decl]:
+        """The networks and variants the main file declares, in order."""
+        return [d for d in self.own if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+
     def network(self, name: str | None = None) -> ast.Decl:
         """The network to build: `name`, or the one network the main file declares."""
-        networks = [d for d in self.own if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+        networks = self.networks
         if name is not None:
             decl = self.decls.get(name)
             if not isinstance(decl, (ast.NetworkDef, ast.VariantDef)):

@@ -95,13 +95,15 @@ def test_readme_error_transcript_is_real_output():
 
 
 def test_ci_runs_exactly_the_readme_set_up_block():
-    """`.ci/run` takes its two commands from the README's set-up block, which installs Graphviz too."""
+    """`.ci/run` takes its two commands from the README's set-up block, which installs Graphviz and
+    Chromium with its driver too."""
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()
     block = readme.split("## Set-up", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     commands = [line for line in block.splitlines() if line.strip()]
     assert len(commands) == 2
-    assert "apt-get install -y graphviz" in commands[0] and commands[0].endswith("netdsl compile networks/resnet152.net")
+    assert "apt-get install -y graphviz chromium chromium-driver &&" in commands[0]  # dot; the viewer's browser tests
+    assert commands[0].endswith("netdsl compile networks/resnet152.net")
     assert commands[1].startswith("python -m pytest")
     ci = (root / ".ci" / "run").read_text()
     assert "apt-get" not in ci  # nothing of its own besides the README's commands
