@@ -273,6 +273,8 @@ def test_rows_and_messages_name_what_the_author_wrote(tmp_path):
     assert "(flatten)" in rows and "3" not in rows
     assert (rows["stage"], rows["twice"]) == ("group", "repeat")
     assert "entering flatten at u.net:6" in text
+    diff = netdsl_cli("diff", str(source), str(source)).stdout
+    assert any(line.startswith("(flatten) ") for line in diff.splitlines())
     result = netdsl_cli("check", str(source))
     assert "(linear at u.net:7: its weights fix its input)" in result.stdout
     result = netdsl_cli("check", str(source), "--input", "3x9x9")

@@ -253,7 +253,7 @@
     const show = (side, key, format) => (side ? format(side[key]) : "–");
     const rows = state.diff.rows.map((row) => {
       const isChanged = changed.includes(row.path);
-      const cells = [row.path, show(row.a, "params", human), show(row.b, "params", human),
+      const cells = [row.name || row.path, show(row.a, "params", human), show(row.b, "params", human),
         show(row.a, "macs", human), show(row.b, "macs", human)];
       return `<tr class="${isChanged ? "changed" : ""}" data-diff="${row.path}">${cells.map((c, i) =>
         `<td class="${i && isChanged ? "changed" : ""}">${c}</td>`).join("")}</tr>`;
