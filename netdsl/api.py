@@ -79,8 +79,8 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
                  network: str | None = None, format: str | None = None, dtype: str | None = None,
                  device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
-    "export" (a `torch.export` program, `torch.export.load`), "onnx" or "python" (standalone
-    source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
+    "export" (a `torch.export` program, `torch.export.load`), "aoti" (an AOTInductor package,
+    `torch._inductor.aoti_load_package`), "onnx" or "python" (standalone source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
     directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
     Returns the checked network and the path written.
 
@@ -89,7 +89,7 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
     and a frozen graph (`netdsl.optimize`). Options that do not go together raise `OptionError`;
     an output that is not a regular file, or is one of the network's own sources, `OutputError`."""
-    from .emit import (FORMATS, build as build_module, save_export, save_onnx, save_python,
+    from .emit import (FORMATS, build as build_module, save_aoti, save_export, save_onnx, save_python,
                        save_torchscript)
 
     format = format_for(output, format)
@@ -112,6 +112,8 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     model.to(device=device, dtype=torch_dtype)
     if format == "export":
         save_export(model, target, graph.input_shape, torch_dtype, device)
+    elif format == "aoti":
+        save_aoti(model, target, graph.input_shape, torch_dtype, device)
     elif format == "onnx":
         size = graph.params * (torch_dtype or torch.float32).itemsize
         if size >= 2**31:
@@ -131,14 +133,14 @@ def format_for(output: str | os.PathLike | None, format: str | None) -> str:
     from .emit import FORMATS
 
     suffix = Path(output).suffix.lower() if output is not None else ""
-    implied = next((name for name, known in FORMATS.items() if known == suffix), None)
+    implied = next((name for name, known in FORMATS.items() if known == suffix), None)  # .pt2: export, or aoti
     if format is None:
         if output is not None and implied is None:
             suffixes = ", ".join(f"{known} for {name}" for name, known in FORMATS.items())
             raise OptionError.naming(f"cannot tell the format of {str(output)!r} from its suffix; give {{format}} "
                                      f"or an output ending in {suffixes}")
         return implied or "torchscript"
-    if implied is not None and implied != format:
+    if implied is not None and format in FORMATS and FORMATS[format] != suffix:
         raise OptionError.naming(f"{str(output)!r} is a {suffix} file, which means {{format={implied}}}, but "
                                  f"{{format={format}}} was asked for; change one of them")
     return format
@@ -165,6 +167,17 @@ def check_compile_options(format: str, dtype: str | None, device: str | None, op
 
         if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript")):
             raise OptionError.naming("{format=onnx} needs the onnx exporter: pip install onnx onnxscript")
+    if format == "aoti" and not _cxx():
+        raise OptionError.naming("{format=aoti} compiles C++: it needs a C++ compiler (g++ or clang++ on the PATH, "
+                                 "or CXX naming one), e.g. apt-get install g++")
+
+
+def _cxx() -> str | None:
+    """The C++ compiler AOTInductor would run: $CXX, else g++, c++ or clang++ on the PATH."""
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next(filter(None, (shutil.which(name) for name in names)), None)
 
 
 compile = compile_file  # its first name, kept for the callers that use it

@@ -57,20 +57,22 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--input", metavar="CxHxW", help="re-check at this input size, e.g. 3x320x320")
     check.add_argument("--watch", action="store_true", help="re-check whenever the file (or an import) changes")
 
-    compile_ = commands.add_parser("compile", help="compile a network to TorchScript, a torch.export program, ONNX or Python source")
+    compile_ = commands.add_parser("compile", help="compile a network to TorchScript, a torch.export program, an "
+                                                   "AOTInductor package, ONNX or Python source")
     _common(compile_)
     compile_.add_argument("-o", "--output",
                           help="output file; its suffix gives the format unless --format does: .pt torchscript, "
                                ".pt2 export, .onnx onnx, .py python (default: <network>.pt in the current directory)")
-    compile_.add_argument("--format", choices=["torchscript", "export", "onnx", "python"], default=None,
-                          help="torchscript (torch.jit.load), export (torch.export program, .pt2), onnx (.onnx) "
-                               "or python (standalone module source); default: from -o's suffix, else torchscript")
+    compile_.add_argument("--format", choices=["torchscript", "export", "aoti", "onnx", "python"], default=None,
+                          help="torchscript (torch.jit.load), export (torch.export program, .pt2), aoti "
+                               "(AOTInductor package, .pt2, compiled C++: torch._inductor.aoti_load_package), onnx "
+                               "(.onnx) or python (standalone module source); default: from -o's suffix, else torchscript")
     compile_.add_argument("--optimize", action="store_true",
                           help="for inference: fold BatchNorm into convolutions, eval mode; "
                                "torchscript: also a frozen graph with channels-last weights")
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                          help="parameter dtype of the saved model (torchscript, export; onnx: not bfloat16)")
-    compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript and export)")
+                          help="parameter dtype of the saved model (torchscript, export, aoti; onnx: not bfloat16)")
+    compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript, export and aoti)")
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
     _common(summary)
@@ -255,6 +257,7 @@ def _cmd_compile(args) -> int:
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
+           "aoti": "AOTInductor package, dynamic batch; load with torch._inductor.aoti_load_package",
            "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",
            "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[fmt]
     print(f"wrote {path} ({how}{'; optimized for inference' if args.optimize else ''})")

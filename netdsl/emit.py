@@ -368,6 +368,18 @@ def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None,
     write_atomically(path, lambda tmp: torch.export.save(program, tmp))
 
 
+def save_aoti(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
+    """Compile `module` (eval mode, any batch size) ahead of time with AOTInductor into a `.pt2`
+    package, atomically; load it with `torch._inductor.aoti_load_package(path)` (needs the same
+    torch, no Python source). The C++ compile takes a while: inductor generates and builds kernels."""
+    import torch
+
+    module.eval()
+    example, dynamic_shapes = _dynamic_batch(input_shape, dtype, device)
+    program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
+    write_atomically(path, lambda tmp: torch._inductor.aoti_compile_and_package(program, package_path=tmp))
+
+
 def save_onnx(module, path: str | os.PathLike, input_shape: tuple, dtype=None) -> None:
     """Save `module` (eval mode) as one self-contained ONNX file with a dynamic batch dimension,
     atomically; its input is named "input" and its output "output"."""
@@ -398,4 +410,4 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
 
 
 # format -> default file suffix
-FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py"}
+FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py", "aoti": ".pt2"}
