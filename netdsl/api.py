@@ -136,7 +136,10 @@ def format_for(output: str | os.PathLike | None, format: str | None) -> str:
     implied = next((name for name, known in FORMATS.items() if known == suffix), None)  # .pt2: export, or aoti
     if format is None:
         if output is not None and implied is None:
-            suffixes = ", ".join(f"{known} for {name}" for name, known in FORMATS.items())
+            by_suffix = {}
+            for name, known in FORMATS.items():
+                by_suffix.setdefault(known, name)  # a .pt2 means export unless {format} says aoti
+            suffixes = ", ".join(f"{known} for {name}" for known, name in by_suffix.items())
             raise OptionError.naming(f"cannot tell the format of {str(output)!r} from its suffix; give {{format}} "
                                      f"or an output ending in {suffixes}")
         return implied or "torchscript"

@@ -34,7 +34,7 @@ def test_generated_sections_cover_what_the_code_has():
         assert f"| `{block}(" in table
     assert "eps=1e-5" in table and "momentum=0.1" in table
     commands = commands_table()
-    assert "netdsl compile" in commands and "{torchscript,export,onnx,python}" in commands
+    assert "netdsl compile" in commands and "{torchscript,export,aoti,onnx,python}" in commands
     assert markdown_table() in text
 
 
