@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+SOURCE_BYTES = 16 * 2**20  # one .net file, the main one or an import; a larger one is refused unread
+
 
 @dataclass(frozen=True)
 class Limits:
