@@ -522,3 +522,18 @@ def test_syntax_error_carries_the_file_name():
         parse("network {", "some/dir/model.net")
     assert info.value.span.file == "some/dir/model.net"
     assert info.value.format().startswith("some/dir/model.net:1:9: error: unexpected '{'")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("mark", ["", "\ufeff"])
+def test_byte_order_mark_and_every_line_ending_read_alike(newline, mark):
+    """issue 13 item 17: a BOM was 'unexpected character', a CR-only file one comment to its end."""
+    lines = ["# a comment", "network n {", "  input [3, 8, 8]", "  conv(4, 3) relu", "}", ""]
+    text = mark + newline.join(lines)
+    tree = parse(text, "f.net")
+    conv = tree.decls[0].body[1].unit
+    assert (conv.span.line, conv.span.column, conv.span.end_column) == (4, 3, 13)
+    with pytest.raises(SyntaxError_) as caught:
+        parse(text.replace("relu", "relu )"), "f.net")
+    assert (caught.value.span.line, caught.value.span.column) == (4, 19)
+    assert caught.value.format().splitlines()[1] == "    4 |   conv(4, 3) relu )"
