@@ -16,3 +16,4 @@ class Limits:
     int_bits: int = 256  # size of integers produced by arithmetic
     steps: int = 200_000  # statements executed, loop iterations and repetitions, in all (resnet152: 571)
     sequence: int = 100_000  # items in a list or characters in a string built by an expression
+    value: int = 1_000_000  # elements in one value, all its nested lists' items (a list held twice counts twice)
