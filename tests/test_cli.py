@@ -276,3 +276,39 @@ def test_catalog_of_a_bad_directory_is_a_located_error(tmp_path):
     for directory, problem in [(tmp_path / "absent", "no such directory"), (tmp_path / "a.net", "not a directory")]:
         result = netdsl("catalog", str(directory))
         assert (result.returncode, result.stderr) == (1, f"error: cannot catalog {directory}: {problem}\n")
+
+
+def test_check_reports_the_weights_in_bytes():
+    result = netdsl("check", RESNET18)
+    assert "11,689,512 parameters (46.76 MB as float32), 1.81 G MACs" in result.stdout
+    report = json.loads(netdsl("check", RESNET18, "--json").stdout)
+    assert report["params_bytes"] == 11_689_512 * 4
+
+
+def test_compile_refuses_weights_beyond_the_limit_before_allocating(tmp_path):
+    """issue 13 item 10: 4e18 parameters passed check and compile died in torch's allocator (exit 3)."""
+    pytest.importorskip("torch")
+    huge = tmp_path / "huge.net"
+    huge.write_text("network huge {\n  input [2000000000]\n  linear(2000000000)\n}\n")
+    result = netdsl("compile", str(huge), "-o", str(tmp_path / "huge.pt"))
+    assert result.returncode == 1, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{huge}:1:9: error: 4,000,000,002,000,000,000 parameters take 16.00 EB "
+                            "(16,000,000,008,000,000,000 bytes) as float32, more than ")
+    assert first.endswith("(50% of the memory available now); not compiled")
+    result = netdsl("compile", RESNET18, "-o", str(tmp_path / "r.pt"), "--max-bytes", "40MB")
+    assert result.returncode == 1 and "more than 40.00 MB (the limit given); not compiled" in result.stderr
+    assert not (tmp_path / "r.pt").exists()
+    result = netdsl("compile", RESNET18, "-o", str(tmp_path / "r.pt"), "--max-bytes", "lots")
+    assert (result.returncode, result.stderr) == (
+        2, "netdsl: error: --max-bytes: expected a size in bytes like 8G, 512MiB or 1000000, got 'lots'\n")
+    result = netdsl("compile", str(huge), "-o", str(tmp_path / "huge.py"))  # source needs no memory
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("text, size", [("1000000", 10**6), ("8G", 8 * 10**9), ("512MiB", 512 * 2**20),
+                                        ("1.5kB", 1500), ("2Ti", 2 * 2**40), ("1e9", 10**9)])
+def test_sizes_in_bytes(text, size):
+    from netdsl import api
+
+    assert api.parse_size(text) == size
