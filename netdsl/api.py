@@ -7,16 +7,18 @@ command line's `-D NAME=VALUE` and `--input CxHxW` values, which are not flag-sp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from . import ast
-from .limits import Limits
-from .errors import NetDSLError, OptionError, Span, TypeError_, remember_source
+from .limits import MEMORY_SHARE, Limits, default_max_bytes
+from .errors import NetDSLError, OptionError, ParameterError, Span, TypeError_, remember_source
 from .fileio import check_target
 from .graph import Network
 from .parse import parse_expr
 from .resolve import Program, load
 from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
+from .text import byte_text
 
 
 def _python_value(value, name: str):
@@ -75,20 +77,57 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
     return build_module(check(path, network=network, **overrides))
 
 
+def parse_size(text: str) -> int:
+    """`8G`, `512MiB`, `1e9`, `1000000`: a number of bytes from the command line (k, M, G, T, P: powers
+    of 1000; Ki, Mi, Gi, Ti, Pi: of 1024; a trailing B is optional)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKMGTP]i?)?[bB]?\s*", text)
+    if not match:
+        raise OptionError(f"expected a size in bytes like 8G, 512MiB or 1000000, got {text!r}")
+    number, unit = float(match[1]), match[2] or ""
+    scale = (1024 if unit.endswith("i") else 1000) ** ("kMGTP".index(unit[:1].replace("K", "k")) + 1 if unit else 0)
+    return int(number * scale)
+
+
+WEIGHT_BYTES = 4  # a parameter's bytes while the module is built (float32; a --dtype cast comes after)
+
+
+def weight_bytes(graph: Network) -> int:
+    """Bytes the network's parameters take as float32, the dtype it is built in."""
+    return graph.params * WEIGHT_BYTES
+
+
+def check_weight_bytes(graph: Network, max_bytes: int | None) -> None:
+    """Raises `ParameterError` (at the network) when building `graph` would allocate more than `max_bytes`
+    for its weights (None: `limits.default_max_bytes()`, a share of the memory available now)."""
+    default = max_bytes is None
+    limit = default_max_bytes() if default else max_bytes
+    size = weight_bytes(graph)
+    if limit is None or size <= limit:
+        return
+    whose = f"{int(MEMORY_SHARE * 100)}% of the memory available now" if default else "the limit given"
+    raise ParameterError(
+        f"{graph.params:,} parameters take {byte_text(size)} ({size:,} bytes) as float32, more than "
+        f"{byte_text(limit)} ({whose}); not compiled", graph.root.span,
+        "give a larger limit (--max-bytes on the command line, max_bytes= in Python), or make the network smaller")
+
+
 def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  network: str | None = None, format: str | None = None, dtype: str | None = None,
-                 device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
+                 device: str | None = None, optimize: bool = False, max_bytes: int | None = None,
+                 **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
     "export" (a `torch.export` program, `torch.export.load`), "aoti" (an AOTInductor package,
-    `torch._inductor.aoti_load_package`), "onnx" or "python" (standalone source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
-    directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
+    `torch._inductor.aoti_load_package`), "onnx" or "python" (standalone source), to `output`
+    (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
     Returns the checked network and the path written.
 
     `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
     bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
     BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
     and a frozen graph (`netdsl.optimize`). Options that do not go together raise `OptionError`;
-    an output that is not a regular file, or is one of the network's own sources, `OutputError`."""
+    an output that is not a regular file, or is one of the network's own sources, `OutputError`.
+    A tensor format first refuses (`ParameterError`) a network whose float32 weights are more than
+    `max_bytes` (default: half the memory available now; see `check_weight_bytes`)."""
     from .emit import (FORMATS, build as build_module, save_aoti, save_export, save_onnx, save_python,
                        save_torchscript)
 
@@ -101,6 +140,7 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     if format == "python":
         save_python(graph, target)
         return graph, target
+    check_weight_bytes(graph, max_bytes)  # before anything is allocated
     import torch
 
     model = build_module(graph)

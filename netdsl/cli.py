@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__, api
 from .errors import NetDSLError, OptionError
 from .graph import Network
-from .text import human, plural, shape_text
+from .text import byte_text, human, plural, shape_text
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -73,6 +73,9 @@ def make_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                           help="parameter dtype of the saved model (torchscript, export, aoti; onnx: not bfloat16)")
     compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript, export and aoti)")
+    compile_.add_argument("--max-bytes", metavar="SIZE",
+                          help="refuse a network whose float32 weights take more, e.g. 8G, 512MiB "
+                               "(default: half the memory available; python needs none)")
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
     _common(summary)
@@ -217,7 +220,8 @@ def _cmd_check(args) -> int:
         print(json.dumps({
             "network": network.name, "file": network.file,
             "input": list(network.input_shape), "output": list(network.output_shape),
-            "params": network.params, "macs": network.macs, "aux_macs": network.aux_macs,
+            "params": network.params, "params_bytes": api.weight_bytes(network),
+            "macs": network.macs, "aux_macs": network.aux_macs,
             "memory": {"elements": activations, "bytes": byte_size(activations, "float32")},
             "receptive_field": feature.to_json() if feature is not None else None,
             "arguments": {k: _jsonable(v) for k, v in network.arguments.items()},
@@ -225,7 +229,8 @@ def _cmd_check(args) -> int:
         }, indent=2))
     else:
         print(f"{network.file}: ok: network {network.name}, input {shape_text(network.input_shape)} -> "
-              f"output {shape_text(network.output_shape)}, {network.params:,} parameters, "
+              f"output {shape_text(network.output_shape)}, {network.params:,} parameters "
+              f"({byte_text(api.weight_bytes(network))} as float32), "
               f"{human(network.macs)} MACs{_aux_text(network)}")
         print(f"  {sizes.describe()}")
     return EXIT_OK
@@ -244,6 +249,12 @@ def _jsonable(value):
 def _cmd_compile(args) -> int:
     fmt = api.format_for(args.output, args.format)  # the options first: no torch is imported for them
     api.check_compile_options(fmt, args.dtype, args.device, args.optimize)
+    max_bytes = None
+    if args.max_bytes is not None:
+        try:
+            max_bytes = api.parse_size(args.max_bytes)
+        except OptionError as error:
+            raise UsageError(f"--max-bytes: {error.message}") from None
     if fmt != "python":  # the Python source needs no torch to be written
         try:
             import torch
@@ -253,7 +264,7 @@ def _cmd_compile(args) -> int:
             raise UsageError(f"--device {args.device}: no CUDA device is available")
     network, path = api.compile_file(args.file, args.output, network=args.network, format=fmt,
                                      dtype=args.dtype, device=args.device, optimize=args.optimize,
-                                     **_overrides(args.overrides))
+                                     max_bytes=max_bytes, **_overrides(args.overrides))
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",

@@ -91,9 +91,18 @@ def _token_text(token: Token) -> str:
     return f"'{token.value}'"
 
 
+def source_text(text: str) -> str:
+    """`text` as the grammar reads it: a leading UTF-8 byte-order mark dropped, and CR LF and a lone
+    CR (old Mac files) made LF, so that lines, columns and comments are the same whatever the editor
+    wrote. Lines keep their columns: the mark is not a character of the first line."""
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def parse(text: str, path: str = "<string>") -> ast.SourceFile:
     """Parse a whole .net file. The AST is treated as immutable by every later stage, so a file
     parsed again unchanged (the standard library, once per network checked) comes from a cache."""
+    text = source_text(text)
     remember_source(path, text)
     return _parse_cached(text, path, tuple(sorted(COMBINATORS)))
 

@@ -27,6 +27,7 @@ from .walk import Interpreter
 
 SCAN = 256  # sizes first examined per dimension (at least twice the checked size), doubled until the
 SCAN_LIMIT = 8192  # summary is proven (see the NOTE) or this many (or 4 times the checked size) are done
+MAX_SCAN = 65536  # never more sizes than this per dimension: a larger checked size is not analysed (time, memory)
 
 # NOTE: [Valid input sizes]
 # The analysis re-uses the checked graph, so it assumes the network's *structure* does not
@@ -89,6 +90,12 @@ class Dimension:
     residues: tuple[int, ...]  # valid residues mod `period` in the tail
     certain: bool  # the tail is proven to continue beyond `scanned` (see the NOTE)
     limits: list[Limit] = field(default_factory=list)  # what bounds the valid sizes
+    analysed: bool = True  # False: the checked size is beyond MAX_SCAN / 2, so no size was examined
+
+    @classmethod
+    def beyond_scan(cls, name: str, axis: int, checked: int) -> "Dimension":
+        """A dimension too large to analyse: only the checked size is known to be valid."""
+        return cls(name, axis, checked, [], 0, 1, 0, (), False, analysed=False)
 
     @property
     def minimum(self) -> int | None:
@@ -101,6 +108,8 @@ class Dimension:
 
     def describe(self) -> str:
         """`H >= 32`, `227 <= H <= 230`, `H >= 33 with H % 32 == 1`, ..."""
+        if not self.analysed:
+            return f"{self.name} = {self.checked} checked, other sizes not analysed beyond {MAX_SCAN}"
         if not self.valid:
             return f"no {self.name} up to {self.scanned}"
         caveat = "" if self.certain else f" (checked up to {self.scanned})"
@@ -114,7 +123,7 @@ class Dimension:
         return (f"{_ranges(self.name, head)} or {tail}" if head else tail) + caveat
 
     def as_json(self) -> dict:
-        return {"checked": self.checked, "min": self.minimum, "max": self.maximum,
+        return {"analysed": self.analysed, "checked": self.checked, "min": self.minimum, "max": self.maximum,
                 "period": self.period, "residues": list(self.residues), "periodic_from": self.start or None,
                 "scanned": self.scanned, "proven_beyond_scan": self.certain, "text": self.describe(),
                 "limited_by": [limit.as_json() for limit in self.limits]}
@@ -155,9 +164,12 @@ def valid_inputs(network: Network, limits: Limits = Limits()) -> ValidInputs:
     for axis in axes:
         name = (network.input_names[axis] if network.input_names else None) or defaults[axis]
         bound = max(SCAN, 2 * shape[axis])
+        if bound > MAX_SCAN:
+            dimensions.append(Dimension.beyond_scan(name, axis, shape[axis]))
+            continue
         dimension = _Propagation(network, axis, bound, limits).dimension(name)
-        while not dimension.certain and bound < max(SCAN_LIMIT, 4 * shape[axis]):
-            bound *= 2
+        while not dimension.certain and bound < min(max(SCAN_LIMIT, 4 * shape[axis]), MAX_SCAN):
+            bound = min(2 * bound, MAX_SCAN)
             dimension = _Propagation(network, axis, bound, limits).dimension(name)
         dimensions.append(dimension)
     return ValidInputs(dimensions)
@@ -310,9 +322,13 @@ def _periodic_tail(valid: list[int], bound: int) -> tuple[int, int, tuple[int, .
     is_valid = bytearray(bound + 1)
     for n in valid:
         is_valid[n] = 1
-    if not any(is_valid[half:]):
+    first = is_valid.find(1, half)
+    if first < 0:
         return 1, 0, ()
-    for period in range(1, bound // 4 + 1):
+    # a period p maps the tail's first valid size to a valid one, or past the end -- and then past the
+    # last valid size too: only those p are tried (trying every p up to bound/4 was quadratic)
+    candidates = [n - first for n in valid if n > first] + [max(bound + 1 - first, valid[-1] + 1 - half)]
+    for period in (p for p in candidates if p <= bound // 4):
         if is_valid[half:bound + 1 - period] == is_valid[half + period:]:
             break
     else:

@@ -440,3 +440,9 @@ def test_refused_result_exit_3_and_file_untouched(tmp_path, monkeypatch, capsys)
     assert cli.main(["fmt", str(path)]) == cli.EXIT_INTERNAL
     assert "internal error" in capsys.readouterr().err
     assert path.read_text() == MESSY
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_bom_and_crlf_or_cr_are_formatted_to_lf(newline):
+    text = "\ufeff" + newline.join(["# head", "network n {", "    input [3]", "}", ""])
+    assert format_source(text, "f.net") == "# head\nnetwork n {\n  input [3]\n}\n"

@@ -540,3 +540,18 @@ def test_a_missing_closing_bracket_points_back_at_the_opening_one():
     with pytest.raises(SyntaxError_) as caught:  # on the error's own line the caret says it all
         parse("network m {\n  input [3, 8, 8]\n  conv(8, 3 relu)\n}\n", "m.net")
     assert caught.value.notes == ()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("mark", ["", "\ufeff"])
+def test_byte_order_mark_and_every_line_ending_read_alike(newline, mark):
+    """issue 13 item 17: a BOM was 'unexpected character', a CR-only file one comment to its end."""
+    lines = ["# a comment", "network n {", "  input [3, 8, 8]", "  conv(4, 3) relu", "}", ""]
+    text = mark + newline.join(lines)
+    tree = parse(text, "f.net")
+    conv = tree.decls[0].body[1].unit
+    assert (conv.span.line, conv.span.column, conv.span.end_column) == (4, 3, 13)
+    with pytest.raises(SyntaxError_) as caught:
+        parse(text.replace("relu", "relu )"), "f.net")
+    assert (caught.value.span.line, caught.value.span.column) == (4, 19)
+    assert caught.value.format().splitlines()[1] == "    4 |   conv(4, 3) relu )"

@@ -417,3 +417,33 @@ def test_a_scan_too_short_says_so(tmp_path):
     assert height.describe() == "H in {4, 8} (checked up to 8)"
     height = valid_inputs(graph).dimensions[0]  # room for two periods: proven
     assert (height.certain, height.describe()) == (True, "H >= 4 with H % 4 == 0")
+
+
+def test_huge_sizes_are_not_analysed_and_say_so(tmp_path):
+    """issue 13 item 14: `input [1000000] relu linear(2)` took 147 s, `--input 1x1x1000000000` ran out of memory."""
+    import time
+
+    from netdsl.sizes import MAX_SCAN, _periodic_tail
+
+    path = tmp_path / "wide.net"
+    path.write_text("network wide {\n  input [1000000]\n  relu\n  linear(2)\n}\n")
+    started = time.perf_counter()
+    sizes = valid_inputs(netdsl.check(path))
+    assert sizes.describe() == f"valid inputs: F = 1000000 checked, other sizes not analysed beyond {MAX_SCAN}"
+    assert sizes.as_json()["dimensions"]["F"] | {"text": ""} == {
+        "analysed": False, "checked": 1000000, "min": None, "max": None, "period": 1, "residues": [],
+        "periodic_from": None, "scanned": 0, "proven_beyond_scan": False, "text": "", "limited_by": []}
+    path.write_text("network tall {\n  input [1, 1, 8]\n  relu\n}\n")
+    sizes = valid_inputs(netdsl.check(path, input_shape=(1, 1, 10**9)))
+    assert [dimension.analysed for dimension in sizes.dimensions] == [True, False]
+    assert time.perf_counter() - started < 10
+    # the period search tries only what can be a period: one valid size in a long tail is fast
+    started = time.perf_counter()
+    assert _periodic_tail([20000], 40000) == (1, 0, ())
+    assert _periodic_tail(list(range(100, 40001, 7)), 40000) == (7, 94, (2,))
+    assert time.perf_counter() - started < 1
+
+
+def test_huge_sizes_from_the_cli():
+    result = netdsl_cli("check", "--input", "1x1x1000000000", str(ROOT / "networks" / "resnet18.net"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "MemoryError" not in result.stderr
