@@ -57,6 +57,9 @@ class CombinatorDef:
     # The shape arm i of n starts from, when not the merge's input (split: a part of its channels);
     # raises LayerProblem. Such an arm reads a part of the input, at the same positions.
     arm_input: Callable[[Shape, int, int], Shape] | None = None
+    # The arms whose results autograd keeps for the merge's backward (gate: the input and the gate,
+    # each for the other's gradient); sums and concatenations keep none.
+    saves_arms: tuple[int, ...] = ()
 
     @property
     def limit_name(self) -> str:
@@ -87,7 +90,7 @@ def _residual_emit(writer, merge, source: str) -> str:
     out = writer.fresh("out")
     result = writer.chain(body, source, out)
     identity = writer.chain(shortcut, source, writer.fresh("identity")) if shortcut else source
-    if writer.owned(merge, 0) and result == out:  # NOTE: [In-place activations] in emit.py
+    if writer.owned(merge, 0) and result == out:  # NOTE: [In-place activations] in inplace.py
         writer.line(f"{out} += {identity}")
     else:
         writer.line(f"{out} = {result} + {identity}")
@@ -230,6 +233,7 @@ register(CombinatorDef(
     keyword="gate", doc="the input multiplied by body(input), broadcast over space (squeeze-and-excitation)",
     body="chain", shape=_gate_shape, emit=_gate_emit, label="gate", type_name="Gate",
     draw=DrawSpec("×", "input × gate", styles=("plain", "dashed")), input_arm=0, fresh_output=False,
+    saves_arms=(0, 1),
 ))
 
 
