@@ -48,6 +48,46 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_capacity(text: str) -> int:
+    """`80GiB`, `24GB`, `512MiB` (bytes), or a device's name (`h100`: `netdsl.cost.DEVICE_MEMORY`)."""
+    from .cost import DEVICE_MEMORY
+
+    spelled = text.strip().lower().replace(" ", "")
+    if spelled in DEVICE_MEMORY:
+        return DEVICE_MEMORY[spelled] * 2**30
+    number = spelled.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = spelled[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not value > 0 or value == float("inf"):
+        raise OptionError(f"expected a memory size like 80GiB or 24GB, or a device: "
+                          f"{', '.join(DEVICE_MEMORY)}; got {text!r}")
+    return int(value * _UNITS[unit])
+
+
+def training(network: Network | str | os.PathLike, *, amp: str | None = None, device: str = "cuda",
+             **check_arguments):
+    """A training step's cost (`netdsl.cost.Training`): `.memory(batch, optimizer)` in bytes (its
+    "peak" and the parts), `.fit(capacity_bytes, optimizer)` the largest batch, `.macs` per sample,
+    forward and backward. `amp` ("bfloat16", "float16") runs it under autocast by `device`'s
+    ("cuda", "cpu") rules. A path is checked first, with `check`'s keyword arguments."""
+    from .cost import AMP_DTYPES, DEVICES, Precision, analyse
+
+    if amp not in (None, *AMP_DTYPES):
+        raise OptionError.naming(f"{{amp={amp}}}: choose {' or '.join(AMP_DTYPES)} (or none for float32)")
+    if device not in DEVICES:
+        raise OptionError.naming(f"{{device={device}}}: autocast rules are known for {' and '.join(DEVICES)}")
+    if not isinstance(network, Network):
+        network = check(network, **check_arguments)
+    return analyse(network, Precision(amp, device)).training
+
+
 def check(path: str | os.PathLike, *, network: str | None = None, source: str | None = None,
           limits: Limits = Limits(), input_shape: tuple[int, ...] | None = None, **overrides) -> Network:
     """Parse, resolve and check a .net file; returns the annotated graph (raises `NetDSLError`).
@@ -169,5 +209,5 @@ def check_compile_options(format: str, dtype: str | None, device: str | None, op
 
 compile = compile_file  # its first name, kept for the callers that use it
 
-__all__ = ["check", "build", "compile_file", "compile", "parse_override", "parse_input_shape", "NetDSLError",
-           "OptionError"]
+__all__ = ["check", "build", "compile_file", "compile", "training", "parse_override", "parse_input_shape",
+           "parse_capacity", "NetDSLError", "OptionError"]

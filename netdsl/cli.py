@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__, api
+from .cost import AMP_DTYPES, DEVICE_MEMORY, DEVICES, OPTIMIZERS
 from .errors import NetDSLError, OptionError
 from .graph import Network
 from .text import human, plural, shape_text
@@ -74,13 +75,28 @@ def make_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
     _common(summary)
-    summary.add_argument("--depth", type=int, default=None, help="fold modules deeper than N (default: 2)")
+    summary.add_argument("--depth", type=int, default=None,
+                         help="fold modules deeper than N (default: 2); 0: the totals in one line")
     summary.add_argument("--input", metavar="CxHxW", help="check at this input size instead of the declared one")
     summary.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                          help="dtype for activation memory in bytes (default float32)")
     summary.add_argument("--no-biases", action="store_true",
                          help="count parameters without biases, as the course notes' VGG table does")
     summary.add_argument("--json", action="store_true", help="print the same numbers as JSON")
+    summary.add_argument("--batch", type=int, default=None, metavar="B",
+                         help="a batch of B samples: the output column shows it, MACs and memory scale (default 1)")
+    summary.add_argument("--train", action="store_true",
+                         help="a training step: bytes saved for backward and backward MACs per layer; parameters, "
+                              "gradients, optimizer state and the peak in the totals")
+    summary.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None,
+                         help="optimizer state for --train (default adam; momentum: SGD with momentum)")
+    summary.add_argument("--amp", choices=list(AMP_DTYPES), default=None,
+                         help="--train under autocast to this dtype (default float32 throughout)")
+    summary.add_argument("--device", choices=list(DEVICES), default=None,
+                         help="whose autocast rules and dropout masks --train follows (default cuda)")
+    summary.add_argument("--fit", metavar="SIZE",
+                         help="with --train: the largest batch whose peak fits in SIZE (80GiB, 24GB) or a "
+                              f"device's memory ({', '.join(DEVICE_MEMORY)})")
 
     diff = commands.add_parser("diff", help="compare two networks stage by stage")
     diff.add_argument("file", help="the first .net file")
@@ -138,12 +154,12 @@ def input_shape(text: str | None) -> tuple[int, ...] | None:
         raise UsageError(f"--input: {error.message}") from None
 
 
-def _depth(value: int | None, default: int | None) -> int | None:
-    """The `--depth N` option, `default` when absent; below 1 a usage error."""
+def _depth(value: int | None, default: int | None, least: int = 1) -> int | None:
+    """The `--depth N` option, `default` when absent; below `least` a usage error."""
     if value is None:
         return default
-    if value < 1:
-        raise UsageError(f"--depth must be at least 1, got {value}")
+    if value < least:
+        raise UsageError(f"--depth must be at least {least}, got {value}")
     return value
 
 
@@ -160,26 +176,17 @@ def _sources(path: str) -> list[Path]:
 
 
 def overview(network: Network) -> str:
-    """One screen: the network's top-level modules with output shapes and parameters."""
-    rows = [("layer", "type", "output", "params")]
-    rows.append(("input", "", shape_text(network.input_shape), ""))
-    for child in network.root.children():
-        kind = child.op if child.walk_kind == "layer" else child.type_name
-        rows.append((child.name, kind, shape_text(child.out_shape), f"{child.params:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"network {network.name} ({network.file})"]
-    for index, row in enumerate(rows):
-        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
-        if index == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append(f"  total: {network.params:,} parameters, {human(network.macs)} MACs per sample"
-                 f"{_aux_text(network)}")
-    return "\n".join(lines)
+    """One screen: the network's top-level modules, in the summary's table style."""
+    from .cost import analyse
+    from .summary import overview as table
+
+    return table(network, analyse(network))
 
 
 def _aux_text(network: Network) -> str:
-    """`; auxiliary heads: 8.37 M MACs more in training` where the network has heads."""
-    return f"; auxiliary heads: {human(network.aux_macs)} MACs more in training" if network.aux_macs else ""
+    from .summary import aux_text
+
+    return aux_text(network)
 
 
 # ---- check, compile --------------------------------------------------------------------------
@@ -247,20 +254,45 @@ def _cmd_compile(args) -> int:
 # ---- summary, diff ---------------------------------------------------------------------------
 
 def _cmd_summary(args) -> int:
-    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
+    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--batch B] [--json]
+    [--train [--optimizer O] [--amp D] [--device D] [--fit SIZE]]`."""
     from . import summary
-    from .cost import analyse
+    from .cost import Precision, analyse
 
-    max_depth = _depth(args.depth, summary.DEFAULT_DEPTH)
+    max_depth = _depth(args.depth, summary.DEFAULT_DEPTH, least=0)
+    view = _summary_view(args)
     network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
                         **_overrides(args.overrides))
-    costs = analyse(network)
-    listed = [summary.input_row(network, costs)] + summary.rows(network, costs, max_depth)
+    costs = analyse(network, Precision(args.amp, args.device or "cuda"))
+    listed = [summary.input_row(network, costs)] + (summary.rows(network, costs, max_depth) if max_depth else [])
     if args.json:
-        print(json.dumps(summary.summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
+        print(json.dumps(summary.summary_json(network, costs, listed, view, max_depth), indent=2))
+    elif max_depth == 0:
+        print(summary.one_line(network, costs, view))
     else:
-        summary.summary_text(network, costs, listed, args.dtype, args.no_biases)
+        summary.summary_text(network, costs, listed, view)
     return EXIT_OK
+
+
+def _summary_view(args):
+    """The summary's `View` from its options; options that need --train without it are usage errors."""
+    from .summary import View
+
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if not args.train:
+        given = [flag for flag, value in (("--optimizer", args.optimizer), ("--amp", args.amp),
+                                          ("--device", args.device), ("--fit", args.fit)) if value is not None]
+        if given:
+            raise UsageError(f"{given[0]} describes a training step: add --train")
+    capacity = None
+    if args.fit is not None:
+        try:
+            capacity = api.parse_capacity(args.fit)
+        except OptionError as error:
+            raise UsageError(f"--fit: {error.message}") from None
+    return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
+                train=args.train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
 
 
 def _cmd_diff(args) -> int:

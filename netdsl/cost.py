@@ -304,6 +304,33 @@ class Training:
     def flops(self) -> int:
         return 2 * self.macs
 
+    def to_json(self, batch: int, optimizer: str, capacity: int | None = None) -> dict:
+        """`summary --train --json`'s "training": bytes at `batch`, MACs and FLOPs of the whole batch,
+        and with `capacity` (bytes) the largest batch that fits."""
+        memory = self.memory(batch, optimizer)
+        report = {
+            "batch": batch, "optimizer": optimizer, "amp": self.precision.amp, "device_rules": self.precision.device,
+            "memory": {**{f"{name}_bytes": size for name, size in memory.items() if name != "peak"},
+                       "peak_bytes": memory["peak"], "per_sample_bytes": (self.saved + self.live).per_sample,
+                       "fixed_bytes": self.fixed(optimizer), "includes": PEAK_INCLUDES, "excludes": PEAK_EXCLUDES},
+            "param_tensors": self.param_tensors,
+            "macs": {"forward": batch * self.forward_macs, "backward": batch * self.backward_macs,
+                     "total": batch * self.macs},
+            "flops": batch * self.flops,
+        }
+        if capacity is not None:
+            report["fit"] = {"capacity_bytes": capacity, "batch": self.fit(capacity, optimizer)}
+        return report
+
+
+PEAK_INCLUDES = ("parameters", "gradients", "optimizer state", "buffers", "activations saved for backward",
+                 "the input batch and the output")
+PEAK_EXCLUDES = ("allocator rounding and caching", "cuDNN and cuBLAS workspaces", "the CUDA context",
+                 "temporaries inside an op and during backward", "the autocast cache's weight copies no op saves")
+# Memory of common accelerators as their datasheets give it (read as GiB): `--fit h100`.
+DEVICE_MEMORY = {"h100": 80, "h200": 141, "a100": 80, "a100-40gb": 40, "v100": 16, "v100-32gb": 32,
+                 "l4": 24, "a10": 24, "t4": 16, "rtx4090": 24, "rtx3090": 24}
+
 
 @dataclass
 class Costs:

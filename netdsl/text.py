@@ -17,6 +17,19 @@ def human(count: int) -> str:
     return str(count)
 
 
+def size_text(size: int) -> str:
+    """`3.21 MB`, `802.82 KB`, `512 B`: bytes in decimal units, as `human` counts."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} B"
+
+
+def gib_text(size: int) -> str:
+    """`1.32 GiB`: bytes in binary gigabytes, as accelerators' memory is sized."""
+    return f"{size / 2**30:.2f} GiB"
+
+
 def shape_text(shape: Iterable[int]) -> str:
     """`[3, 224, 224]`: a tensor shape as the language writes it (`input [3, 224, 224]`)."""
     return f"[{', '.join(map(str, shape))}]"

@@ -87,7 +87,7 @@ def test_summary_text_without_biases_shows_the_notes_numbers():
     assert result.returncode == 0, result.stderr
     assert "params (no biases)" in result.stdout
     assert "102,760,448" in result.stdout and "102,764,544" not in result.stdout
-    assert "1,728" in result.stdout and "3,211,264" in result.stdout
+    assert "1,728" in result.stdout and "12.85 MB" in result.stdout  # memory in bytes: 3,211,264 float32 elements
 
 
 def test_summary_text_piped_is_plain_and_complete():
@@ -99,7 +99,7 @@ def test_summary_text_piped_is_plain_and_complete():
     header = out.splitlines()[0].split()
     assert header == ["layer", "type", "output", "params", "MACs", "memory", "RF"]
     conv = next(line for line in out.splitlines() if line.split()[:2] == ["0", "conv"])
-    assert conv.split()[-5:] == ["1,792", "86.70", "M", "3,211,264", "3"]
+    assert conv.split()[-6:] == ["1,792", "86.70", "M", "12.85", "MB", "3"]  # memory: 3,211,264 elements x 4 bytes
     assert "params: 138,357,544 (138.36 M), all trainable; without biases 138,344,128" in out
     assert "MACs: 15,470,264,320 (15.47 G); FLOPs (2 x MACs): 30.94 G" in out
     assert "receptive field of the final feature map [512, 7, 7] (entering avgpool): 212, stride 32" in out
@@ -165,7 +165,12 @@ def test_flat_input_has_no_receptive_field(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--depth", "0"], "--depth must be at least 1"),
+    (["--depth", "-1"], "--depth must be at least 0"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--amp", "bfloat16"], "--amp describes a training step: add --train"),
+    (["--train", "--fit", "lots"], "--fit: expected a memory size like 80GiB or 24GB, or a device: h100"),
+    (["--train", "--fit=0GB"], "--fit: expected a memory size"),
+    (["--train", "--optimizer", "lion"], "invalid choice"),
     (["--input", "3xbig"], "--input"),
     (["--dtype", "float64"], "invalid choice"),
 ])
