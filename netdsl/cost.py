@@ -201,7 +201,8 @@ PIXEL = Field((Axis(1, 1, 0), Axis(1, 1, 0)))  # an input position sees itself
 
 @dataclass(frozen=True)
 class Cost:
-    """One node's numbers (one sample). For modules and combinators, sums over what they contain."""
+    """One node's numbers (one sample). For a module, sums over what it contains; for a merge, its
+    own: its output and what it saves (its arms' nodes have theirs)."""
 
     out_shape: Shape
     params: int  # trainable parameters; a reused (shared) module is counted at its first use only
@@ -495,7 +496,7 @@ class _Walk(Interpreter):
         own, the output (none for a passthrough, whose output is its input) and what it saves —
         its arms' contents are theirs."""
         combinator = COMBINATORS[merge.kind]
-        saved = Memory.total(self.keep(ends[index].storage) for index in combinator.saves_arms)
+        saved = Memory.total(self.keep(ends[index].storage) for index in combinator.saved_arms(len(ends)))
         elements = math.prod(merge.out_shape)
         if combinator.passthrough:
             out, own = start, 0

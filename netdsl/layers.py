@@ -133,7 +133,8 @@ class LayerDef:
     # Training (docs/cost.md): what autograd keeps for backward, (in_shape, out_shape, args, Step) ->
     # Saved tensors; the default, the input, is right for an op whose weight gradient needs it.
     saves: Callable[[Shape, Shape, dict, Step], tuple[Saved, ...]] = lambda s, o, a, step: SAVES_INPUT
-    view: Callable[[Shape, dict], bool] | None = None  # in training its output is its input's storage; None: aliases_input
+    # In training its output is its input's storage (a view, or the input itself); None: `aliases_input`.
+    view: Callable[[Shape, dict], bool] | None = None
     # Autocast's rule per device: "low" (runs in the low dtype), "float32" (casts its input up), "widen"
     # (reads its input as it is, computes and returns float32); a device not named: follows its input.
     autocast: tuple[tuple[str, str], ...] = ()

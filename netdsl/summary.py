@@ -229,7 +229,8 @@ def overview(network: Network, costs: Costs) -> str:
     listed = [input_row(network, costs)] + rows(network, costs, 1)
     return "\n".join([f"network {network.name} ({network.file})",
                       table_text(listed, ["layer", "type", "output", "params"], View()),
-                      f"total: {network.params:,} parameters, {human(network.macs)} MACs per sample{aux_text(network)}"])
+                      f"total: {network.params:,} parameters, {human(network.macs)} MACs per sample"
+                      f"{aux_text(network)}"])
 
 
 def aux_text(network: Network) -> str:
@@ -266,7 +267,8 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], view: View) 
     if totals.aux_macs:
         lines.append(f"auxiliary heads (training only, not in the MACs above): {batch * totals.aux_macs:,} MACs")
     lines += [f"activation memory: {batch * totals.activations:,} elements, "
-              f"{size_text(byte_size(batch * totals.activations, dtype))} at {dtype} (every layer output and merge, {per})",
+              f"{size_text(byte_size(batch * totals.activations, dtype))} at {dtype} "
+              f"(every layer output and merge, {per})",
               f"input: {batch * totals.input_elements:,} elements, "
               f"{size_text(byte_size(batch * totals.input_elements, dtype))}; "
               f"params: {size_text(byte_size(totals.params, dtype))} at {dtype}"]
