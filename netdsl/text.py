@@ -10,8 +10,8 @@ from typing import Iterable
 
 
 def human(count: int) -> str:
-    """`11.69 M`, `1.82 G`, `512`: a count in decimal units, two decimals from a thousand up."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    """`11.69 M`, `1.82 G`, `1.56 T`, `512`: a count in decimal units, two decimals from a thousand up."""
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if count >= size:
             return f"{count / size:.2f} {unit}"
     return str(count)
