@@ -89,13 +89,15 @@ def make_parser() -> argparse.ArgumentParser:
                          help="a training step: bytes saved for backward and backward MACs per layer; parameters, "
                               "gradients, optimizer state and the peak in the totals")
     summary.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None,
-                         help="optimizer state for --train (default adam; momentum: SGD with momentum)")
+                         help="optimizer state of the training step (implies --train; default adam; momentum: SGD "
+                              "with momentum)")
     summary.add_argument("--amp", choices=list(AMP_DTYPES), default=None,
-                         help="--train under autocast to this dtype (default float32 throughout)")
+                         help="the training step under autocast to this dtype (implies --train; default float32)")
     summary.add_argument("--device", choices=list(DEVICES), default=None,
-                         help="whose autocast rules and dropout masks --train follows (default cuda)")
+                         help="whose autocast rules and dropout masks the training step follows (implies --train; "
+                              "default cuda)")
     summary.add_argument("--fit", metavar="SIZE",
-                         help="with --train: the largest batch whose peak fits in SIZE (80GiB, 24GB) or a "
+                         help="the largest batch whose training peak fits in SIZE (80GiB, 24GB; implies --train) or a "
                               f"device's memory ({', '.join(DEVICE_MEMORY)})")
 
     diff = commands.add_parser("diff", help="compare two networks stage by stage")
@@ -275,16 +277,12 @@ def _cmd_summary(args) -> int:
 
 
 def _summary_view(args):
-    """The summary's `View` from its options; options that need --train without it are usage errors."""
+    """The summary's `View` from its options; a training step's options imply --train."""
     from .summary import View
 
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
-    if not args.train:
-        given = [flag for flag, value in (("--optimizer", args.optimizer), ("--amp", args.amp),
-                                          ("--device", args.device), ("--fit", args.fit)) if value is not None]
-        if given:
-            raise UsageError(f"{given[0]} describes a training step: add --train")
+    train = args.train or any(value is not None for value in (args.optimizer, args.amp, args.device, args.fit))
     capacity = None
     if args.fit is not None:
         try:
@@ -292,7 +290,7 @@ def _summary_view(args):
         except OptionError as error:
             raise UsageError(f"--fit: {error.message}") from None
     return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
-                train=args.train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
+                train=train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
 
 
 def _cmd_diff(args) -> int:

@@ -289,16 +289,17 @@ def training_lines(costs: Costs, view: View) -> list[str]:
     """A training step's memory (the peak, and what it is made of) and MACs."""
     training, batch, optimizer = costs.training, view.batch, view.optimizer
     memory = training.memory(batch, optimizer)
+    per_sample = (training.saved + training.live).per_sample
+    heads = " (auxiliary heads included)" if costs.network.aux_heads else ""
     lines = [f"training step, batch {batch}, {training.precision.label}, optimizer {optimizer}:",
              f"  parameters {size_text(memory['params'])} + gradients {size_text(memory['grads'])} + optimizer "
              f"state {size_text(memory['optimizer'])} + buffers {size_text(memory['buffers'])}",
              f"  + activations saved for backward {size_text(memory['saved'])} + input and output "
              f"{size_text(memory['input_output'])}",
-             f"  = peak {size_text(memory['peak'])} ({gib_text(memory['peak'])}) at the end of the forward pass: "
-             f"{size_text((training.saved + training.live).per_sample)} per sample + "
-             f"{size_text(training.fixed(optimizer))}",
+             f"  = peak {size_text(memory['peak'])} ({gib_text(memory['peak'])}): {size_text(per_sample)} per sample + "
+             f"{size_text(training.fixed(optimizer))}, the end of the forward pass with every part above resident",
              "  not counted: " + ", ".join(PEAK_EXCLUDES),
-             f"  MACs: {human(batch * training.forward_macs)} forward (auxiliary heads included) + "
+             f"  MACs: {human(batch * training.forward_macs)} forward{heads} + "
              f"{human(batch * training.backward_macs)} backward (input and weight gradients) = "
              f"{human(batch * training.macs)}; FLOPs: {human(batch * training.flops)}"]
     if view.capacity is not None:
