@@ -71,6 +71,20 @@ def parse_capacity(text: str) -> int:
     return int(value * _UNITS[unit])
 
 
+def parse_count(text: str) -> int:
+    """`25M`, `4G`, `1.5K`, `1000000`: a count in decimal units (as `netdsl summary` prints them)."""
+    spelled = text.strip().upper().replace(",", "").replace("_", "")
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(spelled[-1:], 1)
+    number = spelled[:-1] if scale > 1 else spelled
+    try:
+        value = float(number.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise OptionError(f"expected a count like 25M, 4G or 1000000, got {text!r}")
+    return int(value * scale)
+
+
 def training(network: Network | str | os.PathLike, *, amp: str | None = None, device: str = "cuda",
              **check_arguments):
     """A training step's cost (`netdsl.cost.Training`): `.memory(batch, optimizer)` in bytes (its
@@ -210,4 +224,4 @@ def check_compile_options(format: str, dtype: str | None, device: str | None, op
 compile = compile_file  # its first name, kept for the callers that use it
 
 __all__ = ["check", "build", "compile_file", "compile", "training", "parse_override", "parse_input_shape",
-           "parse_capacity", "NetDSLError", "OptionError"]
+           "parse_capacity", "parse_count", "NetDSLError", "OptionError"]

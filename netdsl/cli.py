@@ -1,6 +1,6 @@
 """Stage 5 — the command line: arguments → one command's output and exit code.
 
-Nine commands: `netdsl check | compile | summary | diff | draw | fmt | lsp | layers | catalog`.
+Ten commands: `netdsl check | compile | summary | sweep | diff | draw | fmt | lsp | layers | catalog`.
 Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
 when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
 no stage imports this module.
@@ -23,7 +23,7 @@ from . import __version__, api
 from .cost import AMP_DTYPES, DEVICE_MEMORY, DEVICES, OPTIMIZERS
 from .errors import NetDSLError, OptionError
 from .graph import Network
-from .text import human, plural, shape_text
+from .text import human, plural, shape_text, size_text
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -99,6 +99,25 @@ def make_parser() -> argparse.ArgumentParser:
     summary.add_argument("--fit", metavar="SIZE",
                          help="the largest batch whose training peak fits in SIZE (80GiB, 24GB; implies --train) or a "
                               f"device's memory ({', '.join(DEVICE_MEMORY)})")
+
+    sweep = commands.add_parser("sweep", help="check and cost every variant of a network's parameters; the "
+                                              "Pareto front")
+    sweep.add_argument("file", help="a .net file")
+    sweep.add_argument("-D", dest="axes", action="append", default=[], metavar="NAME=VALUES",
+                       help="a parameter's values: start:stop:step (stop included) or a,b,c (repeatable)")
+    sweep.add_argument("--network", help="which network to use when the file declares several")
+    sweep.add_argument("--max-params", metavar="N", help="a limit on parameters, e.g. 25M")
+    sweep.add_argument("--max-macs", metavar="N", help="a limit on inference MACs per sample, e.g. 4G")
+    sweep.add_argument("--fit", metavar="SIZE", help="the training peak at --batch must fit in SIZE (24GiB, or a "
+                                                     "device); also shows the largest batch that fits")
+    sweep.add_argument("--batch", type=int, default=1, metavar="B", help="batch of the training peak (default 1)")
+    sweep.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer state (default adam)")
+    sweep.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="the training step under autocast")
+    sweep.add_argument("--device", choices=list(DEVICES), default="cuda", help="whose autocast rules (default cuda)")
+    sweep.add_argument("--plot", metavar="OUT", help="write a plot (.png or .svg): MACs or params against memory")
+    sweep.add_argument("--x", choices=["macs", "params"], default="macs", help="the plot's x axis (default macs)")
+    sweep.add_argument("--json", action="store_true", help="print the variants as JSON")
+    sweep.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     diff = commands.add_parser("diff", help="compare two networks stage by stage")
     diff.add_argument("file", help="the first .net file")
@@ -283,12 +302,7 @@ def _summary_view(args):
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     train = args.train or any(value is not None for value in (args.optimizer, args.amp, args.device, args.fit))
-    capacity = None
-    if args.fit is not None:
-        try:
-            capacity = api.parse_capacity(args.fit)
-        except OptionError as error:
-            raise UsageError(f"--fit: {error.message}") from None
+    capacity = _capacity_option(args.fit)
     return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
                 train=train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
 
@@ -304,6 +318,82 @@ def _cmd_diff(args) -> int:
     else:
         summary.diff_text(first, second, max_depth)
     return EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    """`netdsl sweep FILE -D name=a:b:s ... [--max-params N] [--max-macs N] [--fit SIZE] [--plot OUT]`."""
+    from . import sweep
+    from .cost import Precision
+    from .fileio import check_target
+    from .summary import grid
+
+    if not args.axes:
+        raise UsageError("give at least one -D NAME=VALUES to sweep, e.g. -D width=0.5:2.0:0.25")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.plot is not None:
+        check_target(args.plot, protect=_sources(args.file))
+        if not args.plot.lower().endswith((".png", ".svg")):
+            raise UsageError(f"--plot {args.plot}: the plot is written as .png or .svg")
+    axes = []
+    for item in args.axes:
+        try:
+            axes.append(sweep.parse_axis(item))
+        except OptionError as error:
+            raise UsageError(f"-D {error.message}") from None
+    limits = sweep.Limits(_count_option("--max-params", args.max_params), _count_option("--max-macs", args.max_macs),
+                          _capacity_option(args.fit))
+    variants = sweep.sweep(args.file, axes, network=args.network, batch=args.batch, optimizer=args.optimizer,
+                           precision=Precision(args.amp, args.device), limits=limits)
+    if args.json:
+        print(json.dumps({"file": args.file, "batch": args.batch, "optimizer": args.optimizer, "amp": args.amp,
+                          "variants": [variant.to_json() for variant in variants]}, indent=2))
+    else:
+        shown = [axis.name for axis in axes]
+        columns = [(name, "left") for name in shown] + [("params", "right"), ("MACs", "right"),
+                                                        (f"peak at batch {args.batch}", "right")]
+        columns += [("fits batch", "right")] if limits.capacity is not None else []
+        columns.append(("", "left"))
+        cells = []
+        for variant in variants:
+            row = [variant.values[name] for name in shown]
+            if variant.error is not None:
+                row += ["", "", ""] + ([""] if limits.capacity is not None else []) + [f"invalid: {variant.error}"]
+            else:
+                row += [f"{variant.params:,}", human(variant.macs), size_text(variant.peak)]
+                row += [f"{variant.fit:,}"] if limits.capacity is not None else []
+                row.append("Pareto front" if variant.front else "" if variant.within else "over a limit")
+            cells.append(row)
+        print(grid(columns, cells))
+        checked = sum(variant.error is None for variant in variants)
+        print(f"{plural(len(variants), 'variant')}: {checked} checked, {sum(v.within for v in variants)} within the "
+              f"limits, {sum(v.front for v in variants)} on the Pareto front (no other within the limits has as "
+              "many parameters for no more MACs and memory)")
+    if args.plot is not None:
+        try:
+            sweep.plot(variants, args.plot, x=args.x, title=f"{Path(args.file).name}: {', '.join(args.axes)}")
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return EXIT_OK
+
+
+def _count_option(flag: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return api.parse_count(text)
+    except OptionError as error:
+        raise UsageError(f"{flag}: {error.message}") from None
+
+
+def _capacity_option(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return api.parse_capacity(text)
+    except OptionError as error:
+        raise UsageError(f"--fit: {error.message}") from None
 
 
 # ---- draw ------------------------------------------------------------------------------------
@@ -483,7 +573,8 @@ def _cmd_catalog(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "diff": _cmd_diff,
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "sweep": _cmd_sweep,
+            "diff": _cmd_diff,
             "draw": _cmd_draw, "fmt": _cmd_fmt, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 

@@ -214,10 +214,16 @@ def columns(view: View) -> list[str]:
 
 def table_text(listed: list[Row], names: list[str], view: View) -> str:
     """The rows as a table of the named columns (plain text when not a terminal, never truncated)."""
-    table = _table([(("params (no biases)" if name == "params" and view.no_biases else COLUMNS[name][0]),
-                     COLUMNS[name][1]) for name in names])
-    for row in listed:
-        table.add_row(*(COLUMNS[name][2](row, view) for name in names))
+    return grid([(("params (no biases)" if name == "params" and view.no_biases else COLUMNS[name][0]),
+                  COLUMNS[name][1]) for name in names],
+                [[COLUMNS[name][2](row, view) for name in names] for row in listed])
+
+
+def grid(columns: list[tuple[str, str]], cells: list[list[str]]) -> str:
+    """The one table style of netdsl's reports: `columns` (title, justify) over rows of `cells`."""
+    table = _table(columns)
+    for row in cells:
+        table.add_row(*row)
     console = _console(table)
     with console.capture() as captured:
         console.print(table)

@@ -47,13 +47,21 @@ ALL = sorted(path.stem for path in NETWORKS.glob("*.net"))
 
 @functools.cache
 def smallest(name: str):
-    """The network checked at the smallest input it accepts (its declared one where sizes are not analysed)."""
-    network = netdsl.check(NETWORKS / f"{name}.net")
-    sizes = valid_inputs(network)
-    if sizes.skipped or len(network.input_shape) != 3:
+    """The network checked at the smallest input it accepts; where the sizes are not analysed (the
+    network reads its input's size: NASNet), the smallest square of 32 + 16k that checks."""
+    path = NETWORKS / f"{name}.net"
+    network = netdsl.check(path)
+    if len(network.input_shape) != 3:
         return network
-    shape = (network.input_shape[0],) + tuple(dimension.minimum for dimension in sizes.dimensions)
-    return netdsl.check(NETWORKS / f"{name}.net", input_shape=shape)
+    sizes = valid_inputs(network)
+    if not sizes.skipped:
+        return netdsl.check(path, input_shape=(network.input_shape[0],) + tuple(d.minimum for d in sizes.dimensions))
+    for size in range(32, network.input_shape[1], 16):
+        try:
+            return netdsl.check(path, input_shape=(network.input_shape[0], size, size))
+        except netdsl.NetDSLError:
+            continue
+    return network
 
 
 def _model(network):
