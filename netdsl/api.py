@@ -111,6 +111,18 @@ def check(path: str | os.PathLike, *, network: str | None = None, source: str | 
     return _checked(path, network, source, limits, input_shape, overrides)[1]
 
 
+def checker(path: str | os.PathLike, *, network: str | None = None):
+    """`check` for many overrides of one file, which is read and resolved once (a sweep):
+    returns a function of the overrides giving the checked `Network`."""
+    program = load(path)
+
+    def check_with(**overrides) -> Network:
+        values = {k: _python_value(v, k) for k, v in overrides.items()}
+        return check_program(program, network, values, Limits(), None)
+
+    return check_with
+
+
 def _checked(path, network, source, limits, input_shape, overrides) -> tuple[Program, Network]:
     """`check`, and the program it was checked from (whose `files` are the network's sources)."""
     values = {k: _python_value(v, k) for k, v in overrides.items()}

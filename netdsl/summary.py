@@ -1,8 +1,10 @@
 """`netdsl summary` and `netdsl diff`: checked network + cost model → tables (rich) or JSON.
 
 Reads the numbers `netdsl.cost` attaches to the checker's graph and never recomputes them.
-A summary lists every node in dataflow order, indented by nesting and folded by module depth;
-a diff sets two networks' modules side by side, matched by their dotted names.
+A summary lists every node in dataflow order, indented by nesting and folded by module depth,
+for one sample or a batch, with a training step's columns and totals under `--train`; a diff
+sets two networks' modules side by side, matched by their dotted names. `grid` is the one table
+style every report uses (`compile`'s overview and `sweep`'s table too).
 """
 
 from __future__ import annotations

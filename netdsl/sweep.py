@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .api import check, parse_override
+from .api import checker, parse_override
 from .cost import Precision, analyse
 from .errors import NetDSLError, OptionError
 
@@ -117,19 +117,20 @@ class Limits:
 def sweep(path: str | os.PathLike, axes: list[Axis], *, network: str | None = None, batch: int = 1,
           optimizer: str = "adam", precision: Precision = Precision(), limits: Limits = Limits()) -> list[Variant]:
     """Every combination of the axes' values, in order, checked and costed; the front marked."""
+    check = checker(path, network=network)  # the file read once
     variants = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         values = dict(zip((axis.name for axis in axes), combination))
-        variants.append(_variant(path, network, values, batch, optimizer, precision, limits))
+        variants.append(_variant(check, values, batch, optimizer, precision, limits))
     _mark_front([variant for variant in variants if variant.within])
     return variants
 
 
-def _variant(path, network, values, batch, optimizer, precision, limits) -> Variant:
+def _variant(check, values, batch, optimizer, precision, limits) -> Variant:
     variant = Variant(values)
     try:
         overrides = dict(parse_override(f"{name}={value}") for name, value in values.items())
-        graph = check(path, network=network, **overrides)
+        graph = check(**overrides)
     except NetDSLError as error:
         variant.error = error.message.splitlines()[0]
         return variant
