@@ -10,12 +10,14 @@ style every report uses (`compile`'s overview and `sweep`'s table too).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 from .cost import PEAK_EXCLUDES, Cost, Costs, Field, analyse, byte_size
 from .combinators import COMBINATORS
-from .graph import Network, Node
+from .graph import Network, Node, walk
 from .text import gib_text, human, shape_text, size_text
+from .values import show
 
 DEFAULT_DEPTH = 2
 
@@ -29,6 +31,7 @@ class Row:
     depth: int  # enclosing modules (the root's children: 1); what --depth folds by
     folded: bool  # a module whose contents are not listed: its row shows their totals
     cost: Cost
+    node: Node | None = None  # the graph node (None for the input)
 
 
 def rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
@@ -54,13 +57,13 @@ def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: in
 
 def _layer_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
     kind = f"{node.op} (reused)" if node.shared else node.op
-    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + kind, level, depth, False, costs[node]))
+    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + kind, level, depth, False, costs[node], node))
 
 
 def _module_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
     folded = depth >= max_depth and bool(node.body)
     found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + node.type_name, level, depth, folded,
-                     costs[node]))
+                     costs[node], node))
     if not folded:
         _collect(node.body, costs, f"{prefix}{node.name}.", level + 1, depth + 1, max_depth, found)
 
@@ -226,6 +229,11 @@ def grid(columns: list[tuple[str, str]], cells: list[list[str]]) -> str:
     table = _table(columns)
     for row in cells:
         table.add_row(*row)
+    return _rendered(table)
+
+
+def _rendered(table) -> str:
+    """A rich table as plain lines, without the padding rich leaves at their ends."""
     console = _console(table)
     with console.capture() as captured:
         console.print(table)
@@ -390,8 +398,8 @@ def diff_json(first: Network, second: Network, max_depth: int) -> dict:
     pairs, first_total, second_total = _sides(first, second, max_depth)
     return {
         "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-        "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
-                 for a, b in pairs],
+        "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost),
+                      changes=changes(a and a.node, b and b.node)) for a, b in pairs],
         "totals": _pair_json(first_total, second_total),
     }
 
@@ -402,15 +410,71 @@ def diff_text(first: Network, second: Network, max_depth: int) -> None:
     print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
     table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
                     ("params A → B", "right"), ("Δ params", "right"),
-                    ("MACs A → B", "right"), ("Δ MACs", "right")])
+                    ("MACs A → B", "right"), ("Δ MACs", "right"), ("changes", "left")])
     for a, b in pairs:
         row = a or b
         where = "" if a and b else f" (only in {'A' if a else 'B'})"
-        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost))
+        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost),
+                      "; ".join(changes(a and a.node, b and b.node)))
     table.add_section()
-    table.add_row("total", *_diff_cells(first_total, second_total))
-    _console(table).print(table)
+    table.add_row("total", *_diff_cells(first_total, second_total), "")
+    print(_rendered(table))
     print(DIFF_NOTE)
+
+
+CHANGED_ARGUMENTS = ("kernel", "stride", "out", "groups", "dilation")  # what `changes` says of a layer
+
+
+def changes(first: Node | None, second: Node | None) -> list[str]:
+    """What changed in the structure from `first` to `second`, in words: units of a stage
+    ("4 → 8 bottleneck units"), blocks and combinators that appear or go ("se_module added"),
+    a layer's op or arguments ("kernel 3 → 5", "× 4" where several layers change alike)."""
+    if first is None or second is None or first.walk_kind != second.walk_kind:
+        return []
+    if first.walk_kind == "layer":
+        return _layer_changes(first, second)
+    units = [list(first.children()), list(second.children())]
+    words = _unit_changes(*units)
+    said = {_kind(node) for nodes in units for node in nodes} if words else set()  # the units' kinds are named
+    inside = [Counter(_kinds(node)) for node in (first, second)]
+    words += [f"{kind} added" for kind in inside[1] if kind not in inside[0] and kind not in said]
+    words += [f"{kind} removed" for kind in inside[0] if kind not in inside[1] and kind not in said]
+    theirs = {path: node for path, node, _ in walk(second) if node.walk_kind == "layer"}
+    alike = Counter(word for path, node, _ in walk(first) if node.walk_kind == "layer" and path in theirs
+                    for word in _layer_changes(node, theirs[path]))
+    return words + [word if count == 1 else f"{word} (× {count})" for word, count in alike.items()]
+
+
+def _kind(node: Node) -> str:
+    return node.op if node.walk_kind == "layer" else node.type_name
+
+
+def _kinds(module: Node):
+    """The blocks and combinators inside `module` (groups, which have no name of their own, aside)."""
+    for _, node, _ in walk(module):
+        if node.walk_kind == "module" and node.type_name != "Sequential":
+            yield node.type_name
+        elif node.walk_kind == "merge":
+            yield node.kind
+
+
+def _unit_changes(first: list, second: list) -> list[str]:
+    """`3 → 8 bottleneck units`, `3 bottleneck → 3 se_bottleneck units`: a stage of repeated units."""
+    kinds = [{_kind(node) for node in nodes} for nodes in (first, second)]
+    units = all(node.walk_kind == "module" for node in first + second)
+    if not (first and second and units) or len(kinds[0]) != 1 or len(kinds[1]) != 1:
+        return []
+    (before,), (after,) = kinds
+    if before == after:
+        return [] if len(first) == len(second) else [f"{len(first)} → {len(second)} {before} units"]
+    return [f"{len(first)} {before} → {len(second)} {after} units"]
+
+
+def _layer_changes(first, second) -> list[str]:
+    if first.op != second.op:
+        return [f"{first.op} → {second.op}"]
+    return [f"{name} {show(first.args[name])} → {show(second.args[name])}" for name in CHANGED_ARGUMENTS
+            if name in first.args and first.args[name] != second.args.get(name)]
 
 
 def _change(before, after, show) -> str:

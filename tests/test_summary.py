@@ -264,3 +264,24 @@ def test_one_inference_mac_count_everywhere(capsys):
     assert "1.50 G MACs; auxiliary heads: 8.37 M MACs more in training" in capsys.readouterr().out
     assert cli.overview(network).endswith("1.50 G MACs per sample; auxiliary heads: 8.37 M MACs more in training")
     assert entry(path).macs == network.macs
+
+
+def test_diff_says_what_changed_in_words(tmp_path):
+    """Issue 14 item 6: units of a stage, blocks and combinators added, a layer's arguments."""
+    report = run_json("diff", str(NETWORKS / "resnet101.net"), str(NETWORKS / "resnet152.net"))
+    changes = {row["path"]: row["changes"] for row in report["rows"]}
+    assert changes["layer2"] == ["4 → 8 bottleneck units"] and changes["layer3"] == ["23 → 36 bottleneck units"]
+    assert changes["layer1"] == changes["layer4"] == changes["fc"] == []
+    report = run_json("diff", str(NETWORKS / "resnet50.net"), str(NETWORKS / "se_resnet50.net"))
+    layer1 = next(row["changes"] for row in report["rows"] if row["path"] == "layer1")
+    assert layer1 == ["3 bottleneck → 3 se_bottleneck units", "se_module added", "gate added"]
+    source = ("network k(kernel=3) {{\n  input [3, 32, 32]\n  stem: conv(16, kernel, pad=kernel // 2)\n"
+              "  body: {{\n    a: conv(16, kernel, pad=kernel // 2)\n    b: conv({width}, kernel, pad=kernel // 2)\n"
+              "  }}\n  flatten\n  fc: linear(10)\n}}\n")
+    (tmp_path / "a.net").write_text(source.format(width=16))
+    (tmp_path / "b.net").write_text(source.format(width=32).replace("kernel=3", "kernel=5"))
+    result = netdsl_cli("diff", str(tmp_path / "a.net"), str(tmp_path / "b.net"))
+    assert result.returncode == 0, result.stderr
+    body = next(line for line in result.stdout.splitlines() if line.startswith("body"))
+    assert body.endswith("kernel 3 → 5 (× 2); out 16 → 32")
+    assert next(line for line in result.stdout.splitlines() if line.startswith("stem")).endswith("kernel 3 → 5")
