@@ -274,3 +274,9 @@ def test_compile_overview_is_drawn_like_the_summary(tmp_path):
     assert lines[1].split() == ["layer", "type", "output", "params"] and set(lines[2]) == {"─"}
     assert lines[3].split() == ["input", "[3,", "224,", "224]"]
     assert lines[-2] == "total: 11,689,512 parameters, 1.81 G MACs per sample"
+
+
+def test_the_docs_name_every_device_fit_knows():
+    text = (ROOT / "docs" / "cost.md").read_text(encoding="utf-8")
+    section = text[text.index("## Training"):text.index("## Receptive field")]
+    assert all(f"`{name}`" in section for name in DEVICE_MEMORY)
