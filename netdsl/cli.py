@@ -165,14 +165,19 @@ def _overrides(items: list[str]) -> dict:
     return result
 
 
-def input_shape(text: str | None) -> tuple[int, ...] | None:
-    """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
+def _option(flag: str, text: str | None, parse):
+    """A value option read by `parse` (None when absent); a malformed value is a usage error naming `flag`."""
     if text is None:
         return None
     try:
-        return api.parse_input_shape(text)
+        return parse(text)
     except OptionError as error:
-        raise UsageError(f"--input: {error.message}") from None
+        raise UsageError(f"{flag}: {error.message}") from None
+
+
+def input_shape(text: str | None) -> tuple[int, ...] | None:
+    """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
+    return _option("--input", text, api.parse_input_shape)
 
 
 def _depth(value: int | None, default: int | None, least: int = 1) -> int | None:
@@ -302,7 +307,7 @@ def _summary_view(args):
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     train = args.train or any(value is not None for value in (args.optimizer, args.amp, args.device, args.fit))
-    capacity = _capacity_option(args.fit)
+    capacity = _option("--fit", args.fit, api.parse_capacity)
     return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
                 train=train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
 
@@ -341,8 +346,9 @@ def _cmd_sweep(args) -> int:
             axes.append(sweep.parse_axis(item))
         except OptionError as error:
             raise UsageError(f"-D {error.message}") from None
-    limits = sweep.Limits(_count_option("--max-params", args.max_params), _count_option("--max-macs", args.max_macs),
-                          _capacity_option(args.fit))
+    limits = sweep.Limits(_option("--max-params", args.max_params, api.parse_count),
+                          _option("--max-macs", args.max_macs, api.parse_count),
+                          _option("--fit", args.fit, api.parse_capacity))
     variants = sweep.sweep(args.file, axes, network=args.network, batch=args.batch, optimizer=args.optimizer,
                            precision=Precision(args.amp, args.device), limits=limits)
     if args.json:
@@ -376,24 +382,6 @@ def _cmd_sweep(args) -> int:
             raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
-
-
-def _count_option(flag: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return api.parse_count(text)
-    except OptionError as error:
-        raise UsageError(f"{flag}: {error.message}") from None
-
-
-def _capacity_option(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return api.parse_capacity(text)
-    except OptionError as error:
-        raise UsageError(f"--fit: {error.message}") from None
 
 
 # ---- draw ------------------------------------------------------------------------------------

@@ -248,7 +248,7 @@ def test_summary_depth_0_is_one_line(capsys):
     out = _summary(capsys, NETWORKS / "resnet18.net", "--depth", 0)
     assert out == ("resnet18: [3, 224, 224] -> [1000], 11,689,512 params, 1.81 G MACs, activations 32.92 MB at "
                    "float32 (per sample)\n")
-    out = _summary(capsys, NETWORKS / "resnet18.net", "--depth", 0, "--batch", 8, "--fit", "a100")  # --fit: a training step
+    out = _summary(capsys, NETWORKS / "resnet18.net", "--depth", 0, "--batch", 8, "--fit", "a100")  # implies --train
     assert out.count("\n") == 1 and "training (float32, adam) at batch 8: peak" in out
     assert f"largest batch in a100: {netdsl.training(NETWORKS / 'resnet18.net').fit(80 * 2**30, 'adam')}" in out
 
