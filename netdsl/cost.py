@@ -55,7 +55,7 @@ class Precision:
 
     @property
     def label(self) -> str:
-        return f"autocast {self.amp} ({self.device} rules)" if self.amp else "float32"
+        return f"{f'autocast {self.amp}' if self.amp else 'float32'} ({self.device} rules)"  # dropout masks differ too
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,7 @@ def one_line(network: Network, costs: Costs, view: View) -> str:
             f"{size_text(byte_size(batch * totals.activations, view.dtype))} at {view.dtype} ({per})")
     if view.train:
         training = costs.training
-        text += (f"; training ({training.precision.label}, {view.optimizer}) at batch {batch}: peak "
+        text += (f"; training at batch {batch}, {training.precision.label}, {view.optimizer}: peak "
                  f"{size_text(training.memory(batch, view.optimizer)['peak'])}, {human(batch * training.macs)} MACs")
         if view.capacity is not None:
             text += f"; largest batch in {view.capacity_name}: {training.fit(view.capacity, view.optimizer)}"

@@ -237,7 +237,7 @@ def test_summary_train_text_shows_the_peak_and_the_fit(capsys):
     training = netdsl.training(NETWORKS / "resnet50.net")
     batch = training.fit(DEVICE_MEMORY["h100"] * 2**30, "adam")
     assert f"largest batch that fits in h100 (80.00 GiB): {batch:,} (peak " in out
-    assert "training step, batch 32, float32, optimizer adam:" in out
+    assert "training step, batch 32, float32 (cuda rules), optimizer adam:" in out
     assert "not counted: allocator rounding and caching, cuDNN and cuBLAS workspaces" in out
     conv1 = next(line for line in out.splitlines() if line.startswith("conv1 "))
     assert conv1.split()[2:6] == ["[32,", "64,", "112,", "112]"]  # the batch in the output column
@@ -249,7 +249,7 @@ def test_summary_depth_0_is_one_line(capsys):
     assert out == ("resnet18: [3, 224, 224] -> [1000], 11,689,512 params, 1.81 G MACs, activations 32.92 MB at "
                    "float32 (per sample)\n")
     out = _summary(capsys, NETWORKS / "resnet18.net", "--depth", 0, "--batch", 8, "--fit", "a100")  # implies --train
-    assert out.count("\n") == 1 and "training (float32, adam) at batch 8: peak" in out
+    assert out.count("\n") == 1 and "training at batch 8, float32 (cuda rules), adam: peak" in out
     assert f"largest batch in a100: {netdsl.training(NETWORKS / 'resnet18.net').fit(80 * 2**30, 'adam')}" in out
 
 
