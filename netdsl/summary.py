@@ -211,7 +211,7 @@ def _count(value: int) -> str:
     return f"{value:,}" if value else ""
 
 
-def columns(view: View) -> list[str]:
+def summary_columns(view: View) -> list[str]:
     """The summary's columns for `view`."""
     names = ["layer", "type", "output", "params", "MACs", "memory"]
     return names + (["saved", "backward MACs"] if view.train else []) + ["RF"]
@@ -271,7 +271,7 @@ def one_line(network: Network, costs: Costs, view: View) -> str:
 
 
 def summary_text(network: Network, costs: Costs, listed: list[Row], view: View) -> None:
-    print(table_text(listed, columns(view), view))
+    print(table_text(listed, summary_columns(view), view))
     totals, feature, batch, dtype = costs.totals, costs.feature_map, view.batch, view.dtype
     per = f"batch of {batch}" if view.batched else "one sample"
     lines = [f"network {network.name} ({network.file}): input {shape_text(network.input_shape)} -> "
