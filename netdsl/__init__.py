@@ -5,6 +5,7 @@ Pipeline (one module per stage): parse → resolve → check → emit and draw, 
 
     graph = netdsl.check("resnet50.net", classes=10)      # the annotated graph; no torch imported
     netdsl.analyse(graph).totals.activations               # the cost model
+    netdsl.training(graph, amp="bfloat16").fit(80 * 2**30, "adam")  # the largest batch that fits
     netdsl.valid_inputs(graph).describe()                  # the input sizes it accepts
     model = netdsl.build("resnet50.net")                   # a torch.nn.Module
     netdsl.compile_file("resnet50.net", "r50.pt")          # a TorchScript (export, ONNX, .py) file
@@ -12,7 +13,7 @@ Pipeline (one module per stage): parse → resolve → check → emit and draw, 
     netdsl.to_dot(graph).source                            # a Graphviz drawing (needs graphviz)
 """
 
-from .api import build, check, compile, compile_file
+from .api import build, check, compile, compile_file, training
 from .limits import Limits
 from .cost import analyse
 from .emit import python_source
@@ -26,7 +27,7 @@ from .sizes import valid_inputs
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "build", "compile_file", "compile", "analyse", "to_dot", "python_source", "valid_inputs",
+    "check", "build", "compile_file", "compile", "analyse", "training", "to_dot", "python_source", "valid_inputs",
     "Limits", "Network", "NetDSLError", "NetDSLSyntaxError", "NetDSLNameError", "NetDSLTypeError",
     "NetDSLImportError", "ShapeError", "ParameterError", "OptionError", "OutputError",
 ]

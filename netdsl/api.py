@@ -50,6 +50,60 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_capacity(text: str) -> int:
+    """`80GiB`, `24GB`, `512MiB` (bytes), or a device's name (`h100`: `netdsl.cost.DEVICE_MEMORY`)."""
+    from .cost import DEVICE_MEMORY
+
+    spelled = text.strip().lower().replace(" ", "")
+    if spelled in DEVICE_MEMORY:
+        return DEVICE_MEMORY[spelled] * 2**30
+    number = spelled.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = spelled[len(number):]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not value > 0 or value == float("inf"):
+        raise OptionError(f"expected a memory size like 80GiB or 24GB, or a device: "
+                          f"{', '.join(DEVICE_MEMORY)}; got {text!r}")
+    return int(value * _UNITS[unit])
+
+
+def parse_count(text: str) -> int:
+    """`25M`, `4G`, `1.5K`, `1000000`: a count in decimal units (as `netdsl summary` prints them)."""
+    spelled = text.strip().upper().replace(",", "").replace("_", "")
+    scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(spelled[-1:], 1)
+    number = spelled[:-1] if scale > 1 else spelled
+    try:
+        value = float(number.strip())
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise OptionError(f"expected a count like 25M, 4G or 1000000, got {text!r}")
+    return int(value * scale)
+
+
+def training(network: Network | str | os.PathLike, *, amp: str | None = None, device: str = "cuda",
+             **check_arguments):
+    """A training step's cost (`netdsl.cost.Training`): `.memory(batch, optimizer)` in bytes (its
+    "peak" and the parts), `.fit(capacity_bytes, optimizer)` the largest batch, `.macs` per sample,
+    forward and backward. `amp` ("bfloat16", "float16") runs it under autocast by `device`'s
+    ("cuda", "cpu") rules. A path is checked first, with `check`'s keyword arguments."""
+    from .cost import AMP_DTYPES, DEVICES, Precision, analyse
+
+    if amp not in (None, *AMP_DTYPES):
+        raise OptionError.naming(f"{{amp={amp}}}: choose {' or '.join(AMP_DTYPES)} (or none for float32)")
+    if device not in DEVICES:
+        raise OptionError.naming(f"{{device={device}}}: autocast rules are known for {' and '.join(DEVICES)}")
+    if not isinstance(network, Network):
+        network = check(network, **check_arguments)
+    return analyse(network, Precision(amp, device)).training
+
+
 def check(path: str | os.PathLike, *, network: str | None = None, source: str | None = None,
           limits: Limits = Limits(), input_shape: tuple[int, ...] | None = None, **overrides) -> Network:
     """Parse, resolve and check a .net file; returns the annotated graph (raises `NetDSLError`).
@@ -57,6 +111,18 @@ def check(path: str | os.PathLike, *, network: str | None = None, source: str | 
     `input_shape` (e.g. `(3, 320, 320)`) checks the network at that size instead of its declared
     `input [...]`; it must have the declared number of dimensions."""
     return _checked(path, network, source, limits, input_shape, overrides)[1]
+
+
+def checker(path: str | os.PathLike, *, network: str | None = None):
+    """`check` for many overrides of one file, which is read and resolved once (a sweep):
+    returns a function of the overrides giving the checked `Network`."""
+    program = load(path)
+
+    def check_with(**overrides) -> Network:
+        values = {k: _python_value(v, k) for k, v in overrides.items()}
+        return check_program(program, network, values, Limits(), None)
+
+    return check_with
 
 
 def _checked(path, network, source, limits, input_shape, overrides) -> tuple[Program, Network]:
@@ -225,5 +291,5 @@ def _cxx() -> str | None:
 
 compile = compile_file  # its first name, kept for the callers that use it
 
-__all__ = ["check", "build", "compile_file", "compile", "parse_override", "parse_input_shape", "NetDSLError",
-           "OptionError"]
+__all__ = ["check", "build", "compile_file", "compile", "training", "parse_override", "parse_input_shape",
+           "parse_capacity", "parse_count", "NetDSLError", "OptionError"]

@@ -1,6 +1,6 @@
 """Stage 5 — the command line: arguments → one command's output and exit code.
 
-Ten commands: `netdsl check | compile | summary | diff | draw | fmt | serve | lsp | layers | catalog`.
+Eleven commands: `netdsl check | compile | summary | sweep | diff | draw | fmt | serve | lsp | layers | catalog`.
 Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
 when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
 no stage imports this module.
@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__, api
+from .cost import AMP_DTYPES, DEVICE_MEMORY, DEVICES, OPTIMIZERS
 from .errors import NetDSLError, OptionError
 from .graph import Network
 from .text import byte_text, human, plural, shape_text
@@ -79,13 +80,49 @@ def make_parser() -> argparse.ArgumentParser:
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
     _common(summary)
-    summary.add_argument("--depth", type=int, default=None, help="fold modules deeper than N (default: 2)")
+    summary.add_argument("--depth", type=int, default=None,
+                         help="fold modules deeper than N (default: 2); 0: the totals in one line")
     summary.add_argument("--input", metavar="CxHxW", help="check at this input size instead of the declared one")
     summary.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32",
                          help="dtype for activation memory in bytes (default float32)")
     summary.add_argument("--no-biases", action="store_true",
                          help="count parameters without biases, as the course notes' VGG table does")
     summary.add_argument("--json", action="store_true", help="print the same numbers as JSON")
+    summary.add_argument("--batch", type=int, default=None, metavar="B",
+                         help="a batch of B samples: the output column shows it, MACs and memory scale (default 1)")
+    summary.add_argument("--train", action="store_true",
+                         help="a training step: bytes saved for backward and backward MACs per layer; parameters, "
+                              "gradients, optimizer state and the peak in the totals")
+    summary.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None,
+                         help="optimizer state of the training step (implies --train; default adam; momentum: SGD "
+                              "with momentum)")
+    summary.add_argument("--amp", choices=list(AMP_DTYPES), default=None,
+                         help="the training step under autocast to this dtype (implies --train; default float32)")
+    summary.add_argument("--device", choices=list(DEVICES), default=None,
+                         help="whose autocast rules and dropout masks the training step follows (implies --train; "
+                              "default cuda)")
+    summary.add_argument("--fit", metavar="SIZE",
+                         help="the largest batch whose training peak fits in SIZE (80GiB, 24GB; implies --train) or a "
+                              f"device's memory ({', '.join(DEVICE_MEMORY)})")
+
+    sweep = commands.add_parser("sweep", help="check and cost every variant of a network's parameters; the "
+                                              "Pareto front")
+    sweep.add_argument("file", help="a .net file")
+    sweep.add_argument("-D", dest="axes", action="append", default=[], metavar="NAME=VALUES",
+                       help="a parameter's values: start:stop:step (stop included) or a,b,c (repeatable)")
+    sweep.add_argument("--network", help="which network to use when the file declares several")
+    sweep.add_argument("--max-params", metavar="N", help="a limit on parameters, e.g. 25M")
+    sweep.add_argument("--max-macs", metavar="N", help="a limit on inference MACs per sample, e.g. 4G")
+    sweep.add_argument("--fit", metavar="SIZE", help="the training peak at --batch must fit in SIZE (24GiB, or a "
+                                                     "device); also shows the largest batch that fits")
+    sweep.add_argument("--batch", type=int, default=1, metavar="B", help="batch of the training peak (default 1)")
+    sweep.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer state (default adam)")
+    sweep.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="the training step under autocast")
+    sweep.add_argument("--device", choices=list(DEVICES), default="cuda", help="whose autocast rules (default cuda)")
+    sweep.add_argument("--plot", metavar="OUT", help="write a plot (.png or .svg): MACs or params against memory")
+    sweep.add_argument("--x", choices=["macs", "params"], default="macs", help="the plot's x axis (default macs)")
+    sweep.add_argument("--json", action="store_true", help="print the variants as JSON")
+    sweep.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     diff = commands.add_parser("diff", help="compare two networks stage by stage")
     diff.add_argument("file", help="the first .net file")
@@ -150,22 +187,27 @@ def _overrides(items: list[str]) -> dict:
     return result
 
 
-def input_shape(text: str | None) -> tuple[int, ...] | None:
-    """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
+def _option(flag: str, text: str | None, parse):
+    """A value option read by `parse` (None when absent); a malformed value is a usage error naming `flag`."""
     if text is None:
         return None
     try:
-        return api.parse_input_shape(text)
+        return parse(text)
     except OptionError as error:
-        raise UsageError(f"--input: {error.message}") from None
+        raise UsageError(f"{flag}: {error.message}") from None
 
 
-def _depth(value: int | None, default: int | None) -> int | None:
-    """The `--depth N` option, `default` when absent; below 1 a usage error."""
+def input_shape(text: str | None) -> tuple[int, ...] | None:
+    """The `--input CxHxW` option (None when absent); a malformed size is a usage error."""
+    return _option("--input", text, api.parse_input_shape)
+
+
+def _depth(value: int | None, default: int | None, least: int = 1) -> int | None:
+    """The `--depth N` option, `default` when absent; below `least` a usage error."""
     if value is None:
         return default
-    if value < 1:
-        raise UsageError(f"--depth must be at least 1, got {value}")
+    if value < least:
+        raise UsageError(f"--depth must be at least {least}, got {value}")
     return value
 
 
@@ -182,26 +224,17 @@ def _sources(path: str) -> list[Path]:
 
 
 def overview(network: Network) -> str:
-    """One screen: the network's top-level modules with output shapes and parameters."""
-    rows = [("layer", "type", "output", "params")]
-    rows.append(("input", "", shape_text(network.input_shape), ""))
-    for child in network.root.children():
-        kind = child.op if child.walk_kind == "layer" else child.type_name
-        rows.append((child.name, kind, shape_text(child.out_shape), f"{child.params:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = [f"network {network.name} ({network.file})"]
-    for index, row in enumerate(rows):
-        lines.append(f"  {row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
-        if index == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
-    lines.append(f"  total: {network.params:,} parameters, {human(network.macs)} MACs per sample"
-                 f"{_aux_text(network)}")
-    return "\n".join(lines)
+    """One screen: the network's top-level modules, in the summary's table style."""
+    from .cost import analyse
+    from .summary import overview as table
+
+    return table(network, analyse(network))
 
 
 def _aux_text(network: Network) -> str:
-    """`; auxiliary heads: 8.37 M MACs more in training` where the network has heads."""
-    return f"; auxiliary heads: {human(network.aux_macs)} MACs more in training" if network.aux_macs else ""
+    from .summary import aux_text
+
+    return aux_text(network)
 
 
 # ---- check, compile --------------------------------------------------------------------------
@@ -278,20 +311,36 @@ def _cmd_compile(args) -> int:
 # ---- summary, diff ---------------------------------------------------------------------------
 
 def _cmd_summary(args) -> int:
-    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--json]`."""
+    """`netdsl summary FILE [--depth N] [--input CxHxW] [--dtype D] [--no-biases] [--batch B] [--json]
+    [--train [--optimizer O] [--amp D] [--device D] [--fit SIZE]]`."""
     from . import summary
-    from .cost import analyse
+    from .cost import Precision, analyse
 
-    max_depth = _depth(args.depth, summary.DEFAULT_DEPTH)
+    max_depth = _depth(args.depth, summary.DEFAULT_DEPTH, least=0)
+    view = _summary_view(args)
     network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
                         **_overrides(args.overrides))
-    costs = analyse(network)
-    listed = [summary.input_row(network, costs)] + summary.rows(network, costs, max_depth)
+    costs = analyse(network, Precision(args.amp, args.device or "cuda"))
+    listed = [summary.input_row(network, costs)] + (summary.rows(network, costs, max_depth) if max_depth else [])
     if args.json:
-        print(json.dumps(summary.summary_json(network, costs, listed, args.dtype, max_depth), indent=2))
+        print(json.dumps(summary.summary_json(network, costs, listed, view, max_depth), indent=2))
+    elif max_depth == 0:
+        print(summary.one_line(network, costs, view))
     else:
-        summary.summary_text(network, costs, listed, args.dtype, args.no_biases)
+        summary.summary_text(network, costs, listed, view)
     return EXIT_OK
+
+
+def _summary_view(args):
+    """The summary's `View` from its options; a training step's options imply --train."""
+    from .summary import View
+
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    train = args.train or any(value is not None for value in (args.optimizer, args.amp, args.device, args.fit))
+    capacity = _option("--fit", args.fit, api.parse_capacity)
+    return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
+                train=train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
 
 
 def _cmd_diff(args) -> int:
@@ -304,6 +353,65 @@ def _cmd_diff(args) -> int:
         print(json.dumps(summary.diff_json(first, second, max_depth), indent=2))
     else:
         summary.diff_text(first, second, max_depth)
+    return EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    """`netdsl sweep FILE -D name=a:b:s ... [--max-params N] [--max-macs N] [--fit SIZE] [--plot OUT]`."""
+    from . import sweep
+    from .cost import Precision
+    from .fileio import check_target
+    from .summary import grid
+
+    if not args.axes:
+        raise UsageError("give at least one -D NAME=VALUES to sweep, e.g. -D width=0.5:2.0:0.25")
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.plot is not None:
+        check_target(args.plot, protect=_sources(args.file))
+        if not args.plot.lower().endswith((".png", ".svg")):
+            raise UsageError(f"--plot {args.plot}: the plot is written as .png or .svg")
+    axes = []
+    for item in args.axes:
+        try:
+            axes.append(sweep.parse_axis(item))
+        except OptionError as error:
+            raise UsageError(f"-D {error.message}") from None
+    limits = sweep.Limits(_option("--max-params", args.max_params, api.parse_count),
+                          _option("--max-macs", args.max_macs, api.parse_count),
+                          _option("--fit", args.fit, api.parse_capacity))
+    variants = sweep.sweep(args.file, axes, network=args.network, batch=args.batch, optimizer=args.optimizer,
+                           precision=Precision(args.amp, args.device), limits=limits)
+    if args.json:
+        print(json.dumps({"file": args.file, "batch": args.batch, "optimizer": args.optimizer, "amp": args.amp,
+                          "variants": [variant.to_json() for variant in variants]}, indent=2))
+    else:
+        shown = [axis.name for axis in axes]
+        columns = [(name, "left") for name in shown] + [("params", "right"), ("MACs", "right"),
+                                                        (f"peak at batch {args.batch}", "right")]
+        columns += [("fits batch", "right")] if limits.capacity is not None else []
+        columns.append(("", "left"))
+        cells = []
+        for variant in variants:
+            row = [variant.values[name] for name in shown]
+            if variant.error is not None:
+                row += ["", "", ""] + ([""] if limits.capacity is not None else []) + [f"invalid: {variant.error}"]
+            else:
+                row += [f"{variant.params:,}", human(variant.macs), byte_text(variant.peak)]
+                row += [f"{variant.fit:,}"] if limits.capacity is not None else []
+                row.append("Pareto front" if variant.front else "" if variant.within else "over a limit")
+            cells.append(row)
+        print(grid(columns, cells))
+        checked = sum(variant.error is None for variant in variants)
+        print(f"{plural(len(variants), 'variant')}: {checked} checked, {sum(v.within for v in variants)} within the "
+              f"limits, {sum(v.front for v in variants)} on the Pareto front (no other within the limits has as "
+              "many parameters for no more MACs and memory)")
+    if args.plot is not None:
+        try:
+            sweep.plot(variants, args.plot, x=args.x, title=f"{Path(args.file).name}: {', '.join(args.axes)}")
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
+        print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 
 
@@ -523,8 +631,9 @@ def _cmd_catalog(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "diff": _cmd_diff,
-            "draw": _cmd_draw, "fmt": _cmd_fmt, "serve": _cmd_serve, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "sweep": _cmd_sweep,
+            "diff": _cmd_diff, "draw": _cmd_draw, "fmt": _cmd_fmt, "serve": _cmd_serve, "lsp": _cmd_lsp,
+            "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,12 @@ class CombinatorDef:
     # The shape arm i of n starts from, when not the merge's input (split: a part of its channels);
     # raises LayerProblem. Such an arm reads a part of the input, at the same positions.
     arm_input: Callable[[Shape, int, int], Shape] | None = None
+    # The arms whose results autograd keeps for the merge's backward (gate: the input and the gate,
+    # each for the other's gradient; sums and concatenations keep none); None: every arm's.
+    saves_arms: tuple[int, ...] | None = None
+
+    def saved_arms(self, count: int) -> tuple[int, ...]:
+        return tuple(range(count)) if self.saves_arms is None else self.saves_arms
 
     @property
     def limit_name(self) -> str:
@@ -101,7 +107,7 @@ def _residual_emit(writer, merge, source: str) -> str:
     out = writer.fresh("out")
     result = writer.chain(body, source, out)
     identity = writer.chain(shortcut, source, writer.fresh("identity")) if shortcut else source
-    if writer.owned(merge, 0) and result == out:  # NOTE: [In-place activations] in emit.py
+    if writer.owned(merge, 0) and result == out:  # NOTE: [In-place activations] in inplace.py
         writer.line(f"{out} += {identity}")
     else:
         writer.line(f"{out} = {result} + {identity}")
@@ -113,6 +119,7 @@ register(CombinatorDef(
                             "projection with batch norm when the body changes the shape (torchvision's downsample)",
     body="chain", shape=_residual_shape, emit=_residual_emit, label="residual", type_name="Residual",
     draw=DrawSpec("+", "residual add", styles=(None, "skip")), shortcut=True, project=True,
+    saves_arms=(),
 ))
 
 
@@ -164,11 +171,13 @@ register(CombinatorDef(
                              "concatenated on channels",
     body="branches", shape=_concatenated("inception"), emit=_concat_emit, label="concat", type_name="Inception",
     draw=_CONCAT_DRAWING, size_label="concat",
+    saves_arms=(),
 ))
 register(CombinatorDef(
     keyword="dense", doc="the input concatenated on channels with body(input) (DenseNet)",
     body="chain", shape=_dense_shape, emit=_concat_emit, label="dense", type_name="Dense",
     draw=_CONCAT_DRAWING, input_arm=0, size_label="concat",
+    saves_arms=(),
 ))
 
 
@@ -191,6 +200,7 @@ register(CombinatorDef(
     body="branches", shape=_concatenated("split"), emit=_split_emit, label="split", type_name="Split",
     draw=DrawSpec("‖", "split channels, then concatenate", columns=True), arm_input=_split_input,
     size_label="concat",
+    saves_arms=(),
 ))
 
 
@@ -217,6 +227,7 @@ register(CombinatorDef(
                        "their outputs are summed element-wise",
     body="branches", shape=_add_shape, emit=_add_emit, label="add", type_name="Add",
     draw=DrawSpec("+", "sum", columns=True),
+    saves_arms=(),
 ))
 
 
@@ -244,6 +255,7 @@ register(CombinatorDef(
     keyword="gate", doc="the input multiplied by body(input), broadcast over space (squeeze-and-excitation)",
     body="chain", shape=_gate_shape, emit=_gate_emit, label="gate", type_name="Gate",
     draw=DrawSpec("×", "input × gate", styles=("plain", "dashed")), input_arm=0, fresh_output=False,
+    saves_arms=(0, 1),
 ))
 
 
@@ -260,4 +272,5 @@ register(CombinatorDef(
     keyword="aux", doc="an auxiliary head on the current tensor: an extra output in training (GoogLeNet)",
     body="module", shape=lambda in_shape, arms: in_shape, emit=_aux_emit, label="aux head", type_name="group",
     draw=DrawSpec(None), root_only=True, training_output=True, passthrough=True, fresh_output=False,
+    saves_arms=(),
 ))

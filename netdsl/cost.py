@@ -1,10 +1,12 @@
 """The cost model: annotated `graph.Network` → the cost of every node and of the whole network.
 
 Per node: output shape, parameters (and how many of them are biases), multiply-accumulates,
-activation memory (output elements), receptive field and effective stride of its output, and
-depth (weight layers on the longest path from the input). A pure pass over the checker's graph:
-shapes, parameter counts and MACs are the checker's own; this adds what needs the dataflow
-(receptive fields, depth, activation totals). It never imports torch. docs/cost.md defines the units.
+activation memory (output elements), receptive field and effective stride of its output, depth
+(weight layers on the longest path from the input), and for training the bytes autograd keeps
+for backward and the backward pass's MACs. A pure pass over the checker's graph: shapes,
+parameter counts and MACs are the checker's own; this adds what needs the dataflow (receptive
+fields, depth, activation totals, which tensors share storage). It never imports torch.
+docs/cost.md defines the units.
 """
 
 from __future__ import annotations
@@ -14,11 +16,81 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .combinators import COMBINATORS
-from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap, describe
-from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window
+from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap, describe, nested
+from .inplace import InplacePlan
+from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Saved, Step, Window
 from .walk import Interpreter
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "bool": 1}
+AMP_DTYPES = ("bfloat16", "float16")  # what `--amp` accepts: autocast's low-precision dtypes
+DEVICES = ("cuda", "cpu")  # whose autocast rules and dropout masks a training step follows
+# optimizer -> (float32 tensors it keeps per parameter, float32 scalars per parameter tensor):
+# SGD without momentum keeps nothing, with momentum a buffer; Adam and AdamW two moments and a step count.
+OPTIMIZERS = {"sgd": (0, 0), "momentum": (1, 0), "adam": (2, 1), "adamw": (2, 1)}
+
+
+# NOTE: [Saved for backward]
+# A training forward pass keeps, for backward, the tensors each op's gradient needs: the op's
+# `LayerDef.saves` rule names them (its input, its output, its weight, or tensors of its own such
+# as batch norm's statistics, max pooling's indices, dropout's mask) and a combinator's
+# `saves_arms` the arms' results (the gate's product). What counts is storage, as in memory:
+# the walk carries, with each tensor, the storage it lives in (`_Storage`), and a storage saved
+# by two ops is counted once. A view (flatten, a split's chunks, dropout with p = 0) is its
+# input's storage; an op run in place (the emitter's plan, netdsl/inplace.py) writes into its
+# input's, and where it saves its input autograd keeps a copy of the original. Under autocast,
+# an op on the low-precision list reads a cast copy of a float32 input (a new storage, one per
+# reader) and of its weight, and returns the low dtype; an op on the float32 list casts up;
+# the others follow their input (batch norm runs on a bfloat16 input as it is, its statistics in
+# float32), and a sum, product or concatenation takes the widest dtype of its inputs. Sizes are
+# per sample plus a fixed part (batch norm's statistics, weight copies), so memory is affine in
+# the batch. tests/test_train.py compares every network with `saved_tensors_hooks`.
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training step runs: in float32, or under autocast to `amp` by `device`'s rules."""
+
+    amp: str | None = None  # None, "bfloat16" or "float16"
+    device: str = "cuda"
+
+    @property
+    def label(self) -> str:
+        return f"{f'autocast {self.amp}' if self.amp else 'float32'} ({self.device} rules)"  # dropout masks differ too
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes: `per_sample` of them for every sample of the batch, and `fixed` whatever the batch."""
+
+    per_sample: int = 0
+    fixed: int = 0
+
+    def at(self, batch: int) -> int:
+        return self.per_sample * batch + self.fixed
+
+    def __add__(self, other: "Memory") -> "Memory":
+        return Memory(self.per_sample + other.per_sample, self.fixed + other.fixed)
+
+    @staticmethod
+    def total(parts) -> "Memory":
+        return sum(parts, Memory())
+
+
+NO_MEMORY = Memory()
+
+
+@dataclass(eq=False)
+class _Storage:
+    """One storage of a training forward pass; its identity is the object's."""
+
+    elements: int  # per sample
+    fixed: int  # elements whatever the batch
+    dtype: str
+
+    @property
+    def memory(self) -> Memory:
+        size = DTYPE_BYTES[self.dtype]
+        return Memory(self.elements * size, self.fixed * size)
 
 
 # NOTE: [Fractional strides]
@@ -129,7 +201,8 @@ PIXEL = Field((Axis(1, 1, 0), Axis(1, 1, 0)))  # an input position sees itself
 
 @dataclass(frozen=True)
 class Cost:
-    """One node's numbers (one sample). For modules and combinators, sums over what they contain."""
+    """One node's numbers (one sample). For a module, sums over what it contains; for a merge, its
+    own: its output and what it saves (its arms' nodes have theirs)."""
 
     out_shape: Shape
     params: int  # trainable parameters; a reused (shared) module is counted at its first use only
@@ -140,6 +213,8 @@ class Cost:
     field: Field | None  # receptive field of the output; None for a network whose input is not [C, H, W]
     depth: int  # weight layers (conv, linear) on the longest path from the network input to this output
     layers_deep: int  # weight layers it adds to its input's depth (ResNet-50's stages: 9, 12, 18, 9)
+    saved: Memory = NO_MEMORY  # bytes autograd keeps for backward, each storage at the first node saving it
+    backward_macs: int = 0  # input- and weight-gradient MACs of a training step's backward pass
 
     @property
     def weights(self) -> int:
@@ -183,13 +258,91 @@ class Totals:
         return self.params - self.biases
 
 
+@dataclass(frozen=True)
+class Training:
+    """A training step (docs/cost.md, "Training"): its memory in bytes at a batch size and
+    optimizer, and its multiply-accumulates. The loss uses every output, auxiliary heads too."""
+
+    precision: Precision
+    params: int
+    param_tensors: int
+    buffers: int  # bytes: batch norm's running statistics
+    saved: Memory  # activations autograd keeps for backward, each storage once
+    live: Memory  # the input batch and the output, where no op saved them
+    forward_macs: int  # one training forward pass, auxiliary heads included
+    backward_macs: int
+
+    def optimizer_state(self, optimizer: str) -> int:
+        """Bytes of state `torch.optim` keeps after a step (float32, as the parameters)."""
+        copies, scalars = OPTIMIZERS[optimizer]
+        return 4 * (copies * self.params + scalars * self.param_tensors)
+
+    def memory(self, batch: int, optimizer: str) -> dict[str, int]:
+        """The parts of the peak at the end of the forward pass, and their sum ("peak")."""
+        parts = {"params": 4 * self.params, "grads": 4 * self.params, "optimizer": self.optimizer_state(optimizer),
+                 "buffers": self.buffers, "saved": self.saved.at(batch), "input_output": self.live.at(batch)}
+        return dict(parts, peak=sum(parts.values()))
+
+    def fixed(self, optimizer: str) -> int:
+        """The bytes that do not grow with the batch."""
+        return self.memory(0, optimizer)["peak"]
+
+    def fit(self, capacity: int, optimizer: str) -> int:
+        """The largest batch whose peak fits in `capacity` bytes (0: not even one sample). The
+        peak is affine in the batch, so this solves for it, then checks the answer both ways."""
+        fixed, per_sample = self.fixed(optimizer), (self.saved + self.live).per_sample
+        batch = max((capacity - fixed) // per_sample, 0)
+        while self.memory(batch + 1, optimizer)["peak"] <= capacity:
+            batch += 1
+        while batch and self.memory(batch, optimizer)["peak"] > capacity:
+            batch -= 1
+        return batch
+
+    @property
+    def macs(self) -> int:
+        return self.forward_macs + self.backward_macs
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_json(self, batch: int, optimizer: str, capacity: int | None = None) -> dict:
+        """`summary --train --json`'s "training": bytes at `batch`, MACs and FLOPs of the whole batch,
+        and with `capacity` (bytes) the largest batch that fits."""
+        memory = self.memory(batch, optimizer)
+        report = {
+            "batch": batch, "optimizer": optimizer, "amp": self.precision.amp, "device_rules": self.precision.device,
+            "memory": {**{f"{name}_bytes": size for name, size in memory.items() if name != "peak"},
+                       "peak_bytes": memory["peak"], "per_sample_bytes": (self.saved + self.live).per_sample,
+                       "fixed_bytes": self.fixed(optimizer), "includes": PEAK_INCLUDES, "excludes": PEAK_EXCLUDES},
+            "param_tensors": self.param_tensors,
+            "macs": {"forward": batch * self.forward_macs, "backward": batch * self.backward_macs,
+                     "total": batch * self.macs},
+            "flops": batch * self.flops,
+        }
+        if capacity is not None:
+            report["fit"] = {"capacity_bytes": capacity, "batch": self.fit(capacity, optimizer)}
+        return report
+
+
+PEAK_INCLUDES = ("parameters", "gradients", "optimizer state", "buffers", "activations saved for backward",
+                 "the input batch and the output")
+PEAK_EXCLUDES = ("allocator rounding and caching", "cuDNN and cuBLAS workspaces", "the CUDA context",
+                 "temporaries inside an op and during backward", "the autocast cache's weight copies no op saves")
+# Memory of common accelerators as their datasheets give it (read as GiB): `--fit h100`.
+DEVICE_MEMORY = {"h100": 80, "h200": 141, "a100": 80, "a100-40gb": 40, "v100": 16, "v100-32gb": 32,
+                 "l4": 24, "a10": 24, "t4": 16, "rtx4090": 24, "rtx3090": 24}
+
+
 @dataclass
 class Costs:
-    """`costs[node]` for every node of `network`, the final feature map and the totals."""
+    """`costs[node]` for every node of `network`, the final feature map, the totals and a
+    training step's numbers (at `training.precision`)."""
 
     network: Network
     nodes: dict[int, Cost]
     feature_map: FeatureMap | None
+    training: Training
     totals: Totals = field(init=False)
 
     def __getitem__(self, node: Node) -> Cost:
@@ -208,16 +361,31 @@ class Costs:
             input_elements=math.prod(self.network.input_shape), depth=root.depth)
 
 
-def analyse(network: Network) -> Costs:
-    """Every node's cost, in one walk along the dataflow."""
-    walk = _Walk(_feature_end(network.root))
-    start = _State(PIXEL if len(network.input_shape) == 3 else None, 0)
+def analyse(network: Network, precision: Precision = Precision()) -> Costs:
+    """Every node's cost, in one walk along the dataflow; the training numbers at `precision`."""
+    if precision.amp not in (None, *AMP_DTYPES) or precision.device not in DEVICES:
+        raise ValueError(f"no such precision: {precision}")
+    walk = _Walk(network, _feature_end(network.root), precision)
+    start = _State(PIXEL if len(network.input_shape) == 3 else None, 0,
+                   _Storage(math.prod(network.input_shape), 0, "float32"), False)
     end = walk.run(network, start)
     walk.record(network.root, start, end)
     feature = walk.feature
     if feature is None and len(network.output_shape) == 3:
         feature = FeatureMap(network.output_shape, end.field, None)
-    return Costs(network, walk.costs, feature)
+    root = walk.costs[id(network.root)]
+    layers = [layer for _, layer in network.layers()]
+    ops = [(REGISTRY[layer.op], layer) for layer in layers]
+    training = Training(
+        precision, params=network.params,
+        param_tensors=sum(op.tensors(layer.in_shape, layer.args) for op, layer in ops),
+        buffers=sum(elements * DTYPE_BYTES[dtype] for op, layer in ops
+                    for elements, dtype in op.buffers(layer.in_shape, layer.args)),
+        saved=root.saved,
+        live=Memory.total(s.memory for s in {id(s): s for s in (start.storage, end.storage)}.values()
+                          if id(s) not in walk.kept),
+        forward_macs=root.macs, backward_macs=root.backward_macs)
+    return Costs(network, walk.costs, feature, training)
 
 
 def byte_size(elements: int, dtype: str) -> int:
@@ -243,34 +411,74 @@ def _main_path(module: Module, prefix: str = ""):
 
 @dataclass(frozen=True)
 class _State:
-    """What flows along an edge: the current tensor's receptive field and depth."""
+    """What flows along an edge: the current tensor's receptive field and depth, and in a training
+    pass its storage and whether it needs a gradient."""
 
     field: Field | None
     depth: int
-
-    @staticmethod
-    def union(states: list["_State"]) -> "_State":
-        return _State(Field.union([s.field for s in states]), max(s.depth for s in states))
+    storage: _Storage
+    grad: bool
 
 
 class _Walk(Interpreter):
-    def __init__(self, feature_end: tuple[str, Layer] | None):
+    def __init__(self, network: Network, feature_end: tuple[str, Layer] | None, precision: Precision):
         super().__init__()
         self.costs: dict[int, Cost] = {}
         self.feature_end = feature_end
         self.feature: FeatureMap | None = None
+        self.precision = precision
+        self.inplace = InplacePlan(network)
+        self.kept: dict[int, _Storage] = {}  # the storages saved for backward (holding them keeps ids unique)
+
+    def keep(self, storage: _Storage | None) -> Memory:
+        """Records `storage` as saved for backward; its bytes the first time, nothing after."""
+        if storage is None or id(storage) in self.kept:
+            return NO_MEMORY
+        self.kept[id(storage)] = storage
+        return storage.memory
 
     def layer(self, layer: Layer, state: _State) -> _State:
         if self.feature_end is not None and layer is self.feature_end[1]:
             self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0], describe(*self.feature_end))
         op = REGISTRY[layer.op]
         reach = op.reach(layer.in_shape, layer.args)
-        out = _State(state.field.through(reach) if state.field else None, state.depth + op.weight)
-        elements = math.prod(layer.out_shape)
+        amp, device = self.precision.amp, self.precision.device
+        rule = op.autocast_rule(device) if amp else None
+        source = state.storage
+        compute = amp if rule == "low" else "float32" if rule in ("float32", "widen") else source.dtype
+        read = (source if rule in (None, "widen") or source.dtype == compute
+                else _Storage(math.prod(layer.in_shape), 0, compute))  # autocast's cast copy
+        inplace = self.inplace(self.modules[-1], layer)
+        storage = (source if op.is_view(layer.in_shape, layer.args) else read if inplace
+                   else _Storage(math.prod(layer.out_shape), 0, compute))
         biases = 0 if layer.shared else op.biases(layer.in_shape, layer.args)
+        saved = NO_MEMORY
+        for item in op.saves(layer.in_shape, layer.out_shape, layer.args, Step(inplace, state.grad)):
+            saved += self.keep(self.saved_storage(item, layer, biases, read, storage, compute, inplace, rule))
+        input_grad, weight_grad = op.backward_macs(layer.in_shape, layer.out_shape, layer.args, state.grad)
+        out = _State(state.field.through(reach) if state.field else None, state.depth + op.weight, storage,
+                     state.grad or layer.params > 0)
+        elements = math.prod(layer.out_shape)
         self.costs[id(layer)] = Cost(layer.out_shape, layer.params, biases, layer.macs, elements, elements,
-                                     out.field, out.depth, out.depth - state.depth)
+                                     out.field, out.depth, out.depth - state.depth, saved, input_grad + weight_grad)
         return out
+
+    def saved_storage(self, item: Saved, layer: Layer, biases: int, read: _Storage, out: _Storage, compute: str,
+                      inplace: bool, rule: str | None) -> _Storage | None:
+        """The storage a `Saved` item of `layer` names (NOTE: [Saved for backward]); None for a parameter."""
+        if item.tensor == "input":
+            return _Storage(math.prod(layer.in_shape), 0, read.dtype) if inplace else read
+        if item.tensor == "output":
+            return out
+        if item.tensor == "weight":  # a parameter, unless autocast casts it to a copy
+            weights = layer.params - biases
+            return _Storage(0, weights, compute) if rule == "low" and weights else None
+        if item.tensor == "new":
+            dtype = item.dtype
+            if dtype == "mask":  # dropout's: a bool tensor on CUDA (native_dropout), the input's dtype on the CPU
+                dtype = "bool" if self.precision.device == "cuda" else compute
+            return _Storage(item.elements, item.fixed, compute if dtype == "compute" else dtype)
+        raise ValueError(f"op '{layer.op}' saves {item.tensor!r}: expected input, output, weight or new")
 
     def module(self, module: Module, state: _State) -> _State:
         out = self.module_body(module, state)
@@ -278,22 +486,28 @@ class _Walk(Interpreter):
         return out
 
     def record(self, module: Module, state: _State, out: _State) -> None:
+        inside = list(self._contents(module.body))
         self.costs[id(module)] = Cost(
             module.out_shape, module.params, sum(self.costs[id(c)].biases for c in module.children()),
-            module.macs, math.prod(module.out_shape), self._activations(module.body), out.field, out.depth,
-            out.depth - state.depth)
+            module.macs, math.prod(module.out_shape), sum(c.activations for c in inside), out.field, out.depth,
+            out.depth - state.depth, Memory.total(c.saved for c in inside), sum(c.backward_macs for c in inside))
 
     def merge(self, merge: Merge, start: _State, ends: list[_State]) -> _State:
-        """A merge's output: the union of its arms (its input, for a passthrough); its numbers: the
-        sums of its contents, and its own output (none for a passthrough, whose output is its input)."""
-        passthrough = COMBINATORS[merge.kind].passthrough
-        out = start if passthrough else _State.union(ends)
-        inner = [self.costs[id(n)] for arm in merge.arms for n in arm]
+        """A merge's output: the union of its arms (its input, for a passthrough); its numbers: its
+        own, the output (none for a passthrough, whose output is its input) and what it saves —
+        its arms' contents are theirs."""
+        combinator = COMBINATORS[merge.kind]
+        saved = Memory.total(self.keep(ends[index].storage) for index in combinator.saved_arms(len(ends)))
         elements = math.prod(merge.out_shape)
-        self.costs[id(merge)] = Cost(
-            merge.out_shape, sum(c.params for c in inner), sum(c.biases for c in inner), sum(c.macs for c in inner),
-            elements, sum(c.activations for c in inner) + (0 if passthrough else elements), out.field, out.depth,
-            out.depth - start.depth)
+        if combinator.passthrough:
+            out, own = start, 0
+        else:
+            dtype = "float32" if any(end.storage.dtype == "float32" for end in ends) else ends[0].storage.dtype
+            out = _State(Field.union([end.field for end in ends]), max(end.depth for end in ends),
+                         _Storage(elements, 0, dtype), any(end.grad for end in ends))
+            own = elements
+        self.costs[id(merge)] = Cost(merge.out_shape, 0, 0, 0, elements, own, out.field, out.depth,
+                                     out.depth - start.depth, saved)
         return out
 
     def tap(self, tap: Tap, state: _State) -> _State:
@@ -308,5 +522,9 @@ class _Walk(Interpreter):
         self.costs[id(node)] = Cost(node.out_shape, 0, 0, 0, math.prod(node.out_shape), 0, state.field,
                                     state.depth, 0)
 
-    def _activations(self, nodes: list[Node]) -> int:
-        return sum(self.costs[id(n)].activations for n in nodes)
+    def _contents(self, nodes: list[Node]):
+        """The costs of `nodes` and, through merges, of their arms' nodes (a module's cost covers its body)."""
+        for node in nodes:
+            yield self.costs[id(node)]
+            for arm in nested(node):
+                yield from self._contents(arm)

@@ -73,6 +73,34 @@ GLOBAL = "global"  # a `reach` result: every output reads every input position (
 # normalization), so every input position reaches every output, and the local field goes on as well.
 GLOBAL_STATISTICS = "global statistics"
 
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor autograd keeps for an op's backward in training (NOTE: [Saved for backward] in
+    netdsl/cost.py). `tensor` is "input" (what the op reads, after autocast's cast; an op running
+    in place saves a copy of it, as autograd does), "output", "weight" (its weight as it computes
+    with it: a parameter, which only counts where autocast casts it to a copy) or "new" (a tensor
+    of its own: `elements` per sample, plus `fixed` whatever the batch)."""
+
+    tensor: str
+    elements: int = 0
+    fixed: int = 0
+    dtype: str = "compute"  # "compute" (the dtype the op computes in), "float32", "int64", "mask"
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a `saves` rule may ask besides shapes and arguments."""
+
+    inplace: bool = False  # the op overwrites its input (the emitter's in-place plan)
+    input_grad: bool = True  # its input requires grad (False before the first layer with parameters)
+
+
+SAVES_INPUT = (Saved("input"),)
+SAVES_OUTPUT = (Saved("output"),)
+SAVES_NOTHING: tuple[Saved, ...] = ()
+LOW_PRECISION = (("cpu", "low"), ("cuda", "low"))  # autocast's lower-precision list on both devices
+
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
              "pair": "an integer or a list of two integers"}
 
@@ -105,9 +133,39 @@ class LayerDef:
     # A parameter- and buffer-free op's function (`F.relu`, `torch.flatten`), called with the input and
     # its emission's arguments; netdsl then writes an unlabelled use as a call in `forward`, not a module.
     functional: str | None = None
+    # Training (docs/cost.md): what autograd keeps for backward, (in_shape, out_shape, args, Step) ->
+    # Saved tensors; the default, the input, is right for an op whose weight gradient needs it.
+    saves: Callable[[Shape, Shape, dict, Step], tuple[Saved, ...]] = lambda s, o, a, step: SAVES_INPUT
+    # In training its output is its input's storage (a view, or the input itself); None: `aliases_input`.
+    view: Callable[[Shape, dict], bool] | None = None
+    # Autocast's rule per device: "low" (runs in the low dtype), "float32" (casts its input up), "widen"
+    # (reads its input as it is, computes and returns float32); a device not named: follows its input.
+    autocast: tuple[tuple[str, str], ...] = ()
+    buffers: Callable[[Shape, dict], tuple[tuple[int, str], ...]] = lambda s, a: ()  # (elements, dtype) it keeps
+    param_tensors: Callable[[Shape, dict], int] | None = None  # None: a weight, and a bias where it has one
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
+
+    def autocast_rule(self, device: str) -> str | None:
+        return dict(self.autocast).get(device)
+
+    def is_view(self, in_shape: Shape, args: dict) -> bool:
+        """In training, its output shares its input's storage (a view, or the input itself)."""
+        return self.aliases_input if self.view is None else self.view(in_shape, args)
+
+    def tensors(self, in_shape: Shape, args: dict) -> int:
+        """How many parameter tensors it holds (an optimizer keeps a step count per tensor)."""
+        if self.param_tensors is not None:
+            return self.param_tensors(in_shape, args)
+        return (self.count(in_shape, args) > 0) + (self.biases(in_shape, args) > 0)
+
+    def backward_macs(self, in_shape: Shape, out_shape: Shape, args: dict, input_grad: bool) -> tuple[int, int]:
+        """(input-gradient, weight-gradient) MACs of its backward: each as many as its forward pass
+        (a convolution's input gradient is a transposed convolution of the same size, its weight
+        gradient a correlation of input and output gradient); none for an input that needs no gradient."""
+        macs = self.macs(in_shape, out_shape, args)
+        return (macs if input_grad else 0), (macs if self.count(in_shape, args) > 0 else 0)
 
     def aliases(self) -> dict[str, str]:
         """{alternative spelling: parameter name}."""
@@ -328,8 +386,12 @@ register(LayerDef(
     torch=_conv_torch,
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: _windows(a),
+    saves=lambda s, o, a, step: _SAVES_INPUT_AND_WEIGHT, autocast=LOW_PRECISION,
     output_mutable=True, weight=True, family="conv",
 ))
+
+
+_SAVES_INPUT_AND_WEIGHT = (Saved("input"), Saved("weight"))
 
 
 def transposed_out(size: int, kernel: int, stride: int, pad: int, output_pad: int, dilation: int) -> int:
@@ -414,6 +476,7 @@ register(LayerDef(
     torch=_conv_transpose_torch,
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: _transposed_windows(a),
+    saves=lambda s, o, a, step: _SAVES_INPUT_AND_WEIGHT, autocast=LOW_PRECISION,
     output_mutable=True, weight=True, family="conv",
 ))
 
@@ -444,8 +507,25 @@ register(LayerDef(
     macs=_zero,
     torch=_bn_torch,
     biases=lambda s, a: s[0],
+    # its input, and the batch's mean and inverse deviation per channel (float32 whatever the input)
+    saves=lambda s, o, a, step: (Saved("input"), Saved("new", fixed=2 * s[0], dtype="float32")),
+    buffers=lambda s, a: _running_statistics(s[0]),
     output_mutable=True, family="norm", folds_after=("conv",),
 ))
+
+
+def _running_statistics(channels: int) -> tuple[tuple[int, str], ...]:
+    """Running mean and variance, and the count of batches seen."""
+    return ((2 * channels, "float32"), (1, "int64"))
+
+
+def _lrn_saves(in_shape: Shape, out_shape: Shape, args: dict, step: Step) -> tuple[Saved, ...]:
+    """torch's local_response_norm: the input (read three times), the squares padded over channels
+    (what the channel-window average pool reads), the scaled sum (what `pow` reads) and its power
+    (the divisor)."""
+    channels, height, width = in_shape
+    return (Saved("input"), Saved("new", (channels + args["size"] - 1) * height * width),
+            Saved("new", channels * height * width), Saved("new", channels * height * width))
 
 
 def _lrn_torch(in_shape: Shape, args: dict) -> Emission:
@@ -460,6 +540,8 @@ register(LayerDef(
             Param("beta", "float", 0.75), Param("k", "float", 1.0)),
     shape=lambda s, a: _spatial(s, "lrn"),
     count=_zero, macs=_zero, torch=_lrn_torch, family="norm",
+    # on the CPU its channel-window average pool (avg_pool3d) is on autocast's float32 list
+    saves=_lrn_saves, autocast=(("cpu", "widen"),),
 ))
 
 
@@ -514,6 +596,9 @@ register(LayerDef(
     torch=_layernorm_torch,
     biases=lambda s, a: s[0] if a["affine"] and a["bias"] else 0,
     reach=lambda s, a: None if len(s) == 3 else GLOBAL_STATISTICS,  # flat: every feature's statistics
+    # its input, and a mean and inverse deviation per position (per sample after flatten)
+    saves=lambda s, o, a, step: (Saved("input"), Saved("new", 2 * math.prod(s[1:]), dtype="float32")),
+    autocast=(("cuda", "float32"),),
     output_mutable=True, family="norm", helper_source=LAYER_NORM_2D,
 ))
 
@@ -547,6 +632,8 @@ register(LayerDef(
     torch=_groupnorm_torch,
     biases=lambda s, a: s[0] if a["affine"] else 0,
     reach=lambda s, a: GLOBAL_STATISTICS,
+    saves=lambda s, o, a, step: (Saved("input"), Saved("new", 2 * a["groups"], dtype="float32")),
+    autocast=(("cuda", "float32"),),
     output_mutable=True, family="norm",
 ))
 
@@ -579,6 +666,9 @@ register(LayerDef(
     biases=lambda s, a: s[0] if a["affine"] else 0,
     # in eval, running statistics make it position-wise; without them each map's own statistics
     reach=lambda s, a: None if a["track_running_stats"] else GLOBAL_STATISTICS,
+    # its input, a mean and inverse deviation per channel of each sample (and the affine weight repeated per sample)
+    saves=lambda s, o, a, step: (Saved("input"), Saved("new", (2 + a["affine"]) * s[0], dtype="float32")),
+    buffers=lambda s, a: _running_statistics(s[0]) if a["track_running_stats"] else (),
     output_mutable=True, family="norm",
 ))
 
@@ -587,33 +677,45 @@ register(LayerDef(
 
 def _activation(name: str, cls: str, doc: str, inplace: bool = True, params: tuple[Param, ...] = (),
                 keywords: Callable[[dict], dict] = lambda args: {}, shape=lambda s, a: s,
-                functional: str | None = None) -> None:
-    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones
-    (the functional form, `F.<name>` unless given, takes the same keywords)."""
+                saves=lambda s, o, a, step: SAVES_INPUT, functional: str | None = None) -> None:
+    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones,
+    `saves` what autograd keeps (its input, unless its gradient is written with its output); the
+    functional form, `F.<name>` unless given, takes the same keywords."""
     register(LayerDef(
         name=name, doc=doc, params=params, shape=shape, count=_zero, macs=_zero,
-        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation",
+        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation", saves=saves,
         functional=functional or f"F.{name}",
     ))
 
 
-_activation("relu", "ReLU", "max(x, 0).")
+def _output_in_place(in_shape: Shape, out_shape: Shape, args: dict, step: Step) -> tuple[Saved, ...]:
+    """LeakyReLU and ELU: their gradient from the output when run in place, from the input otherwise."""
+    return SAVES_OUTPUT if step.inplace else SAVES_INPUT
+
+
+def _saves_output(in_shape: Shape, out_shape: Shape, args: dict, step: Step) -> tuple[Saved, ...]:
+    """ReLU, sigmoid, tanh: their gradient is written with their output."""
+    return SAVES_OUTPUT
+
+
+_activation("relu", "ReLU", "max(x, 0).", saves=_saves_output)
 _activation("relu6", "ReLU6", "min(max(x, 0), 6) (MobileNet).")
 _activation("silu", "SiLU", "x * sigmoid(x), a.k.a. swish (EfficientNet).")
 _activation("hardswish", "Hardswish", "x * relu6(x + 3) / 6 (MobileNetV3).")
 _activation("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3).")
-_activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False, functional="torch.sigmoid")
-_activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False, functional="torch.tanh")
+_activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False, saves=_saves_output,
+            functional="torch.sigmoid")
+_activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False, saves=_saves_output, functional="torch.tanh")
 _activation("gelu", "GELU", "Gaussian error linear unit.", inplace=False)
 _activation("mish", "Mish", "x * tanh(softplus(x)) (YOLOv4).")
 # NOTE: [Non-negative slopes] torch's in-place LeakyReLU and ELU fail in backward for a negative
 # slope or alpha; both are at least 0 here (the papers' values are positive), so in place is always safe.
 _activation("leaky_relu", "LeakyReLU", "max(x, 0) + slope * min(x, 0).",
             params=(Param("slope", "float", 0.01, doc="for negative inputs", minimum=0, aliases=("negative_slope",)),),
-            keywords=lambda a: {"negative_slope": a["slope"]} if a["slope"] != 0.01 else {})
+            keywords=lambda a: {"negative_slope": a["slope"]} if a["slope"] != 0.01 else {}, saves=_output_in_place)
 _activation("elu", "ELU", "x for x > 0, alpha * (exp(x) - 1) otherwise.",
             params=(Param("alpha", "float", 1.0, minimum=0),),
-            keywords=lambda a: {"alpha": a["alpha"]} if a["alpha"] != 1.0 else {})
+            keywords=lambda a: {"alpha": a["alpha"]} if a["alpha"] != 1.0 else {}, saves=_output_in_place)
 
 
 def _hardtanh_shape(in_shape: Shape, args: dict) -> Shape:
@@ -645,13 +747,14 @@ register(LayerDef(
     count=lambda s, a: s[0] if a["per_channel"] else 1,
     macs=_zero,
     torch=_prelu_torch,
+    saves=lambda s, o, a, step: _SAVES_INPUT_AND_WEIGHT, autocast=LOW_PRECISION,
     output_mutable=True, family="activation",  # backward reads the input and the slope, not the output
 ))
 
 register(LayerDef(
     name="identity", doc="Passes its input through unchanged.", params=(),
     shape=lambda s, a: s, count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Identity"), aliases_input=True,
+    torch=lambda s, a: Emission("Identity"), aliases_input=True, saves=lambda s, o, a, step: SAVES_NOTHING,
 ))
 
 
@@ -661,11 +764,21 @@ def _dropout_shape(in_shape: Shape, args: dict) -> Shape:
     return in_shape
 
 
+def _dropout_saves(in_shape: Shape, out_shape: Shape, args: dict, step: Step) -> tuple[Saved, ...]:
+    """Its mask (p = 0 returns the input; p = 1 multiplies by a zero scalar)."""
+    if args["p"] == 0:
+        return SAVES_NOTHING
+    if args["p"] == 1:
+        return (Saved("new", fixed=1),)
+    return (Saved("new", math.prod(in_shape), dtype="mask"),)
+
+
 register(LayerDef(
     name="dropout", doc="Zeroes elements with probability p in training; identity in eval.",
     params=(Param("p", "float", 0.5),),
     shape=_dropout_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("Dropout", (), {"p": a["p"]}), aliases_input=True,
+    saves=_dropout_saves, view=lambda s, a: a["p"] == 0,
 ))
 
 
@@ -705,6 +818,11 @@ def _pool_torch(cls: str):
     return torch
 
 
+def _with_indices(out_shape: Shape) -> tuple[Saved, ...]:
+    """A max pooling's input, and where each maximum came from (int64)."""
+    return (Saved("input"), Saved("new", math.prod(out_shape), dtype="int64"))
+
+
 def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
     return 0  # pooling does comparisons/additions, not multiply-accumulates
 
@@ -712,7 +830,8 @@ def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
 register(LayerDef(
     name="maxpool", doc="2-D max pooling.", params=_pool_params(),
     shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
-    reach=lambda s, a: _windows(a), output_mutable=True, family="pool", functional="F.max_pool2d",
+    reach=lambda s, a: _windows(a), saves=lambda s, o, a, step: _with_indices(o), output_mutable=True, family="pool",
+    functional="F.max_pool2d",
 ))
 register(LayerDef(
     name="avgpool", doc="2-D average pooling.",
@@ -722,7 +841,7 @@ register(LayerDef(
 ))
 
 
-def _adaptive(name: str, cls: str, doc: str, functional: str) -> None:
+def _adaptive(name: str, cls: str, doc: str, functional: str, saves) -> None:
     def shape(in_shape: Shape, args: dict) -> Shape:
         channels = _spatial(in_shape, name)[0]
         height, width = _pair(args["size"])
@@ -732,7 +851,7 @@ def _adaptive(name: str, cls: str, doc: str, functional: str) -> None:
         return Emission(cls, (_pair(args["size"]),))
 
     register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1, minimum=1),),
-                      shape=shape, count=_zero, macs=_zero, torch=torch, reach=_adaptive_reach,
+                      shape=shape, count=_zero, macs=_zero, torch=torch, reach=_adaptive_reach, saves=saves,
                       output_mutable=True, feature_end=True, family="pool", functional=functional))
 
 
@@ -748,8 +867,11 @@ def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
 
 
 _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
-          "Average-pools to a fixed output size (size=1: global average pooling).", "F.adaptive_avg_pool2d")
-_adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.", "F.adaptive_max_pool2d")
+          "Average-pools to a fixed output size (size=1: global average pooling).", "F.adaptive_avg_pool2d",
+          # torch computes a 1x1 output as a mean, whose gradient needs no tensor
+          saves=lambda s, o, a, step: SAVES_NOTHING if o[1:] == (1, 1) else SAVES_INPUT)
+_adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.", "F.adaptive_max_pool2d",
+          saves=lambda s, o, a, step: _with_indices(o))
 
 
 # ---- upsampling -----------------------------------------------------------------------------
@@ -789,6 +911,7 @@ register(LayerDef(
             Param("mode", "str", "nearest", choices=("nearest", "bilinear"))),
     shape=_upsample_shape, count=_zero, macs=_zero, torch=_upsample_torch,
     reach=lambda s, a: tuple(_upsample_window(scale, a["mode"]) for scale in _pair(a["scale"])),
+    saves=lambda s, o, a, step: SAVES_NOTHING, autocast=(("cuda", "float32"),),
     output_mutable=True, family="upsample",
 ))
 
@@ -799,6 +922,7 @@ register(LayerDef(
     name="flatten", doc="Flattens [C, H, W] to [C*H*W].", params=(),
     shape=lambda s, a: (math.prod(s),), count=_zero, macs=_zero,
     torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True, feature_end=True, functional="torch.flatten",
+    saves=lambda s, o, a, step: SAVES_NOTHING,
 ))
 
 
@@ -827,6 +951,9 @@ register(LayerDef(
     torch=lambda s, a: Emission("Linear", (s[0], a["out"]), {} if a["bias"] else {"bias": False}),
     biases=lambda s, a: a["out"] if a["bias"] else 0,
     reach=lambda s, a: GLOBAL,
+    # its input (for the weight gradient), and its weight where the input needs a gradient
+    saves=lambda s, o, a, step: _SAVES_INPUT_AND_WEIGHT if step.input_grad else SAVES_INPUT,
+    autocast=LOW_PRECISION,
     output_mutable=True, weight=True, family="linear",
 ))
 
@@ -843,7 +970,7 @@ register(LayerDef(
     doc="Interleaves the channels of groups (ShuffleNet): channel g * (C / groups) + k moves to k * groups + g.",
     params=(Param("groups", "int", minimum=1),),
     shape=_channel_shuffle_shape, count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("ChannelShuffle", (a["groups"],)),
+    torch=lambda s, a: Emission("ChannelShuffle", (a["groups"],)), saves=lambda s, o, a, step: SAVES_NOTHING,
     output_mutable=True,  # a copy (also for groups=1); its backward shuffles back and reads nothing
 ))
 
@@ -864,6 +991,10 @@ register(LayerDef(
     params=(Param("p", "float"), Param("mode", "str", "row", choices=("row", "batch"))),
     shape=_probability("stochastic_depth"), count=_zero, macs=_zero,
     torch=lambda s, a: Emission("StochasticDepth", (a["p"], a["mode"]), helper=True),
+    # the noise it multiplies by: one value per sample ("row") or per batch; p = 0 returns the input
+    saves=lambda s, o, a, step: SAVES_NOTHING if a["p"] == 0 or not step.input_grad else (
+        (Saved("new", 1),) if a["mode"] == "row" else (Saved("new", fixed=1),)),
+    view=lambda s, a: a["p"] == 0,
     helper_source='''class StochasticDepth(nn.Module):
     """In training, drops each sample ("row") or the whole batch ("batch") with probability p."""
 
@@ -889,7 +1020,7 @@ register(LayerDef(
     name="mul", doc="Multiplies by a constant (the residual scaling of Inception-ResNet).",
     params=(Param("factor", "float"),),
     shape=lambda s, a: s, count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Mul", (a["factor"],), helper=True),
+    torch=lambda s, a: Emission("Mul", (a["factor"],), helper=True), saves=lambda s, o, a, step: SAVES_NOTHING,
     helper_source='''class Mul(nn.Module):
     """Multiplies by a constant factor."""
 
@@ -922,6 +1053,7 @@ register(LayerDef(
     shape=_pad_identity_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("PadIdentity", (a["out"] - s[0], a["stride"]), helper=True),
     reach=lambda s, a: (Window(stride=a["stride"]), Window(stride=a["stride"])), aliases_input=True,
+    saves=lambda s, o, a, step: SAVES_NOTHING, view=lambda s, a: a["out"] == s[0],  # zero channels added: a copy
     helper_source='''class PadIdentity(nn.Module):
     """Parameter-free shortcut: subsample by `stride`, then add `extra` zero channels (half before)."""
 
@@ -957,6 +1089,7 @@ register(LayerDef(
             Param("top", "int", lambda b: b["left"]), Param("bottom", "int", lambda b: b["top"])),
     shape=_zeropad_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("ZeroPad2d", ((a["left"], a["right"], a["top"], a["bottom"]),)),
+    saves=lambda s, o, a, step: SAVES_NOTHING,
     reach=lambda s, a: (Window(pad=a["top"]), Window(pad=a["left"])),
 ))
 

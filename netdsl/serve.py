@@ -122,7 +122,7 @@ def view_of(path: Path, network: str | None = None, expand: tuple[str, ...] = ()
                          "paths": list(dict.fromkeys(facts[id(node)].path for node in item.nodes)),
                          "toggle": item.toggle, "expands": item.expands}
                   for name, item in items.items()},
-        "rows": [summary.row_json(row, dtype) for row in listed],
+        "rows": [summary.row_json(row, summary.View(dtype=dtype)) for row in listed],
     }
 
 

@@ -1,19 +1,23 @@
 """`netdsl summary` and `netdsl diff`: checked network + cost model → tables (rich) or JSON.
 
 Reads the numbers `netdsl.cost` attaches to the checker's graph and never recomputes them.
-A summary lists every node in dataflow order, indented by nesting and folded by module depth;
-a diff sets two networks' modules side by side, matched by their dotted names.
+A summary lists every node in dataflow order, indented by nesting and folded by module depth,
+for one sample or a batch, with a training step's columns and totals under `--train`; a diff
+sets two networks' modules side by side, matched by their dotted names. `grid` is the one table
+style every report uses (`compile`'s overview and `sweep`'s table too).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
-from .cost import Cost, Costs, Field, analyse, byte_size
+from .cost import PEAK_EXCLUDES, Cost, Costs, Field, analyse, byte_size
 from .combinators import COMBINATORS
-from .graph import Network, Node
-from .text import human, shape_text
+from .graph import Network, Node, walk
+from .text import gib_text, human, shape_text, byte_text
+from .values import show
 
 DEFAULT_DEPTH = 2
 
@@ -27,6 +31,7 @@ class Row:
     depth: int  # enclosing modules (the root's children: 1); what --depth folds by
     folded: bool  # a module whose contents are not listed: its row shows their totals
     cost: Cost
+    node: Node | None = None  # the graph node (None for the input)
 
 
 def rows(network: Network, costs: Costs, max_depth: int) -> list[Row]:
@@ -54,13 +59,13 @@ def _layer_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix)
     kind = f"{node.op} (reused)" if node.shared else node.op
     # an unlabelled parameter-free layer is shown by what it is, "(flatten)", not by its position
     name = node.name if node.labelled or node.params else ""
-    found.append(Row(f"{prefix}{node.name}", name, kind_prefix + kind, level, depth, False, costs[node]))
+    found.append(Row(f"{prefix}{node.name}", name, kind_prefix + kind, level, depth, False, costs[node], node))
 
 
 def _module_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
     folded = depth >= max_depth and bool(node.body)
     found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + node.type_name, level, depth, folded,
-                     costs[node]))
+                     costs[node], node))
     if not folded:
         _collect(node.body, costs, f"{prefix}{node.name}.", level + 1, depth + 1, max_depth, found)
 
@@ -108,37 +113,57 @@ WHOLE_NOTE = ("* also the whole input: a path through a global pooling (a linear
               "gate) reaches every input position; the number is the extent through the other paths")
 
 
-def _megabytes(size: int) -> str:  # decimal megabytes, as torchinfo
-    return f"{size / 1e6:,.2f} MB"
+@dataclass(frozen=True)
+class View:
+    """How a summary shows the numbers: inference memory at `dtype`, everything for a batch of
+    `batch` (the output column shows it when `batched`), and with `train` a training step's
+    columns and totals for `optimizer`, the largest batch fitting `capacity` bytes when given."""
+
+    dtype: str = "float32"
+    batch: int = 1
+    batched: bool = False
+    no_biases: bool = False
+    train: bool = False
+    optimizer: str = "adam"
+    capacity: int | None = None
+    capacity_name: str | None = None  # what the user wrote for it (`h100`, `80GiB`)
 
 
-def row_json(row: Row, dtype: str) -> dict:
-    cost = row.cost
-    return {
+def row_json(row: Row, view: View) -> dict:
+    cost, batch = row.cost, view.batch
+    report = {
         "path": row.path, "name": row.name, "type": row.kind, "level": row.level, "depth": row.depth,
         "folded": row.folded, "output": list(cost.out_shape), "params": cost.params,
-        "params_without_biases": cost.weights, "macs": cost.macs,
-        "memory": {"elements": cost.elements, "bytes": byte_size(cost.elements, dtype)},
-        "activations": cost.activations, "receptive_field": cost.field.to_json() if cost.field else None,
+        "params_without_biases": cost.weights, "macs": batch * cost.macs,
+        "memory": {"elements": batch * cost.elements, "bytes": byte_size(batch * cost.elements, view.dtype)},
+        "activations": batch * cost.activations, "receptive_field": cost.field.to_json() if cost.field else None,
         "layers_deep": cost.layers_deep,
     }
+    if view.train:
+        report.update(saved_bytes=cost.saved.at(batch), backward_macs=batch * cost.backward_macs)
+    return report
 
 
-def summary_json(network: Network, costs: Costs, listed: list[Row], dtype: str, max_depth: int) -> dict:
-    totals, feature = costs.totals, costs.feature_map
-    return {
+def summary_json(network: Network, costs: Costs, listed: list[Row], view: View, max_depth: int) -> dict:
+    totals, feature, batch = costs.totals, costs.feature_map, view.batch
+    report = {
         "network": network.name, "file": network.file, "input": list(network.input_shape),
-        "output": list(network.output_shape), "dtype": dtype, "fold_depth": max_depth,
-        "rows": [row_json(row, dtype) for row in listed],
+        "output": list(network.output_shape), "dtype": view.dtype, "batch": batch, "fold_depth": max_depth,
+        "rows": [row_json(row, view) for row in listed],
         "totals": {
             "params": totals.params, "params_without_biases": totals.weights, "trainable": totals.params,
-            "macs": totals.macs, "flops": totals.flops, "aux_macs": totals.aux_macs,
-            "activation_memory": {"elements": totals.activations, "bytes": byte_size(totals.activations, dtype)},
-            "input": {"elements": totals.input_elements, "bytes": byte_size(totals.input_elements, dtype)},
-            "params_bytes": byte_size(totals.params, dtype), "layers_deep": totals.depth,
+            "macs": batch * totals.macs, "flops": batch * totals.flops, "aux_macs": batch * totals.aux_macs,
+            "activation_memory": {"elements": batch * totals.activations,
+                                  "bytes": byte_size(batch * totals.activations, view.dtype)},
+            "input": {"elements": batch * totals.input_elements,
+                      "bytes": byte_size(batch * totals.input_elements, view.dtype)},
+            "params_bytes": byte_size(totals.params, view.dtype), "layers_deep": totals.depth,
             "receptive_field": None if feature is None else feature.to_json(),
         },
     }
+    if view.train:
+        report["training"] = costs.training.to_json(batch, view.optimizer, view.capacity)
+    return report
 
 
 def _console(table=None):
@@ -164,34 +189,112 @@ def _table(columns: list[tuple[str, str]]):
     return table
 
 
-def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, no_biases: bool) -> None:
-    params_title = "params (no biases)" if no_biases else "params"
-    table = _table([("layer", "left"), ("type", "left"), ("output", "left"), (params_title, "right"),
-                    ("MACs", "right"), ("memory", "right"), ("RF", "right")])
-    for row in listed:
-        cost = row.cost
-        name = _shown(row)
-        numbers = row.kind not in ("tap", "from")
-        params = cost.weights if no_biases else cost.params
-        table.add_row(
-            "  " * row.level + name + (" ..." if row.folded else ""),
-            "" if not row.name or row.kind == "input" else row.kind,
-            shape_text(cost.out_shape), f"{params:,}" if numbers and params else "",
-            human(cost.macs) if cost.macs else "", f"{cost.elements:,}" if numbers else "",
-            field_text(cost.field))
-    _console(table).print(table)
-    totals, feature = costs.totals, costs.feature_map
+def _numbers(row: Row) -> bool:
+    return row.kind not in ("tap", "from")  # a named tensor's row shows its shape only
+
+
+# The summary's columns: (title, justify, cell). One renderer (`table_text`) draws every table of
+# rows — `summary`'s and `compile`'s overview — from these.
+COLUMNS = {
+    "layer": ("layer", "left", lambda row, view: "  " * row.level + _shown(row)
+              + (" ..." if row.folded else "")),
+    "type": ("type", "left", lambda row, view: "" if not row.name or row.kind == "input" else row.kind),
+    "output": ("output", "left", lambda row, view: shape_text(((view.batch,) if view.batched else ())
+                                                             + tuple(row.cost.out_shape))),
+    "params": ("params", "right", lambda row, view: _count(row.cost.weights if view.no_biases else row.cost.params)
+               if _numbers(row) else ""),
+    "MACs": ("MACs", "right", lambda row, view: human(view.batch * row.cost.macs) if row.cost.macs else ""),
+    "memory": ("memory", "right", lambda row, view: byte_text(byte_size(view.batch * row.cost.elements, view.dtype))
+               if _numbers(row) else ""),
+    "saved": ("saved", "right", lambda row, view: byte_text(row.cost.saved.at(view.batch))
+              if row.cost.saved.at(view.batch) else ""),
+    "backward MACs": ("backward MACs", "right", lambda row, view: human(view.batch * row.cost.backward_macs)
+                      if row.cost.backward_macs else ""),
+    "RF": ("RF", "right", lambda row, view: field_text(row.cost.field)),
+}
+
+
+def _count(value: int) -> str:
+    return f"{value:,}" if value else ""
+
+
+def summary_columns(view: View) -> list[str]:
+    """The summary's columns for `view`."""
+    names = ["layer", "type", "output", "params", "MACs", "memory"]
+    return names + (["saved", "backward MACs"] if view.train else []) + ["RF"]
+
+
+def table_text(listed: list[Row], names: list[str], view: View) -> str:
+    """The rows as a table of the named columns (plain text when not a terminal, never truncated)."""
+    return grid([(("params (no biases)" if name == "params" and view.no_biases else COLUMNS[name][0]),
+                  COLUMNS[name][1]) for name in names],
+                [[COLUMNS[name][2](row, view) for name in names] for row in listed])
+
+
+def grid(columns: list[tuple[str, str]], cells: list[list[str]]) -> str:
+    """The one table style of netdsl's reports: `columns` (title, justify) over rows of `cells`."""
+    table = _table(columns)
+    for row in cells:
+        table.add_row(*row)
+    return _rendered(table)
+
+
+def _rendered(table) -> str:
+    """A rich table as plain lines, without the padding rich leaves at their ends."""
+    console = _console(table)
+    with console.capture() as captured:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in captured.get().rstrip("\n").splitlines())
+
+
+def overview(network: Network, costs: Costs) -> str:
+    """`compile`'s one screen: the network's top-level modules, in the summary's style."""
+    listed = [input_row(network, costs)] + rows(network, costs, 1)
+    return "\n".join([f"network {network.name} ({network.file})",
+                      table_text(listed, ["layer", "type", "output", "params"], View()),
+                      f"total: {network.params:,} parameters, {human(network.macs)} MACs per sample"
+                      f"{aux_text(network)}"])
+
+
+def aux_text(network: Network) -> str:
+    """`; auxiliary heads: 8.37 M MACs more in training` where the network has heads."""
+    return f"; auxiliary heads: {human(network.aux_macs)} MACs more in training" if network.aux_macs else ""
+
+
+def one_line(network: Network, costs: Costs, view: View) -> str:
+    """`summary --depth 0`: the totals in one line."""
+    totals, batch = costs.totals, view.batch
+    per = f"batch {batch}" if view.batched else "per sample"
+    text = (f"{network.name}: {shape_text(network.input_shape)} -> {shape_text(network.output_shape)}, "
+            f"{totals.params:,} params, {human(batch * totals.macs)} MACs, activations "
+            f"{byte_text(byte_size(batch * totals.activations, view.dtype))} at {view.dtype} ({per})")
+    if view.train:
+        training = costs.training
+        text += (f"; training at batch {batch}, {training.precision.label}, {view.optimizer}: peak "
+                 f"{byte_text(training.memory(batch, view.optimizer)['peak'])}, {human(batch * training.macs)} MACs")
+        if view.capacity is not None:
+            text += f"; largest batch in {view.capacity_name}: {training.fit(view.capacity, view.optimizer)}"
+    return text
+
+
+def summary_text(network: Network, costs: Costs, listed: list[Row], view: View) -> None:
+    print(table_text(listed, summary_columns(view), view))
+    totals, feature, batch, dtype = costs.totals, costs.feature_map, view.batch, view.dtype
+    per = f"batch of {batch}" if view.batched else "one sample"
     lines = [f"network {network.name} ({network.file}): input {shape_text(network.input_shape)} -> "
              f"output {shape_text(network.output_shape)}, {totals.depth} weight layers deep",
              f"params: {totals.params:,} ({human(totals.params)}), all trainable; without biases {totals.weights:,}",
-             f"MACs: {totals.macs:,} ({human(totals.macs)}); FLOPs (2 x MACs): {human(totals.flops)}; "
-             "counted: conv and linear layers"]
+             f"MACs: {batch * totals.macs:,} ({human(batch * totals.macs)}); FLOPs (2 x MACs): "
+             f"{human(batch * totals.flops)}; counted: conv and linear layers"
+             + (f"; {per}" if view.batched else "")]
     if totals.aux_macs:
-        lines.append(f"auxiliary heads (training only, not in the MACs above): {totals.aux_macs:,} MACs")
-    lines += [f"activation memory: {totals.activations:,} elements, {_megabytes(byte_size(totals.activations, dtype))}"
-              f" at {dtype} (every layer output and merge, one sample)",
-              f"input: {totals.input_elements:,} elements, {_megabytes(byte_size(totals.input_elements, dtype))}; "
-              f"params: {_megabytes(byte_size(totals.params, dtype))} at {dtype}"]
+        lines.append(f"auxiliary heads (training only, not in the MACs above): {batch * totals.aux_macs:,} MACs")
+    lines += [f"activation memory: {batch * totals.activations:,} elements, "
+              f"{byte_text(byte_size(batch * totals.activations, dtype))} at {dtype} "
+              f"(every layer output and merge, {per})",
+              f"input: {batch * totals.input_elements:,} elements, "
+              f"{byte_text(byte_size(batch * totals.input_elements, dtype))}; "
+              f"params: {byte_text(byte_size(totals.params, dtype))} at {dtype}"]
     if feature is not None and feature.field is not None:
         where = f"entering {feature.consumer_name}" if feature.consumer else "the output"
         stride = feature.field.stride
@@ -200,7 +303,37 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
                      f"{field_text(feature.field)}{stride_text}")
     if any(row.cost.field is not None and row.cost.field.whole and row.cost.field.axes for row in listed):
         lines.append(WHOLE_NOTE)
+    if view.train:
+        lines += training_lines(costs, view)
     print("\n".join(lines))
+
+
+def training_lines(costs: Costs, view: View) -> list[str]:
+    """A training step's memory (the peak, and what it is made of) and MACs."""
+    training, batch, optimizer = costs.training, view.batch, view.optimizer
+    memory = training.memory(batch, optimizer)
+    per_sample = (training.saved + training.live).per_sample
+    heads = " (auxiliary heads included)" if costs.network.aux_heads else ""
+    lines = [f"training step, batch {batch}, {training.precision.label}, optimizer {optimizer}:",
+             f"  parameters {byte_text(memory['params'])} + gradients {byte_text(memory['grads'])} + optimizer "
+             f"state {byte_text(memory['optimizer'])} + buffers {byte_text(memory['buffers'])}",
+             f"  + activations saved for backward {byte_text(memory['saved'])} + input and output "
+             f"{byte_text(memory['input_output'])}",
+             f"  = peak {byte_text(memory['peak'])} ({gib_text(memory['peak'])}): {byte_text(per_sample)} per sample + "
+             f"{byte_text(training.fixed(optimizer))}, the end of the forward pass with every part above resident",
+             "  not counted: " + ", ".join(PEAK_EXCLUDES),
+             f"  MACs: {human(batch * training.forward_macs)} forward{heads} + "
+             f"{human(batch * training.backward_macs)} backward (input and weight gradients) = "
+             f"{human(batch * training.macs)}; FLOPs: {human(batch * training.flops)}"]
+    if view.capacity is not None:
+        fit = training.fit(view.capacity, optimizer)
+        if fit:
+            lines.append(f"largest batch that fits in {view.capacity_name} ({gib_text(view.capacity)}): {fit:,} "
+                         f"(peak {gib_text(training.memory(fit, optimizer)['peak'])})")
+        else:
+            lines.append(f"does not fit in {view.capacity_name} ({gib_text(view.capacity)}) even at batch 1 "
+                         f"(peak {gib_text(training.memory(1, optimizer)['peak'])})")
+    return lines
 
 
 # ---- diff -----------------------------------------------------------------------------------
@@ -272,7 +405,8 @@ def diff_json(first: Network, second: Network, max_depth: int) -> dict:
     pairs, first_total, second_total = _sides(first, second, max_depth)
     return {
         "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-        "rows": [dict(path=(a or b).path, name=_shown(a or b), type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
+        "rows": [dict(path=(a or b).path, name=_shown(a or b), type=(a or b).kind,
+                      **_pair_json(a and a.cost, b and b.cost), changes=changes(a and a.node, b and b.node))
                  for a, b in pairs],
         "totals": _pair_json(first_total, second_total),
     }
@@ -284,15 +418,71 @@ def diff_text(first: Network, second: Network, max_depth: int) -> None:
     print(f"A: {first.name} ({first.file})\nB: {second.name} ({second.file})")
     table = _table([("module", "left"), ("depth A → B", "right"), ("output A → B", "left"),
                     ("params A → B", "right"), ("Δ params", "right"),
-                    ("MACs A → B", "right"), ("Δ MACs", "right")])
+                    ("MACs A → B", "right"), ("Δ MACs", "right"), ("changes", "left")])
     for a, b in pairs:
         row = a or b
         where = "" if a and b else f" (only in {'A' if a else 'B'})"
-        table.add_row("  " * row.level + _shown(row) + where, *_diff_cells(a and a.cost, b and b.cost))
+        table.add_row("  " * row.level + _shown(row) + where, *_diff_cells(a and a.cost, b and b.cost),
+                      "; ".join(changes(a and a.node, b and b.node)))
     table.add_section()
-    table.add_row("total", *_diff_cells(first_total, second_total))
-    _console(table).print(table)
+    table.add_row("total", *_diff_cells(first_total, second_total), "")
+    print(_rendered(table))
     print(DIFF_NOTE)
+
+
+CHANGED_ARGUMENTS = ("kernel", "stride", "out", "groups", "dilation")  # what `changes` says of a layer
+
+
+def changes(first: Node | None, second: Node | None) -> list[str]:
+    """What changed in the structure from `first` to `second`, in words: units of a stage
+    ("4 → 8 bottleneck units"), blocks and combinators that appear or go ("se_module added"),
+    a layer's op or arguments ("kernel 3 → 5", "× 4" where several layers change alike)."""
+    if first is None or second is None or first.walk_kind != second.walk_kind:
+        return []
+    if first.walk_kind == "layer":
+        return _layer_changes(first, second)
+    units = [list(first.children()), list(second.children())]
+    words = _unit_changes(*units)
+    said = {_kind(node) for nodes in units for node in nodes} if words else set()  # the units' kinds are named
+    inside = [Counter(_kinds(node)) for node in (first, second)]
+    words += [f"{kind} added" for kind in inside[1] if kind not in inside[0] and kind not in said]
+    words += [f"{kind} removed" for kind in inside[0] if kind not in inside[1] and kind not in said]
+    theirs = {path: node for path, node, _ in walk(second) if node.walk_kind == "layer"}
+    alike = Counter(word for path, node, _ in walk(first) if node.walk_kind == "layer" and path in theirs
+                    for word in _layer_changes(node, theirs[path]))
+    return words + [word if count == 1 else f"{word} (× {count})" for word, count in alike.items()]
+
+
+def _kind(node: Node) -> str:
+    return node.op if node.walk_kind == "layer" else node.type_name
+
+
+def _kinds(module: Node):
+    """The blocks and combinators inside `module` (groups, which have no name of their own, aside)."""
+    for _, node, _ in walk(module):
+        if node.walk_kind == "module" and node.type_name != "Sequential":
+            yield node.type_name
+        elif node.walk_kind == "merge":
+            yield node.kind
+
+
+def _unit_changes(first: list, second: list) -> list[str]:
+    """`3 → 8 bottleneck units`, `3 bottleneck → 3 se_bottleneck units`: a stage of repeated units."""
+    kinds = [{_kind(node) for node in nodes} for nodes in (first, second)]
+    units = all(node.walk_kind == "module" for node in first + second)
+    if not (first and second and units) or len(kinds[0]) != 1 or len(kinds[1]) != 1:
+        return []
+    (before,), (after,) = kinds
+    if before == after:
+        return [] if len(first) == len(second) else [f"{len(first)} → {len(second)} {before} units"]
+    return [f"{len(first)} {before} → {len(second)} {after} units"]
+
+
+def _layer_changes(first, second) -> list[str]:
+    if first.op != second.op:
+        return [f"{first.op} → {second.op}"]
+    return [f"{name} {show(first.args[name])} → {show(second.args[name])}" for name in CHANGED_ARGUMENTS
+            if name in first.args and first.args[name] != second.args.get(name)]
 
 
 def _change(before, after, show) -> str:

@@ -139,7 +139,8 @@ def test_a_new_combinator_is_one_registry_entry(tmp_path, maximum):
 
     costs = analyse(network)
     assert costs[merge].field.size == (3, 3)  # the union of its branches' fields
-    assert costs[merge].activations == 3 * 4 * 64  # both branches and the maximum
+    assert costs[merge].activations == 4 * 64  # its own output; the branches' are theirs
+    assert costs[module].activations == 3 * 4 * 64  # both branches and the maximum
     assert valid_inputs(network).describe() == "valid inputs: H >= 1, W >= 1"
     summary = [(row.name, row.kind) for row in rows(network, costs, 3)]
     assert summary == [("m", "Maximum"), ("", "max"), ("wide", "conv"), ("narrow", "conv"), ("", "relu")]
@@ -161,6 +162,31 @@ def test_a_new_combinator_is_one_registry_entry(tmp_path, maximum):
     shortcut = _write(tmp_path, "  maximum { conv(4, 1) } shortcut conv(4, 1)")
     with pytest.raises(netdsl.NetDSLTypeError, match="'maximum' takes no shortcut"):
         netdsl.check(shortcut)
+
+
+def test_a_new_op_and_combinator_get_training_defaults_that_match_autograd(tmp_path, channel_scale, maximum):
+    """Declared with no training fields, the op saves its input (x * weight keeps x for the weight's
+    gradient) and the combinator every arm's result (torch.maximum keeps both): what autograd saves."""
+    torch = pytest.importorskip("torch")
+    path = _write(tmp_path, "  conv1: conv(4, 3, pad=1)\n  scale: channel_scale\n"
+                            "  m: maximum {\n    wide: conv(4, 3, pad=1)\n    narrow: conv(4, 1)\n  }")
+    network = netdsl.check(path)
+    training = analyse(network).training
+    model = build(network).train()
+    state = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in state:
+            saved.setdefault(tensor.untyped_storage().data_ptr(), tensor.untyped_storage().nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+    # the input (conv1's), conv1's output (channel_scale's), the scaled map (both convs'), the branches (maximum's)
+    assert training.saved.at(2) == sum(saved.values()) == 2 * 4 * (3 * 64 + 4 * 64 * 4)
+    assert training.param_tensors == 2 + 1 + 2 + 2  # weight and bias per conv, channel_scale's weight
+    assert training.backward_macs == (4 * 27 * 64 + 2 * 4 * 64) + 2 * (4 * 36 * 64 + 4 * 4 * 64)  # conv1: weight only
 
 
 def test_unregistered_keyword_is_a_name_again(tmp_path):

@@ -87,7 +87,7 @@ def test_summary_text_without_biases_shows_the_notes_numbers():
     assert result.returncode == 0, result.stderr
     assert "params (no biases)" in result.stdout
     assert "102,760,448" in result.stdout and "102,764,544" not in result.stdout
-    assert "1,728" in result.stdout and "3,211,264" in result.stdout
+    assert "1,728" in result.stdout and "12.85 MB" in result.stdout  # memory in bytes: 3,211,264 float32 elements
 
 
 def test_summary_text_piped_is_plain_and_complete():
@@ -99,7 +99,7 @@ def test_summary_text_piped_is_plain_and_complete():
     header = out.splitlines()[0].split()
     assert header == ["layer", "type", "output", "params", "MACs", "memory", "RF"]
     conv = next(line for line in out.splitlines() if line.split()[:2] == ["0", "conv"])
-    assert conv.split()[-5:] == ["1,792", "86.70", "M", "3,211,264", "3"]
+    assert conv.split()[-6:] == ["1,792", "86.70", "M", "12.85", "MB", "3"]  # memory: 3,211,264 elements x 4 bytes
     assert "params: 138,357,544 (138.36 M), all trainable; without biases 138,344,128" in out
     assert "MACs: 15,470,264,320 (15.47 G); FLOPs (2 x MACs): 30.94 G" in out
     assert "receptive field of the final feature map [512, 7, 7] (entering avgpool): 212, stride 32" in out
@@ -165,7 +165,11 @@ def test_flat_input_has_no_receptive_field(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--depth", "0"], "--depth must be at least 1"),
+    (["--depth", "-1"], "--depth must be at least 0"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--fit", "lots"], "--fit: expected a memory size like 80GiB or 24GB, or a device: h100"),
+    (["--train", "--fit=0GB"], "--fit: expected a memory size"),
+    (["--train", "--optimizer", "lion"], "invalid choice"),
     (["--input", "3xbig"], "--input"),
     (["--dtype", "float64"], "invalid choice"),
 ])
@@ -281,3 +285,24 @@ def test_rows_and_messages_name_what_the_author_wrote(tmp_path):
     assert result.returncode == 1 and "error: linear has weights for 144 input features" in result.stderr
     labelled = ROOT / "networks" / "lenet5.net"
     assert "(c5: conv output would be empty; f6: linear weights fix its input)" in netdsl_cli("check", str(labelled)).stdout
+
+
+def test_diff_says_what_changed_in_words(tmp_path):
+    """Issue 14 item 6: units of a stage, blocks and combinators added, a layer's arguments."""
+    report = run_json("diff", str(NETWORKS / "resnet101.net"), str(NETWORKS / "resnet152.net"))
+    changes = {row["path"]: row["changes"] for row in report["rows"]}
+    assert changes["layer2"] == ["4 → 8 bottleneck units"] and changes["layer3"] == ["23 → 36 bottleneck units"]
+    assert changes["layer1"] == changes["layer4"] == changes["fc"] == []
+    report = run_json("diff", str(NETWORKS / "resnet50.net"), str(NETWORKS / "se_resnet50.net"))
+    layer1 = next(row["changes"] for row in report["rows"] if row["path"] == "layer1")
+    assert layer1 == ["3 bottleneck → 3 se_bottleneck units", "se_module added", "gate added"]
+    source = ("network k(kernel=3) {{\n  input [3, 32, 32]\n  stem: conv(16, kernel, pad=kernel // 2)\n"
+              "  body: {{\n    a: conv(16, kernel, pad=kernel // 2)\n    b: conv({width}, kernel, pad=kernel // 2)\n"
+              "  }}\n  flatten\n  fc: linear(10)\n}}\n")
+    (tmp_path / "a.net").write_text(source.format(width=16))
+    (tmp_path / "b.net").write_text(source.format(width=32).replace("kernel=3", "kernel=5"))
+    result = netdsl_cli("diff", str(tmp_path / "a.net"), str(tmp_path / "b.net"))
+    assert result.returncode == 0, result.stderr
+    body = next(line for line in result.stdout.splitlines() if line.startswith("body"))
+    assert body.endswith("kernel 3 → 5 (× 2); out 16 → 32")
+    assert next(line for line in result.stdout.splitlines() if line.startswith("stem")).endswith("kernel 3 → 5")
