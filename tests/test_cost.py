@@ -172,9 +172,11 @@ def test_global_pooling_reaches_the_whole_input():
 # positive inputs (ReLU passes them), tiny inputs (sigmoid-like gates stay in their linear
 # range), eval mode (no dropout). Max pooling sends its gradient to one arg-max per window, so it is
 # swapped for average pooling with the same window (same kernel, stride, padding, rounding): the same
-# connectivity. The support along the height does not depend on the width, so the height is
-# measured on a tall, narrow input [C, N, w] (w: the smallest width the module accepts that keeps
-# every layer's rounding as at the declared size) and the width on [C, w, N]; N is the declared
+# connectivity; a layer norm over each position's channels (which would make equal channels zero)
+# for the identity, likewise. The model is built on the meta device and given these weights, and
+# only input gradients are computed. The support along the height does not depend on the width,
+# so the height is measured on a tall, narrow input [C, N, w] (w: the smallest width the module
+# accepts that keeps every layer's rounding as at the declared size) and the width on [C, w, N]; N is the declared
 # size plus a multiple of the effective stride, just large enough that the centre output's field
 # lies inside the input, so the borders clip nothing. A forward pre-hook on the layer that reads
 # the final feature map stops the forward there: the fixed-size classifier never runs.
@@ -209,6 +211,10 @@ def _instrumented(network):
                 setattr(module, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
             elif isinstance(child, nn.AdaptiveMaxPool2d):
                 setattr(module, name, nn.AdaptiveAvgPool2d(child.output_size))
+            elif isinstance(child, nn.LayerNorm) or type(child).__name__ == "LayerNorm2d":
+                # normalizes each position over its channels: with constant weights every channel is
+                # equal and the output zero; the identity reads the same positions
+                setattr(module, name, nn.Identity())
     model = model.to_empty(device="cpu").eval().requires_grad_(False)  # input gradients only
     with torch.no_grad():
         for module in model.modules():
