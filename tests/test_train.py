@@ -16,7 +16,6 @@ norm, in-place activations, residuals, max pooling, squeeze-excitation gates, dr
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import subprocess
@@ -28,7 +27,6 @@ import pytest
 import netdsl
 import zoo
 from netdsl.cost import DEVICE_MEMORY, Precision, analyse
-from netdsl.sizes import valid_inputs
 
 torch = pytest.importorskip("torch")
 
@@ -46,23 +44,7 @@ def _cases(names):
 ALL = [path.stem for path in zoo.distinct()]  # a family file that is one of its members: tested as that member
 
 
-@functools.cache
-def smallest(name: str):
-    """The network checked at the smallest input it accepts; where the sizes are not analysed (the
-    network reads its input's size: NASNet), the smallest square of 32 + 16k that checks."""
-    path = NETWORKS / f"{name}.net"
-    network = netdsl.check(path)
-    if len(network.input_shape) != 3:
-        return network
-    sizes = valid_inputs(network)
-    if not sizes.skipped:
-        return netdsl.check(path, input_shape=(network.input_shape[0],) + tuple(d.minimum for d in sizes.dimensions))
-    for size in range(32, network.input_shape[1], 16):
-        try:
-            return netdsl.check(path, input_shape=(network.input_shape[0], size, size))
-        except netdsl.NetDSLError:
-            continue
-    return network
+smallest = zoo.smallest
 
 
 def _model(network):

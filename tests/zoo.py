@@ -15,6 +15,7 @@ from pathlib import Path
 import netdsl
 from netdsl.emit import python_source
 from netdsl.names import class_name
+from netdsl.sizes import valid_inputs
 
 NETWORKS = Path(__file__).resolve().parent.parent / "networks"
 ALL = sorted(NETWORKS.glob("*.net"))
@@ -46,3 +47,23 @@ def twins() -> dict[Path, Path]:
 def distinct() -> list[Path]:
     """Every network file but the twins: each distinct network once."""
     return [path for path in ALL if path not in twins()]
+
+
+@functools.cache
+def smallest(name: str):
+    """The network checked at the smallest input it accepts (every op computes there as at the
+    declared size, on a fraction of the pixels); where the sizes are not analysed (the network reads
+    its input's size: NASNet), at the smallest square of 32 + 16k that checks."""
+    path = NETWORKS / f"{name}.net"
+    network = netdsl.check(path)
+    if len(network.input_shape) != 3:
+        return network
+    sizes = valid_inputs(network)
+    if not sizes.skipped and network.reads_input_size is None:
+        return netdsl.check(path, input_shape=(network.input_shape[0],) + tuple(d.minimum for d in sizes.dimensions))
+    for size in range(32, network.input_shape[1], 16):
+        try:
+            return netdsl.check(path, input_shape=(network.input_shape[0], size, size))
+        except netdsl.NetDSLError:
+            continue
+    return network
