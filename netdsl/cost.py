@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from .combinators import COMBINATORS
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap
-from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window
+from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window, rule_shape
 from .walk import Interpreter
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -263,10 +263,11 @@ class _Walk(Interpreter):
         if self.feature_end is not None and layer is self.feature_end[1]:
             self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0])
         op = REGISTRY[layer.op]
-        reach = op.reach(layer.in_shape, layer.args)
+        view = rule_shape(op, layer.in_shape, layer.axes)
+        reach = None if view is not layer.in_shape else op.reach(view, layer.args)  # per position: position-wise
         out = _State(state.field.through(reach) if state.field else None, state.depth + op.weight)
         elements = math.prod(layer.out_shape)
-        biases = 0 if layer.shared else op.biases(layer.in_shape, layer.args)
+        biases = 0 if layer.shared else op.biases(view, layer.args)
         self.costs[id(layer)] = Cost(layer.out_shape, layer.params, biases, layer.macs, elements, elements,
                                      out.field, out.depth, out.depth - state.depth)
         return out

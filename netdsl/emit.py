@@ -20,7 +20,7 @@ from pathlib import Path
 from .combinators import COMBINATORS
 from .fileio import write_atomically  # also importable from here, where it lived before netdsl.fileio
 from .graph import Layer, Merge, Module, Network, Node, Tap, From
-from .layers import REGISTRY
+from .layers import REGISTRY, rule_shape
 from .names import Namespace, attribute, class_name, is_attribute, string
 from .text import shape_text
 from .walk import Interpreter
@@ -125,7 +125,11 @@ class _SourceWriter:
 
     # constructor expressions
     def layer_expr(self, module: Module, layer: Layer) -> str:
-        emission = REGISTRY[layer.op].torch(layer.in_shape, layer.args)
+        op = REGISTRY[layer.op]
+        emission = op.torch(rule_shape(op, layer.in_shape, layer.axes), layer.args)
+        if op.parameter:  # a learned tensor of the module itself: (shape, initial value, how it is applied)
+            shape, init = emission.args[:2]
+            return f"nn.Parameter(torch.full({_literal(tuple(shape))}, {_literal(float(init))}))"
         args = [_literal(a) for a in emission.args]
         kwargs = dict(emission.kwargs)
         if self.plan(module, layer):
@@ -146,7 +150,8 @@ class _SourceWriter:
             return self.layer_expr(parent, child)
         # nn.Sequential only computes a chain; a body with a residual, concat, gate or aux head needs
         # a class of its own whatever its kind.
-        if child.is_sequence and (child.kind == "sequential" or _is_numbered_chain(child)):
+        if child.is_sequence and not _holds_parameter(child) and (
+                child.kind == "sequential" or _is_numbered_chain(child)):
             return self.sequential_expr(child, depth)
         return f"{self.module_class(child)}()"
 
@@ -182,6 +187,8 @@ class _SourceWriter:
             expr = self.child_expr(module, child, depth=2)
             if is_attribute(child.name):
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
+            elif _is_parameter(child):
+                init.append(f"{INDENT * 2}self.register_parameter({string(child.name)}, {expr})")
             else:
                 init.append(f"{INDENT * 2}self.add_module({string(child.name)}, {expr})")
         forward = _Forward(self.plan, module).function()
@@ -198,6 +205,15 @@ class _SourceWriter:
 def _is_numbered_chain(module: Module) -> bool:
     """A plain chain of unlabelled children: exactly what `nn.Sequential` does."""
     return module.is_sequence and all(c.name == str(i) for i, c in enumerate(module.children()))
+
+
+def _is_parameter(node) -> bool:
+    return node.walk_kind == "layer" and REGISTRY[node.op].parameter
+
+
+def _holds_parameter(module: Module) -> bool:
+    """nn.Sequential holds modules only: a learned tensor among the children needs a class."""
+    return any(_is_parameter(child) for child in module.children())
 
 
 def _helper_class(source: str) -> str:
@@ -267,7 +283,12 @@ class _Forward(Interpreter):
         self.line(f"{self.target} = {attribute(node.name)}({source}{extra})")
         return self.target
 
-    layer = call
+    def layer(self, layer: Layer, source: str) -> str:
+        if not _is_parameter(layer):
+            return self.call(layer, source)
+        operator = {"mul": "*", "add": "+"}[layer.args["op"]]
+        self.line(f"{self.target} = {attribute(layer.name)} {operator} {source}")  # as torchvision: layer_scale * x
+        return self.target
 
     def module(self, module: Module, source: str) -> str:
         return self.call(module, source)
@@ -280,6 +301,13 @@ class _Forward(Interpreter):
 
     def arm(self, merge: Merge, index: int, nodes: list[Node], source: str) -> str:
         return source  # arms are written by the combinator's `emit`, which names their variables
+
+    def from_(self, node: From, source: str, wire: str) -> str:
+        if node.channels is None:
+            return wire
+        name = self.fresh(node.wire.name)
+        self.line(f"{name} = {wire}[:, {node.channels[0]}:{node.channels[1]}]")
+        return name
 
     def tap(self, tap: Tap, source: str) -> str:
         name = self.fresh(tap.wire.name)

@@ -43,6 +43,8 @@ class Layer:
     span: Span
     trace: tuple[Frame, ...] = ()
     shared: bool = False  # a later use of a parameter-free module already named in this scope
+    axes: tuple[str, ...] | None = None  # the input's axes where not canonical (NOTE [Axes] in layers.py)
+    out_axes: tuple[str, ...] | None = None  # the output's, likewise
 
     walk_kind = "layer"
 
@@ -105,12 +107,13 @@ class Tap:
 
 @dataclass
 class From:
-    """Continues from a named tensor (`from name`)."""
+    """Continues from a named tensor (`from name`), or from its channels start..stop-1 (`from name[start:stop]`)."""
 
     wire: Wire
     in_shape: Shape
     out_shape: Shape
     span: Span
+    channels: tuple[int, int] | None = None  # (start, stop) of a channel slice
 
     walk_kind = "from_"
 
