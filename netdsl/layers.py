@@ -810,8 +810,9 @@ def _linear_shape(in_shape: Shape, args: dict) -> Shape:
     if len(in_shape) != 1:
         raise LayerProblem(
             f"linear expects a flat [features] input, got {shape_text(in_shape)}",
-            hint="insert 'flatten' (or a global pool, then 'flatten') before it; for a linear at every "
-                 "position, 'permute([1, 2, 0])' to [height, width, channels] first",
+            hint="insert 'flatten' (or a global pool, then 'flatten') before it" + (
+                "; for a linear at every position, 'permute([1, 2, 0])' to [height, width, channels] first"
+                if len(in_shape) == 3 and in_shape[1:] != (1, 1) else ""),
         )
     if "in_features" in args and args["in_features"] is not None and args["in_features"] != in_shape[0]:
         raise LayerProblem(
@@ -869,6 +870,22 @@ def _permutation(in_shape: Shape, args: dict) -> tuple[int, ...]:
     return dims
 
 
+def _list_helper(cls: str, doc: str, attribute: str, result: str) -> str:
+    """The source of a parameter-free module holding one list of integers, `attribute`."""
+    return f'''class {cls}(nn.Module):
+    """{doc}"""
+
+    def __init__(self, {attribute}: tuple) -> None:
+        super().__init__()
+        self.{attribute} = list({attribute})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return {result}
+
+    def extra_repr(self) -> str:
+        return f"{attribute}={{self.{attribute}}}"'''
+
+
 register(LayerDef(
     name="permute",
     doc="Reorders the axes of each sample (torch.permute without the batch axis): permute([1, 2, 0]) makes "
@@ -878,19 +895,8 @@ register(LayerDef(
     torch=lambda s, a: Emission("Permute", ((0, *(d + 1 for d in a["dims"])),), helper=True),
     axes=lambda axes, a: tuple(axes[d] for d in a["dims"]),
     aliases_input=True, layout="any",
-    helper_source='''class Permute(nn.Module):
-    """Reorders the axes of x (dims includes the batch axis), as torchvision.ops.Permute."""
-
-    def __init__(self, dims: tuple) -> None:
-        super().__init__()
-        self.dims = list(dims)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.permute(x, self.dims)
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}"''',
-))
+    helper_source=_list_helper("Permute", "Reorders the axes of x (dims includes the batch axis), as "
+                               "torchvision.ops.Permute.", "dims", "torch.permute(x, self.dims)"),))
 
 
 def _reshape_shape(in_shape: Shape, args: dict) -> Shape:
@@ -924,19 +930,8 @@ register(LayerDef(
     axes=lambda axes, a: CANONICAL_AXES[len(a["shape"])],
     reach=lambda s, a: GLOBAL,  # an output position may hold any input position's values
     aliases_input=True, layout="any",
-    helper_source='''class Reshape(nn.Module):
-    """Gives each sample of x the shape `shape` (the batch axis is kept)."""
-
-    def __init__(self, shape: tuple) -> None:
-        super().__init__()
-        self.shape = list(shape)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.reshape([x.shape[0]] + self.shape)
-
-    def extra_repr(self) -> str:
-        return f"shape={self.shape}"''',
-))
+    helper_source=_list_helper("Reshape", "Gives each sample of x the shape `shape` (the batch axis is kept).",
+                               "shape", "x.reshape([x.shape[0]] + self.shape)"),))
 
 
 def _param_shape(in_shape: Shape, args: dict) -> Shape:
