@@ -6,7 +6,7 @@ Two campaigns, both reproducible from a seed:
   channel shuffles, residuals with and without projections, inception branches, dense layers,
   squeeze-excitation gates, repetitions and parameterized blocks, splits whose widths come from
   list comprehensions, channels-last MLPs (permute, layernorm, per-position linear, width from a
-  dict comprehension), learned `param` scales and shifts, channel slices of named tensors, random
+  dict comprehension), learned `param` scales and shifts, channel slices of named tensors, reshapes, random
   input sizes, flat layers between the classifier's linears); the checker's per-layer output shapes, parameter
   count and output shape must equal what the emitted module does when run.
 - robustness: `mutate` damages a real .net file (deleted, duplicated and swapped tokens and
@@ -228,11 +228,19 @@ class _Writer:
 
 
     def newer(self, shape, depth):
-        """Splits with widths from a comprehension, a channels-last MLP, learned parameters, channel slices."""
+        """Splits with widths from a comprehension, a channels-last MLP, learned parameters, channel slices
+        and reshapes."""
         rng, (channels, height, width) = self.rng, shape
         self.labels += 1
         n = self.labels
-        kind = rng.randrange(4)
+        kind = rng.randrange(5)
+        if kind == 4:  # reshapes: the map re-read with height and width swapped, or flattened and restored
+            if rng.random() < 0.5:
+                self.emit(f"{self.label()}reshape([-1, {width}, {height}])", depth)
+                return (channels, width, height)
+            self.emit(f"{self.label()}reshape([{channels * height * width}])", depth)
+            self.emit(f"{self.label()}reshape([{channels}, -1, {width}])", depth)
+            return shape
         parts = [k for k in (2, 3, 4) if channels % k == 0]
         if kind == 0 and parts:  # split: branch i gets a part of the channels; a list comprehension gives widths
             count = rng.choice(parts)
