@@ -7,16 +7,18 @@ command line's `-D NAME=VALUE` and `--input CxHxW` values, which are not flag-sp
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from . import ast
-from .limits import Limits
-from .errors import NetDSLError, OptionError, Span, TypeError_, remember_source
+from .limits import MEMORY_SHARE, Limits, default_max_bytes
+from .errors import NetDSLError, OptionError, ParameterError, Span, TypeError_, remember_source
 from .fileio import check_target
 from .graph import Network
 from .parse import parse_expr
 from .resolve import Program, load
 from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
+from .text import byte_text
 
 
 def _python_value(value, name: str):
@@ -75,21 +77,58 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
     return build_module(check(path, network=network, **overrides))
 
 
+def parse_size(text: str) -> int:
+    """`8G`, `512MiB`, `1e9`, `1000000`: a number of bytes from the command line (k, M, G, T, P: powers
+    of 1000; Ki, Mi, Gi, Ti, Pi: of 1024; a trailing B is optional)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKMGTP]i?)?[bB]?\s*", text)
+    if not match:
+        raise OptionError(f"expected a size in bytes like 8G, 512MiB or 1000000, got {text!r}")
+    number, unit = float(match[1]), match[2] or ""
+    scale = (1024 if unit.endswith("i") else 1000) ** ("kMGTP".index(unit[:1].replace("K", "k")) + 1 if unit else 0)
+    return int(number * scale)
+
+
+WEIGHT_BYTES = 4  # a parameter's bytes while the module is built (float32; a --dtype cast comes after)
+
+
+def weight_bytes(graph: Network) -> int:
+    """Bytes the network's parameters take as float32, the dtype it is built in."""
+    return graph.params * WEIGHT_BYTES
+
+
+def check_weight_bytes(graph: Network, max_bytes: int | None) -> None:
+    """Raises `ParameterError` (at the network) when building `graph` would allocate more than `max_bytes`
+    for its weights (None: `limits.default_max_bytes()`, a share of the memory available now)."""
+    default = max_bytes is None
+    limit = default_max_bytes() if default else max_bytes
+    size = weight_bytes(graph)
+    if limit is None or size <= limit:
+        return
+    whose = f"{int(MEMORY_SHARE * 100)}% of the memory available now" if default else "the limit given"
+    raise ParameterError(
+        f"{graph.params:,} parameters take {byte_text(size)} ({size:,} bytes) as float32, more than "
+        f"{byte_text(limit)} ({whose}); not compiled", graph.root.span,
+        "give a larger limit (--max-bytes on the command line, max_bytes= in Python), or make the network smaller")
+
+
 def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  network: str | None = None, format: str | None = None, dtype: str | None = None,
-                 device: str | None = None, optimize: bool = False, **overrides) -> tuple[Network, Path]:
+                 device: str | None = None, optimize: bool = False, max_bytes: int | None = None,
+                 **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
-    "export" (a `torch.export` program, `torch.export.load`), "onnx" or "python" (standalone
-    source), to `output` (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current
-    directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
+    "export" (a `torch.export` program, `torch.export.load`), "aoti" (an AOTInductor package,
+    `torch._inductor.aoti_load_package`), "onnx" or "python" (standalone source), to `output`
+    (default `<network>.pt`, `.pt2`, `.onnx` or `.py` in the current directory). Without `format`, `output`'s suffix says which (`.pt2`: export), else torchscript.
     Returns the checked network and the path written.
 
     `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
     bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
     BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
     and a frozen graph (`netdsl.optimize`). Options that do not go together raise `OptionError`;
-    an output that is not a regular file, or is one of the network's own sources, `OutputError`."""
-    from .emit import (FORMATS, build as build_module, save_export, save_onnx, save_python,
+    an output that is not a regular file, or is one of the network's own sources, `OutputError`.
+    A tensor format first refuses (`ParameterError`) a network whose float32 weights are more than
+    `max_bytes` (default: half the memory available now; see `check_weight_bytes`)."""
+    from .emit import (FORMATS, build as build_module, save_aoti, save_export, save_onnx, save_python,
                        save_torchscript)
 
     format = format_for(output, format)
@@ -101,6 +140,7 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     if format == "python":
         save_python(graph, target)
         return graph, target
+    check_weight_bytes(graph, max_bytes)  # before anything is allocated
     import torch
 
     model = build_module(graph)
@@ -112,6 +152,8 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     model.to(device=device, dtype=torch_dtype)
     if format == "export":
         save_export(model, target, graph.input_shape, torch_dtype, device)
+    elif format == "aoti":
+        save_aoti(model, target, graph.input_shape, torch_dtype, device)
     elif format == "onnx":
         size = graph.params * (torch_dtype or torch.float32).itemsize
         if size >= 2**31:
@@ -131,14 +173,17 @@ def format_for(output: str | os.PathLike | None, format: str | None) -> str:
     from .emit import FORMATS
 
     suffix = Path(output).suffix.lower() if output is not None else ""
-    implied = next((name for name, known in FORMATS.items() if known == suffix), None)
+    implied = next((name for name, known in FORMATS.items() if known == suffix), None)  # .pt2: export, or aoti
     if format is None:
         if output is not None and implied is None:
-            suffixes = ", ".join(f"{known} for {name}" for name, known in FORMATS.items())
+            by_suffix = {}
+            for name, known in FORMATS.items():
+                by_suffix.setdefault(known, name)  # a .pt2 means export unless {format} says aoti
+            suffixes = ", ".join(f"{known} for {name}" for known, name in by_suffix.items())
             raise OptionError.naming(f"cannot tell the format of {str(output)!r} from its suffix; give {{format}} "
                                      f"or an output ending in {suffixes}")
         return implied or "torchscript"
-    if implied is not None and implied != format:
+    if implied is not None and format in FORMATS and FORMATS[format] != suffix:
         raise OptionError.naming(f"{str(output)!r} is a {suffix} file, which means {{format={implied}}}, but "
                                  f"{{format={format}}} was asked for; change one of them")
     return format
@@ -165,6 +210,17 @@ def check_compile_options(format: str, dtype: str | None, device: str | None, op
 
         if not all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript")):
             raise OptionError.naming("{format=onnx} needs the onnx exporter: pip install onnx onnxscript")
+    if format == "aoti" and not _cxx():
+        raise OptionError.naming("{format=aoti} compiles C++: it needs a C++ compiler (g++ or clang++ on the PATH, "
+                                 "or CXX naming one), e.g. apt-get install g++")
+
+
+def _cxx() -> str | None:
+    """The C++ compiler AOTInductor would run: $CXX, else g++, c++ or clang++ on the PATH."""
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next(filter(None, (shutil.which(name) for name in names)), None)
 
 
 compile = compile_file  # its first name, kept for the callers that use it

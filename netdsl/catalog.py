@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .api import check
+from .errors import NetDSLError
+from .resolve import read_source
 from .text import dims_text
 
 _REFERENCE = re.compile(r"^#\s*reference:\s*(torchvision|timm|paper)\s+([\w.,]+)", re.M)
@@ -52,13 +54,20 @@ def header(text: str) -> tuple[str, str | None, str | None]:
 
 
 def entry(path: Path) -> Entry:
-    summary, kind, reference = header(path.read_text(encoding="utf-8"))
+    summary, kind, reference = header(read_source(str(path)))
     graph = check(path)
     return Entry(path, graph.name, summary, kind, reference, graph.input_shape, graph.params, graph.macs)
 
 
 def entries(directory: Path) -> list[Entry]:
-    return [entry(path) for path in sorted(Path(directory).glob("*.net"))]
+    """The networks of the `.net` files in `directory`; a `NetDSLError` when it is not a directory or has none."""
+    if not Path(directory).is_dir():
+        problem = "no such directory" if not Path(directory).exists() else "not a directory"
+        raise NetDSLError(f"cannot catalog {directory}: {problem}")
+    files = sorted(Path(directory).glob("*.net"))
+    if not files:
+        raise NetDSLError(f"cannot catalog {directory}: it holds no .net files")
+    return [entry(path) for path in files]
 
 
 def markdown(items: list[Entry]) -> str:

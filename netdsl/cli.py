@@ -1,6 +1,6 @@
 """Stage 5 — the command line: arguments → one command's output and exit code.
 
-Nine commands: `netdsl check | compile | summary | diff | draw | fmt | lsp | layers | catalog`.
+Ten commands: `netdsl check | compile | summary | diff | draw | fmt | serve | lsp | layers | catalog`.
 Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
 when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
 no stage imports this module.
@@ -22,7 +22,7 @@ from pathlib import Path
 from . import __version__, api
 from .errors import NetDSLError, OptionError
 from .graph import Network
-from .text import human, plural, shape_text
+from .text import byte_text, human, plural, shape_text
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -57,20 +57,25 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--input", metavar="CxHxW", help="re-check at this input size, e.g. 3x320x320")
     check.add_argument("--watch", action="store_true", help="re-check whenever the file (or an import) changes")
 
-    compile_ = commands.add_parser("compile", help="compile a network to TorchScript, a torch.export program, ONNX or Python source")
+    compile_ = commands.add_parser("compile", help="compile a network to TorchScript, a torch.export program, an "
+                                                   "AOTInductor package, ONNX or Python source")
     _common(compile_)
     compile_.add_argument("-o", "--output",
                           help="output file; its suffix gives the format unless --format does: .pt torchscript, "
                                ".pt2 export, .onnx onnx, .py python (default: <network>.pt in the current directory)")
-    compile_.add_argument("--format", choices=["torchscript", "export", "onnx", "python"], default=None,
-                          help="torchscript (torch.jit.load), export (torch.export program, .pt2), onnx (.onnx) "
-                               "or python (standalone module source); default: from -o's suffix, else torchscript")
+    compile_.add_argument("--format", choices=["torchscript", "export", "aoti", "onnx", "python"], default=None,
+                          help="torchscript (torch.jit.load), export (torch.export program, .pt2), aoti "
+                               "(AOTInductor package, .pt2, compiled C++: torch._inductor.aoti_load_package), onnx "
+                               "(.onnx) or python (standalone module source); default: from -o's suffix, else torchscript")
     compile_.add_argument("--optimize", action="store_true",
                           help="for inference: fold BatchNorm into convolutions, eval mode; "
                                "torchscript: also a frozen graph with channels-last weights")
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
-                          help="parameter dtype of the saved model (torchscript, export; onnx: not bfloat16)")
-    compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript and export)")
+                          help="parameter dtype of the saved model (torchscript, export, aoti; onnx: not bfloat16)")
+    compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript, export and aoti)")
+    compile_.add_argument("--max-bytes", metavar="SIZE",
+                          help="refuse a network whose float32 weights take more, e.g. 8G, 512MiB "
+                               "(default: half the memory available; python needs none)")
 
     summary = commands.add_parser("summary", help="per-layer table: shapes, parameters, MACs, memory, receptive field")
     _common(summary)
@@ -94,6 +99,14 @@ def make_parser() -> argparse.ArgumentParser:
     draw.add_argument("-o", "--output", help="output file: .svg, .png, .pdf or .dot (default <network>.svg)")
     draw.add_argument("--depth", type=int, default=None, help="expand blocks down to depth N")
     draw.add_argument("--rankdir", choices=["TB", "LR"], default="TB", help="layout direction (default TB)")
+    draw.add_argument("--style", choices=["screen", "paper"], default="screen",
+                      help="screen: colours (default); paper: greyscale-safe fills and line styles, with a legend")
+    draw.add_argument("--legend", action="store_true", help="add a legend of the colours, shapes and lines used")
+    draw.add_argument("--columns", type=int, default=1, metavar="N",
+                      help="wrap the drawing's tallest chain (stages, blocks) into N columns (rows with --rankdir LR)")
+    draw.add_argument("--size", metavar="WxH", help="shrink to fit WIDTHxHEIGHT inches, or column (3.5x9), "
+                                                   "page (7x9.5), slide (13.33x7.5)")
+    draw.add_argument("--dpi", type=int, default=None, help="PNG resolution in dots per inch (default 96)")
     draw.add_argument("--watch", action="store_true", help="redraw whenever the file (or an import) changes")
 
     fmt = commands.add_parser("fmt", help="format .net files in place (canonical layout)")
@@ -102,6 +115,15 @@ def make_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 if a file is not formatted")
     fmt.add_argument("--diff", action="store_true", help="print a unified diff instead of writing")
     fmt.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+
+    serve = commands.add_parser("serve", help="a live viewer in the browser: drawing, summary and diff, redrawn on save")
+    serve.add_argument("target", nargs="?", default=".", metavar="FILE | DIR",
+                       help="a .net file (its directory is served) or a directory (default: the current one)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8765; 0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    serve.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     lsp = commands.add_parser("lsp", help="run the language server over stdio (for editors)")
     lsp.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
@@ -198,7 +220,8 @@ def _cmd_check(args) -> int:
         print(json.dumps({
             "network": network.name, "file": network.file,
             "input": list(network.input_shape), "output": list(network.output_shape),
-            "params": network.params, "macs": network.macs, "aux_macs": network.aux_macs,
+            "params": network.params, "params_bytes": api.weight_bytes(network),
+            "macs": network.macs, "aux_macs": network.aux_macs,
             "memory": {"elements": activations, "bytes": byte_size(activations, "float32")},
             "receptive_field": feature.to_json() if feature is not None else None,
             "arguments": {k: _jsonable(v) for k, v in network.arguments.items()},
@@ -206,7 +229,8 @@ def _cmd_check(args) -> int:
         }, indent=2))
     else:
         print(f"{network.file}: ok: network {network.name}, input {shape_text(network.input_shape)} -> "
-              f"output {shape_text(network.output_shape)}, {network.params:,} parameters, "
+              f"output {shape_text(network.output_shape)}, {network.params:,} parameters "
+              f"({byte_text(api.weight_bytes(network))} as float32), "
               f"{human(network.macs)} MACs{_aux_text(network)}")
         print(f"  {sizes.describe()}")
     return EXIT_OK
@@ -225,6 +249,12 @@ def _jsonable(value):
 def _cmd_compile(args) -> int:
     fmt = api.format_for(args.output, args.format)  # the options first: no torch is imported for them
     api.check_compile_options(fmt, args.dtype, args.device, args.optimize)
+    max_bytes = None
+    if args.max_bytes is not None:
+        try:
+            max_bytes = api.parse_size(args.max_bytes)
+        except OptionError as error:
+            raise UsageError(f"--max-bytes: {error.message}") from None
     if fmt != "python":  # the Python source needs no torch to be written
         try:
             import torch
@@ -234,10 +264,11 @@ def _cmd_compile(args) -> int:
             raise UsageError(f"--device {args.device}: no CUDA device is available")
     network, path = api.compile_file(args.file, args.output, network=args.network, format=fmt,
                                      dtype=args.dtype, device=args.device, optimize=args.optimize,
-                                     **_overrides(args.overrides))
+                                     max_bytes=max_bytes, **_overrides(args.overrides))
     print(overview(network))
     how = {"torchscript": "TorchScript; load with torch.jit.load",
            "export": "torch.export program; load with torch.export.load(path).module()",
+           "aoti": "AOTInductor package, dynamic batch; load with torch._inductor.aoti_load_package",
            "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",
            "python": "PyTorch source; `from FILE import ROOT; model = ROOT()`"}[fmt]
     print(f"wrote {path} ({how}{'; optimized for inference' if args.optimize else ''})")
@@ -291,9 +322,23 @@ def _cmd_draw(args) -> int:
         except OptionError as error:
             raise UsageError(f"-o {args.output}: {error.message}") from None
     max_depth = _depth(args.depth, None)
+    if args.dpi is not None and not (image_format == "png" and 10 <= args.dpi <= 2400):
+        raise UsageError(f"--dpi {args.dpi}: " + ("between 10 and 2400" if image_format == "png" else
+                                                  "a PNG's resolution; SVG and PDF are vector drawings (use --size)"))
+    if not 1 <= args.columns <= 20:
+        raise UsageError(f"--columns must be between 1 and 20, got {args.columns}")
+    size = None
+    if args.size is not None:
+        try:
+            size = draw.parse_size(args.size)
+        except OptionError as error:
+            raise UsageError(f"--size: {error.message}") from None
     network = api.check(args.file, network=args.network, **_overrides(args.overrides))
     depth = draw.default_depth(network) if max_depth is None else max_depth
-    dot = draw.to_dot(network, depth, args.rankdir)
+    layout = draw.Layout(args.rankdir, args.style, True if args.legend else None, args.columns)
+    dot = draw.to_dot(network, depth, layout=layout)
+    if size is not None:
+        draw.fit(dot, size)
     target = Path(args.output) if args.output is not None else Path(f"{network.name}.svg")
     source = target if image_format is None else target.with_suffix(".dot")
     protect = _sources(args.file)
@@ -306,7 +351,7 @@ def _cmd_draw(args) -> int:
         print(f"wrote {target} (Graphviz source, depth {depth})")
         return EXIT_OK
     try:
-        data = draw.render(dot, target)
+        data = draw.render(dot, target, args.dpi or draw.PNG_DPI)
     except draw.GraphvizMissing:
         write_source()  # the diagram is not lost: render it once Graphviz is installed
         raise UsageError(f"cannot draw {target}: the Graphviz program 'dot' is not installed; wrote the "
@@ -356,7 +401,7 @@ def _cmd_fmt(args) -> int:
         if not args.check and not args.diff:
             write_atomically(path, lambda tmp: Path(tmp).write_text(formatted, encoding="utf-8"))
             print(f"reformatted {path}", file=sys.stderr)
-    if changed + unchanged > 1:
+    if changed + unchanged:  # one file or many: the same closing count
         done = "would be reformatted" if args.check or args.diff else "reformatted"
         counts = [f"{plural(changed, 'file')} {done}"] if changed else []
         counts += [f"{plural(unchanged, 'file')} already formatted"] if unchanged else []
@@ -422,6 +467,31 @@ def _cmd_lsp(args) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args) -> int:
+    """`netdsl serve [FILE | DIR] [--port N] [--host H] [--open]`: serve the viewer until Ctrl-C."""
+    from . import serve
+
+    port = serve.DEFAULT_PORT if args.port is None else args.port
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        viewer = serve.start(args.target, args.host, port)
+    except serve.Refused as refused:
+        raise UsageError(refused.message) from None
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host} port {port}: {error.strerror or error}") from None
+    with viewer:
+        print(f"netdsl: serving {viewer.root} at {viewer.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"netdsl: note: --host {args.host}: other machines can reach the viewer", file=sys.stderr)
+        if args.open:
+            import webbrowser
+
+            webbrowser.open(viewer.url)
+        viewer.serve_forever()
+    return EXIT_OK
+
+
 def _cmd_layers(args) -> int:
     from .layers import REGISTRY, markdown_table, signature
 
@@ -454,7 +524,7 @@ def _cmd_catalog(args) -> int:
 
 
 COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "diff": _cmd_diff,
-            "draw": _cmd_draw, "fmt": _cmd_fmt, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
+            "draw": _cmd_draw, "fmt": _cmd_fmt, "serve": _cmd_serve, "lsp": _cmd_lsp, "layers": _cmd_layers, "catalog": _cmd_catalog}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,8 +78,22 @@ def _residual_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
     if shortcut != body:
         raise LayerProblem(
             f"residual add: the body gives {shape_text(body)} but the shortcut gives {shape_text(shortcut)}",
-            hint="make the shortcut produce the body's shape, e.g. 'shortcut { conv(C, 1, stride=S, bias=false) bn }'")
+            hint=_projection_hint(in_shape, body))
     return body
+
+
+def _projection_hint(in_shape: Shape, body: Shape) -> str:
+    """The shortcut that would give the body's shape from the residual's input, with its numbers."""
+    if in_shape == body:
+        return f"the body keeps its input's shape {shape_text(body)}: leave the shortcut out (the identity)"
+    if len(in_shape) == len(body) == 3:
+        strides = [next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
+                   for size, target in zip(in_shape[1:], body[1:])]
+        if None not in strides:
+            stride = strides[0] if strides[0] == strides[1] else strides
+            return (f"a projection from {shape_text(in_shape)}: "
+                    f"'shortcut {{ conv({body[0]}, 1{'' if stride == 1 else f', stride={stride}'}, bias=false)  bn }}'")
+    return "make the shortcut produce the body's shape"
 
 
 def _residual_emit(writer, merge, source: str) -> str:
@@ -244,6 +258,6 @@ def _aux_emit(writer, merge, source: str) -> str:
 
 register(CombinatorDef(
     keyword="aux", doc="an auxiliary head on the current tensor: an extra output in training (GoogLeNet)",
-    body="module", shape=lambda in_shape, arms: in_shape, emit=_aux_emit, label="aux head", type_name="Sequential",
+    body="module", shape=lambda in_shape, arms: in_shape, emit=_aux_emit, label="aux head", type_name="group",
     draw=DrawSpec(None), root_only=True, training_output=True, passthrough=True, fresh_output=False,
 ))

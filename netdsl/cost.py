@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .combinators import COMBINATORS
-from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap
+from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap, describe
 from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Window, rule_shape
 from .walk import Interpreter
 
@@ -155,6 +155,7 @@ class FeatureMap:
     shape: Shape
     field: Field | None
     consumer: str | None  # dotted path of the layer that reads it; None: it is the network's output
+    consumer_name: str | None = None  # how messages name that layer (`graph.describe`)
 
     def to_json(self) -> dict | None:
         """`{"size", "stride", "whole_input", "at", "shape"}`; None without a spatial input."""
@@ -261,7 +262,7 @@ class _Walk(Interpreter):
 
     def layer(self, layer: Layer, state: _State) -> _State:
         if self.feature_end is not None and layer is self.feature_end[1]:
-            self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0])
+            self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0], describe(*self.feature_end))
         op = REGISTRY[layer.op]
         view = rule_shape(op, layer.in_shape, layer.axes)
         reach = None if view is not layer.in_shape else op.reach(view, layer.args)  # per position: position-wise

@@ -37,27 +37,57 @@ from .text import human
 HEIGHT_BUDGET = 120
 
 FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": None}  # suffix → `dot -T` format
-PNG_DPI = "96"
+PNG_DPI = 96
+# `--size`: the largest a figure may be, in inches (Graphviz shrinks a larger drawing to fit, keeping
+# its proportions): a column of a two-column paper, a page's text block, a 16:9 slide.
+SIZES = {"column": (3.5, 9.0), "page": (7.0, 9.5), "slide": (13.33, 7.5)}
 INSTALL_HINT = "install Graphviz (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz)"
 
-# Fill colours by op family (`LayerDef.family`), in the spirit of torch.fx's _COLOR_MAP; an op of no
-# family gets a pale colour hashed from its name, so no op is ever unstyled.
-_FAMILY_COLOURS = {"conv": "#cfe2f3", "linear": "#fce5cd", "norm": "#fff2cc", "pool": "#d9ead3",
-                   "activation": "#eeeeee", "upsample": "#d0e0e3"}
-_MODULE_COLOUR = "#e4dcf1"
 _SKIP = {"color": "#c0392b", "fontcolor": "#c0392b", "penwidth": "1.6"}  # residual shortcuts
 _IDENTITY = {"color": "#2e6fb7", "fontcolor": "#2e6fb7", "penwidth": "1.6"}  # dense connections
-_EDGE_STYLES = {"skip": _SKIP, "identity": _IDENTITY, "dashed": {"style": "dashed"}, "plain": {}}  # DrawSpec.styles
-
-
-def _colour(op: str) -> str:
-    family = REGISTRY[op].family if op in REGISTRY else None
-    if family in _FAMILY_COLOURS:
-        return _FAMILY_COLOURS[family]
-    digest = hashlib.sha1((family or op).encode()).digest()  # a pale colour of the op's own
-    return "#" + "".join(f"{0xd8 + byte % 0x28:02x}" for byte in digest[:3])
 _GREY = "#555555"
-_FONT = "Helvetica"
+
+
+@dataclass(frozen=True)
+class Style:
+    """Colours and lines of a drawing. Fill colours go by op family (`LayerDef.family`), in the spirit
+    of torch.fx's _COLOR_MAP; an op of no family gets a pale colour hashed from its name, so no op is
+    ever unstyled. `edges`: the attributes of each `DrawSpec.styles` name."""
+
+    families: dict[str, str]
+    module: str  # a folded block
+    edges: dict[str, dict[str, str]]
+    font: str = "Helvetica"
+    grey: bool = False  # hashed colours are greys too
+
+    def fill(self, op: str) -> tuple[str, str]:
+        """The op's family (or its name, for an op of none) and its fill colour."""
+        family = REGISTRY[op].family if op in REGISTRY else None
+        if family in self.families:
+            return family, self.families[family]
+        digest = hashlib.sha1((family or op).encode()).digest()  # a pale colour of the op's own
+        if self.grey:
+            return family or op, "#" + f"{0xd0 + digest[0] % 0x28:02x}" * 3
+        return family or op, "#" + "".join(f"{0xd8 + byte % 0x28:02x}" for byte in digest[:3])
+
+
+# NOTE: [Paper style]
+# `--style paper` prints in greyscale: fills are greys whose lightness alone tells the families apart
+# (activation white, then norm, pool, folded block, conv and linear, each about 9% darker), and the
+# edges differ by line, not hue (a residual shortcut bold, a dense connection dotted, a gate branch
+# or a cell's extra input dashed). The legend, on in this style, names every fill and line used.
+# Graphviz's PDF output (cairo) embeds the subset of the font it uses.
+STYLES = {
+    "screen": Style({"conv": "#cfe2f3", "linear": "#fce5cd", "norm": "#fff2cc", "pool": "#d9ead3",
+                     "activation": "#eeeeee", "upsample": "#d0e0e3"}, "#e4dcf1",
+                    {"skip": _SKIP, "identity": _IDENTITY, "dashed": {"style": "dashed"}, "plain": {}}),
+    "paper": Style({"activation": "#ffffff", "norm": "#f0f0f0", "upsample": "#e4e4e4", "pool": "#d8d8d8",
+                    "conv": "#bdbdbd", "linear": "#a6a6a6"}, "#cbcbcb",
+                   {"skip": {"color": "#000000", "fontcolor": "#000000", "penwidth": "2.2"},
+                    "identity": {"color": "#000000", "fontcolor": "#000000", "penwidth": "1.6", "style": "dotted"},
+                    "dashed": {"style": "dashed", "color": "#000000"}, "plain": {}},
+                   font="Helvetica", grey=True),
+}
 
 
 @dataclass(frozen=True)
@@ -141,8 +171,93 @@ def _composition(module: Module) -> str:
     children = list(module.children())
     kinds = {child.type_name for child in children if child.walk_kind == "module"}
     if len(children) > 1 and len(kinds) == 1 and all(child.walk_kind == "module" for child in children):
-        return f"{len(children)} × {html.escape(kinds.pop())}"
+        return f"{len(children)} × {kinds.pop()}"
     return ""
+
+
+_NAMED_FAMILIES = ("conv", "linear", "pool", "upsample")  # what a folded block is said to be made of
+MADE_OF_WIDTH, MADE_OF_LINES = 44, 3  # a folded block's "made of" text: characters a line, lines at most
+
+
+def _brief(layer: Layer) -> str:
+    """`3×3 conv`, `3×3 maxpool /2`, `3×3 conv dw`: a layer in a folded block's "made of" line."""
+    args = layer.args
+    kernel = args.get("kernel")
+    text = layer.op if kernel is None else f"{_dims(kernel) if isinstance(kernel, (tuple, list)) else f'{kernel}×{kernel}'} {layer.op}"
+    if args.get("stride", 1) not in (1, (1, 1)):
+        text += f" /{_dims(args['stride'])}"
+    if args.get("groups", 1) != 1 and args["groups"] == layer.in_shape[0]:
+        text += " dw"
+    return text
+
+
+def _parts(nodes: Sequence[Node]) -> list[str]:
+    """The weighted layers and pools of a chain, in order (norms and activations are implied): a
+    child block as one part (in parentheses among others), parallel branches as `a | b`, a
+    residual's body inline, a dense connection as `dense(...)` and a gate by its label."""
+    parts: list[tuple[str, bool]] = []  # (text, a group that needs parentheses among others)
+    for node in nodes:
+        if node.walk_kind == "layer" and not node.shared and REGISTRY[node.op].family in _NAMED_FAMILIES:
+            parts.append((_brief(node), False))
+        elif node.walk_kind == "module":
+            inner = _joined(_parts(node.body))
+            parts.append((inner, _compound(inner)))
+        elif node.walk_kind == "merge":
+            combinator = COMBINATORS[node.kind]
+            arms = [_joined(_parts(arm)) for index, arm in enumerate(node.arms) if index != combinator.input_arm]
+            if combinator.training_output:
+                continue
+            if combinator.input_arm is not None:
+                parts.append((f"{combinator.label}({arms[0]})" if combinator.draw.columns else combinator.label, False))
+            elif combinator.draw.columns:
+                parts.append((" | ".join(arms), len(arms) > 1))
+            else:
+                parts.extend((part, False) for part in _parts(node.arms[0]))  # a residual's body; the shortcut is implied
+    parts = [(text, group) for text, group in parts if text]
+    return [f"({text})" if group and len(parts) > 1 else text for text, group in parts]
+
+
+def _compound(text: str) -> bool:
+    """Whether `text` is a chain or branches outside any parentheses (and needs them among others)."""
+    level = 0
+    for character in text:
+        level += {"(": 1, ")": -1}.get(character, 0)
+        if level == 0 and character in "→|":
+            return True
+    return False
+
+
+def _joined(parts: list[str]) -> str:
+    """`3×3 conv ×2 → 1×1 conv`: consecutive repeats counted."""
+    runs: list[list] = []
+    for part in parts:
+        if runs and runs[-1][0] == part:
+            runs[-1][1] += 1
+        else:
+            runs.append([part, 1])
+    return " → ".join(part if count == 1 else f"{part} ×{count}" for part, count in runs)
+
+
+def made_of(module: Module) -> str:
+    """What a folded block is made of: `1×1 conv → 3×3 conv`, an inception module's
+    `1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 5×5 conv | 3×3 maxpool → 1×1 conv`."""
+    return _joined(_parts(module.body))
+
+
+def _wrapped(text: str, width: int = MADE_OF_WIDTH, most: int = MADE_OF_LINES) -> list[str]:
+    """`text` in lines of about `width` characters, broken between branches (after ` | `) where it
+    can be, else after a ` → `; at most `most` lines, the last ending in "…" if more would follow."""
+    lines: list[str] = []
+    for branch in re.split(r"(?<= \|) ", text):
+        for piece in re.split(r"(?<= →) ", branch) if len(branch) > width else [branch]:
+            if lines and len(lines[-1]) + 1 + len(piece) <= width and (piece is branch or not lines[-1].endswith("|")):
+                lines[-1] += f" {piece}"
+            else:
+                lines.append(piece)
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] += " …"
+    return lines
 
 
 def _run_names(first: str, last: str) -> str:
@@ -206,11 +321,34 @@ class _Total(NamedTuple):
     macs: int
 
 
-class _Drawer:
-    """Walks the graph once, adding nodes to nested Graphviz clusters and collecting the edges."""
+@dataclass(frozen=True)
+class Drawn:
+    """What one drawn node or cluster stands for: its graph nodes (a fold's copies, a table's block
+    and layers) and the module path a click unfolds (`expands`) or folds again (the live viewer's)."""
 
-    def __init__(self, depth: int) -> None:
+    nodes: tuple[Node, ...]
+    toggle: str | None = None
+    expands: bool = False
+
+
+_EDGE_MEANINGS = {"skip": "{label} shortcut", "identity": "the input itself ({label})",
+                  "dashed": "the {label} branch", "plain": ""}
+
+
+class _Drawer:
+    """Walks the graph once, adding nodes to nested Graphviz clusters and collecting the edges.
+    Modules at `depth` and below are folded, except those whose path is in `expand`; those whose
+    path is in `collapse` are folded at any depth."""
+
+    def __init__(self, depth: int, paths: dict[int, str], expand: frozenset[str] = frozenset(),
+                 collapse: frozenset[str] = frozenset(), style: Style = STYLES["screen"]) -> None:
         self.depth = depth
+        self.style = style
+        self.used: dict[tuple, set[str]] = {}  # legend entries: (kind, key, sample) → what they stand for
+        self.paths = paths  # id(node) → dotted module path
+        self.expand, self.collapse = expand, collapse
+        self.items: dict[str, Drawn] = {}  # drawn node or cluster name → what it stands for
+        self.chains: list[tuple[int, list[int]]] = []  # every chain drawn (see `body`), outermost first
         self.ids = 0
         self.lines: dict[str, int] = {}  # lines of text in each node, for the height estimate
         self.edges: list[tuple[str, str, dict]] = []
@@ -220,21 +358,49 @@ class _Drawer:
     def height(self) -> int:
         """Lines of text along the tallest path from the input (a node's lines, and one for the shape
         on the edge into it): how tall the drawing is, or how wide with LR."""
+        return max(self.bottoms().values(), default=0)
+
+    def bottoms(self) -> dict[str, int]:
+        """For each node, the lines of text along the tallest path from the input to its bottom."""
         before: dict[str, set[str]] = {}
         for tail, head, _ in self.edges:
             before.setdefault(head, set()).add(tail)
         tallest: dict[str, int] = {}
         for node in TopologicalSorter(before).static_order():
             tallest[node] = self.lines.get(node, 1) + 1 + max((tallest[t] for t in before.get(node, ())), default=0)
-        return max(tallest.values(), default=0)
+        return tallest
+
+    def note(self, kind: str, key: str, sample: str, meaning: str) -> None:
+        """Something the legend explains: a fill, a shape, an edge style or a join symbol."""
+        self.used.setdefault((kind, key, sample), set()).add(meaning)
+
+    def fill(self, op: str) -> str:
+        family, colour = self.style.fill(op)
+        self.note("fill", family, colour, op)
+        return colour
+
+    def edge_style(self, name: str, meaning: str) -> dict[str, str]:
+        """The attributes of a `DrawSpec.styles` name, noted for the legend (plain edges are not)."""
+        if name != "plain":
+            self.note("edge", name, name, meaning)
+        return self.style.edges[name]
 
     def _id(self, prefix: str = "n") -> str:
         self.ids += 1
         return f"{prefix}{self.ids}"
 
-    def node(self, container, label: str, **attrs) -> str:
+    def folded(self, module: Module, level: int) -> bool:
+        path = self.paths.get(id(module))
+        return path in self.collapse or (level >= self.depth and path not in self.expand)
+
+    def record(self, name: str, nodes: Iterable[Node], toggle: Module | None = None, expands: bool = False) -> None:
+        self.items[name] = Drawn(tuple(nodes), self.paths.get(id(toggle)) if toggle is not None else None, expands)
+
+    def node(self, container, label: str, stands_for: Iterable[Node] = (), **attrs) -> str:
         name = self._id()
         container.node(name, label=label, **attrs)
+        if stands_for:
+            self.record(name, stands_for)
         # a point (a cluster's way in) stands for the cluster's title; table labels have a row per line
         self.lines[name] = 2 if attrs.get("shape") == "point" else max(1, label.count("<tr>"))
         return name
@@ -247,14 +413,17 @@ class _Drawer:
         self.labelled.add((port.node, label))
         self.edges.append((port.node, head, {"label": label if shown else "", **attrs}))
 
-    def join(self, container, symbol: str, tooltip: str) -> str:
+    def join(self, container, symbol: str, tooltip: str, stands_for: Iterable[Node] = ()) -> str:
         """A small round node where tensors meet: + (add), × (gate), ‖ (concatenate)."""
-        return self.node(container, symbol, shape="circle", width="0.28", height="0.28", fixedsize="true",
+        return self.node(container, symbol, stands_for, shape="circle", width="0.28", height="0.28", fixedsize="true",
                          fontsize="12", style="filled", fillcolor="white", tooltip=tooltip)
 
     @contextmanager
-    def cluster(self, container, label: str, style: str = "rounded") -> Iterator[tuple[object, str]]:
+    def cluster(self, container, label: str, style: str = "rounded", stands_for: Sequence[Module] = ()
+                ) -> Iterator[tuple[object, str]]:
         name = self._id("cluster_")
+        if stands_for:
+            self.record(name, stands_for, stands_for[0])
         with container.subgraph(name=name, graph_attr={"label": label, "labeljust": "l", "style": style,
                                                        "color": "#999999", "margin": "5"}) as inner:
             yield inner, name
@@ -271,11 +440,14 @@ class _Drawer:
     # A body is drawn as a list of rows; a row holds the same node in every copy of a fold.
     def body(self, container, rows: Iterable[Copies], port: Port, level: int) -> Port:
         rows = list(rows)
+        chain = (self.ids, [])  # for --columns: the id before the chain, and the last id of each item
+        self.chains.append(chain)
         for start, end in _runs([row[0] for row in rows]):
             if end - start > 1:
                 port = self.fold(container, rows[start:end], port, level)
             else:
                 port = self.item(container, rows[start], port, level)
+            chain[1].append(self.ids)
         return port
 
     def item(self, container, nodes: Copies, port: Port, level: int) -> Port:
@@ -291,7 +463,7 @@ class _Drawer:
     def layer(self, container, layers: Copies, port: Port, level: int = 0) -> Port:
         first = layers[0]
         label = _label(_layer_title(first), _costs(layers))
-        name = self.node(container, label, fillcolor=_colour(first.op))
+        name = self.node(container, label, layers, fillcolor=self.fill(first.op))
         self.edge(port, name)
         return Port(name, tuple(layer.out_shape for layer in layers))
 
@@ -301,17 +473,22 @@ class _Drawer:
         first = modules[0]
         title = _module_title(f"{path}{first.name}", first)
         out_shapes = tuple(module.out_shape for module in modules)
-        if level >= self.depth:
-            name = self.node(container, _label(title, _composition(first), _costs(modules)),
-                             fillcolor=_MODULE_COLOUR)
+        if self.folded(first, level):
+            lines = _wrapped(made_of(first))  # its kernels, or "36 × bottleneck" when they take lines
+            if len(lines) > 1 and _composition(first):
+                lines = [_composition(first)]
+            name = self.node(container, _label(title, *map(html.escape, lines), _costs(modules)),
+                             fillcolor=self.style.module)
+            self.note("fill", "", self.style.module, "a block, folded")
+            self.record(name, modules, first if first.body else None, expands=True)
             self.edge(port, name)
             for wire in first.inputs:  # a block's extra tensor arguments (NASNet's cells)
                 if wire.key in self.wires:
-                    self.edge(self.wires[wire.key], name, style="dashed")
+                    self.edge(self.wires[wire.key], name, **self.edge_style("dashed", "an extra input of a block (an earlier tensor)"))
             return Port(name, out_shapes)
         rows = list(zip(*(module.body for module in modules)))
         if all(node.walk_kind == "layer" for node in first.body):
-            return self.table(container, rows, port, f"{title} {_small(_costs(modules))}")
+            return self.table(container, rows, port, f"{title} {_small(_costs(modules))}", modules)
         if first.body[0].walk_kind == "module" and len(list(_runs(first.body))) == 1 and not first.parameters:
             # a lone child, or one folded run of children: drawn without a cluster around it
             inner_path = f"{path}{first.name}."
@@ -321,22 +498,24 @@ class _Drawer:
         for inner, outer in zip(first.parameters, first.inputs):
             if outer.key in self.wires:
                 self.wires[inner.key] = self.wires[outer.key]
-        with self.cluster(container, f"<{title} {_small(_costs(modules))}>") as (inner, name):
+        with self.cluster(container, f"<{title} {_small(_costs(modules))}>", stands_for=modules) as (inner, name):
             entry = self.enter(inner, name, port, port.shapes)
             out = self.body(inner, rows, entry, level + 1)
         return Port(out.node, out_shapes)
 
-    def table(self, container, rows: Sequence[Copies], port: Port, header: str = "") -> Port:
+    def table(self, container, rows: Sequence[Copies], port: Port, header: str = "",
+              modules: Sequence[Module] = ()) -> Port:
         """A chain made only of layers, as one node listing them with their output shapes and costs
-        (a conv-bn-relu block as three rows rather than three boxes)."""
+        (a conv-bn-relu block as three rows rather than three boxes); `modules`: the block(s) it draws."""
         lines = [f'<tr><td align="left" colspan="3">{header}</td></tr>'] if header else []
         for layers in rows:
             first = layers[0]
-            lines.append(f'<tr><td align="left" bgcolor="{_colour(first.op)}">{_layer_title(first)}</td>'
+            lines.append(f'<tr><td align="left" bgcolor="{self.fill(first.op)}">{_layer_title(first)}</td>'
                          f'<td align="left">{_small(shape_label([layer.out_shape for layer in layers]))}</td>'
                          f'<td align="left">{_small(_costs(layers))}</td></tr>')
         label = f'<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">{"".join(lines)}</table>>'
         name = self.node(container, label, fillcolor="white", margin="0.04,0.02")
+        self.record(name, [*modules, *(row[0] for row in rows)], modules[0] if modules else None)
         self.edge(port, name)
         return Port(name, tuple(layer.out_shape for layer in rows[-1]) if rows else port.shapes)
 
@@ -354,18 +533,21 @@ class _Drawer:
         totals = [_Total(sum(row[i].params for row in rows), sum(row[i].macs for row in rows)) for i in per_copy]
         title = f"{_module_title(path + _run_names(first.name, last.name), first)} <b>×{count}</b>"
         out_shapes = tuple(module.out_shape for module in rows[-1])
-        if level >= self.depth:
-            name = self.node(container, _label(title, _costs(totals)), fillcolor=_MODULE_COLOUR,
-                             shape="box3d", style="filled")
+        copies = [module for row in rows for module in row]
+        if self.folded(first, level):
+            name = self.node(container, _label(title, *map(html.escape, _wrapped(made_of(first))), _costs(totals)),
+                             fillcolor=self.style.module, shape="box3d", style="filled")
+            self.note("shape", "box3d", self.style.module, "consecutive copies of a block, drawn once: ×N")
+            self.record(name, copies, first, expands=True)
             self.edge(port, name)
             return Port(name, out_shapes)
-        copies = [module for row in rows for module in row]
         inside = list(zip(*(module.body for module in copies)))
         note = _small(f"{_costs(totals)} in all; one drawn" if _costs(totals) else "one drawn")
         if all(node.walk_kind == "layer" for node in first.body):
-            out = self.table(container, inside, port, f"{title} {note}")
+            out = self.table(container, inside, port, f"{title} {note}", copies)
         else:
-            with self.cluster(container, f"<{title} {note}>", style="rounded,dashed") as (inner, name):
+            self.note("shape", "copies", "dashed", "consecutive copies of a block, one drawn inside")
+            with self.cluster(container, f"<{title} {note}>", style="rounded,dashed", stands_for=copies) as (inner, name):
                 entry = self.enter(inner, name, port, tuple(module.in_shape for module in copies))
                 out = self.body(inner, inside, entry, level + 1)
         return Port(out.node, out_shapes)
@@ -380,8 +562,8 @@ class _Drawer:
             return port
         ends = []
         for index, arm in enumerate(first.arms):
-            style = spec.styles[index] if index < len(spec.styles) else None
-            attrs = _EDGE_STYLES[style or ("plain" if arm else "identity")]
+            style = (spec.styles[index] if index < len(spec.styles) else None) or ("plain" if arm else "identity")
+            attrs = self.edge_style(style, _EDGE_MEANINGS[style].format(label=COMBINATORS[first.kind].label))
             if not arm:  # the input itself: a residual's identity, DenseNet's dense connection
                 ends.append((port, attrs))
                 continue
@@ -395,7 +577,8 @@ class _Drawer:
             if "color" in attrs:  # a highlighted arm: its way in too (a residual's projection)
                 self.edges[mark] = (*self.edges[mark][:2], {**self.edges[mark][2], **attrs})
             ends.append((end, attrs))
-        join = self.join(container, spec.symbol, spec.tooltip)
+        join = self.join(container, spec.symbol, spec.tooltip, merges)
+        self.note("join", spec.symbol, spec.symbol, spec.tooltip)
         for end, attrs in ends:
             self.edge(end, join, always="color" in attrs, **attrs)
         return Port(join, tuple(m.out_shape for m in merges))
@@ -406,8 +589,8 @@ class _Drawer:
         head = self.arm(container, rows, port, level)
         names = [node.name for node in merges[0].arms[0] if node.walk_kind in ("layer", "module")]
         terminal = self.node(container, html.escape(f"{names[-1] if names else merges[0].kind} output (training)"),
-                             shape="box", style="rounded,dashed")
-        self.edge(head, terminal, style="dashed")
+                             merges, shape="box", style="rounded,dashed")
+        self.edge(head, terminal, **self.edge_style("dashed", "an auxiliary head's output (training only)"))
 
 
 def _levels(nodes: list[Node]) -> int:
@@ -416,39 +599,166 @@ def _levels(nodes: list[Node]) -> int:
     return max((depth for _, node, depth in walk(holder) if node.walk_kind == "module"), default=0)
 
 
-def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB"):
+@dataclass(frozen=True)
+class Layout:
+    """How a figure is laid out, besides its depth: direction, colours, a legend, and columns (rows
+    with LR) that the network's top-level chain is wrapped into."""
+
+    rankdir: str = "TB"
+    style: str = "screen"
+    legend: bool | None = None  # None: in the paper style only
+    columns: int = 1
+
+    @property
+    def shows_legend(self) -> bool:
+        return self.style == "paper" if self.legend is None else self.legend
+
+
+def to_dot(network: Network, depth: int | None = None, rankdir: str = "TB", layout: Layout | None = None):
     """The network as a `graphviz.Digraph`, modules expanded down to `depth` (default: see NOTE)."""
-    return _build(network, default_depth(network) if depth is None else depth, rankdir)[0]
+    return drawing(network, depth, layout=layout or Layout(rankdir))[0]
+
+
+def drawing(network: Network, depth: int | None = None, expand: Iterable[str] = (), collapse: Iterable[str] = (),
+            layout: Layout = Layout()) -> tuple[graphviz.Digraph, dict[str, Drawn]]:
+    """The Digraph, and what each of its nodes and clusters stands for: modules folded below `depth`
+    (default: see NOTE), except the module paths in `expand`; those in `collapse` folded too."""
+    depth = default_depth(network) if depth is None else depth
+    dot, drawer = _build(network, depth, layout, frozenset(expand), frozenset(collapse))
+    return dot, drawer.items
 
 
 def default_depth(network: Network) -> int:
     """The deepest uniform depth whose drawing is at most HEIGHT_BUDGET boxes tall (at least 1)."""
     best = 1
     for depth in range(2, _levels(network.root.body) + 2):  # depth = levels + 1 expands everything
-        if _build(network, depth, "TB")[1].height() > HEIGHT_BUDGET:
+        if _build(network, depth, Layout())[1].height() > HEIGHT_BUDGET:
             break
         best = depth
     return best
 
 
-def _build(network: Network, depth: int, rankdir: str):
-    """The Digraph, and the drawer that made it (which knows its edges and height)."""
+def _build(network: Network, depth: int, layout: Layout, expand: frozenset[str] = frozenset(),
+           collapse: frozenset[str] = frozenset()):
+    """The Digraph, and the drawer that made it (which knows its edges, height and items)."""
+    style = STYLES[layout.style]
     dot = graphviz.Digraph(network.name)
     title = f"<b>{html.escape(network.name)}</b> {html.escape(Path(network.file).name)}"
-    dot.attr(rankdir=rankdir, compound="true", nodesep="0.15", ranksep="0.12", fontname=_FONT, fontsize="11",
-             labelloc="t", label=_label(title, f"{human(network.params)} params · {human(network.macs)} MACs "
-                                               f"· depth {depth}"))
-    dot.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=_FONT, fontsize="10",
+    dot.attr(rankdir=layout.rankdir, compound="true", nodesep="0.15", ranksep="0.12", fontname=style.font,
+             fontsize="11", labelloc="t", label=_label(title, f"{human(network.params)} params · "
+                                                              f"{human(network.macs)} MACs · depth {depth}"))
+    dot.attr("node", shape="box", style="rounded,filled", fillcolor="white", fontname=style.font, fontsize="10",
              height="0.3", margin="0.08,0.03")
-    dot.attr("edge", fontname=_FONT, fontsize="8", fontcolor=_GREY, color=_GREY, arrowsize="0.6")
-    drawer = _Drawer(depth)
+    dot.attr("edge", fontname=style.font, fontsize="8", fontcolor=_GREY, color=_GREY, arrowsize="0.6")
+    drawer = _Drawer(depth, {id(node): path for path, node, _ in walk(network.root)}, expand, collapse, style)
     dot.node("input", label="input", shape="ellipse", style="filled", fillcolor="#f3f3f3")
     out = drawer.body(dot, [(node,) for node in network.root.body], Port("input", (network.input_shape,)), 1)
     dot.node("output", label="output", shape="ellipse", style="filled", fillcolor="#f3f3f3")
     drawer.edge(out, "output")
+    if layout.columns > 1:
+        _wrap(dot, drawer, layout.columns)
     for tail, head, attrs in drawer.edges:
         dot.edge(tail, head, **attrs)
+    if layout.shows_legend:
+        with dot.subgraph(name="legend_rank") as bottom:
+            bottom.attr(rank="sink")
+            bottom.node("legend", label=_legend(drawer, style), shape="plaintext", style="", margin="0")
     return dot, drawer
+
+
+# NOTE: [Columns]
+# `--columns N` cuts one chain between two of its items (never inside a block) where the tallest path
+# has reached about 1/N, 2/N, ... of the drawing's height. The chain is the outermost one that spans
+# most of the height and whose tallest item is the smallest share of it: ResNet's top level (stem,
+# four stages, head), but EfficientNet's `features`, which holds nearly all of it. Each cut edge stops
+# constraining the ranks (`constraint=false`) and the first node after it is put on the chain's first
+# rank (`newrank`, so that this holds across clusters): the chain goes on at the top of the next
+# column, and the cut edge runs from the bottom of one column to the top of the next.
+
+def _number(name: str) -> int:
+    """The drawing order of a node: its id (`n12`: 12), the input first and the output last."""
+    if name[1:].isdigit():
+        return int(name[1:])
+    return 0 if name == "input" else 1 << 60
+
+
+def _wrap(dot, drawer: _Drawer, columns: int) -> None:
+    """Wraps the tallest chain of the drawing into `columns` columns (see NOTE [Columns])."""
+    bottoms = drawer.bottoms()
+    height = max(bottoms.values(), default=0)
+    nodes = sorted(_number(name) for name in drawer.lines)
+
+    def reached(first: int, marks: list[int]) -> list[int]:
+        """The tallest path's length once each item of a chain is drawn."""
+        found, start = [], first
+        for mark in marks:
+            found.append(max([found[-1] if found else 0] + [bottoms.get(f"n{n}", 0) for n in range(start + 1, mark + 1)]))
+            start = mark
+        return found
+
+    def top(chain) -> int:
+        return min((bottoms.get(f"n{n}", 0) for n in nodes if n > chain[0]), default=0)
+
+    def span(chain) -> int:
+        """How much of the height a chain covers, from its first node's bottom to its end."""
+        return reached(*chain)[-1] - top(chain)
+
+    def tallest_share(chain) -> float:
+        ends = [top(chain)] + reached(*chain)
+        return max(b - a for a, b in zip(ends, ends[1:])) / max(height, 1)
+
+    candidates = [chain for chain in drawer.chains if len(chain[1]) >= columns and span(chain) >= height / 2]
+    if not candidates:
+        return
+    first, marks = min(candidates, key=tallest_share)
+    ends = reached(first, marks)[:-1]
+    cuts: list[int] = []
+    for column in range(1, columns):  # the item ending nearest to column/columns of the height
+        choices = [index for index in range(len(ends)) if not cuts or index > cuts[-1]]
+        if not choices:
+            break
+        cuts.append(min(choices, key=lambda index: abs(ends[index] - height * column / columns)))
+    tops = ["input" if first == 0 else f"n{min(n for n in nodes if n > first)}"]
+    for cut in (marks[index] for index in cuts):
+        for index, (tail, head, attrs) in enumerate(drawer.edges):
+            if _number(tail) <= cut < _number(head):
+                label = attrs.get("label", "")
+                drawer.edges[index] = (tail, head, {**attrs, "constraint": "false", "label": "", "taillabel": label})
+        tops.append(f"n{min(n for n in nodes if n > cut)}")
+    if len(tops) > 1:
+        dot.attr(newrank="true")
+        with dot.subgraph() as top:
+            top.attr(rank="same")
+            for name in tops:
+                top.node(name)
+
+
+_LEGEND_ORDER = ("fill", "shape", "join", "edge")
+
+
+def _legend(drawer: _Drawer, style: Style) -> str:
+    """A table naming every fill, shape, edge style and join symbol the drawing uses."""
+    samples = {"skip": "━━━", "identity": "· · · ·" if style.edges["identity"].get("style") == "dotted" else "━━━",
+               "dashed": "- - -"}
+    rows = []
+    for (kind, key, sample), meanings in sorted(drawer.used.items(), key=lambda entry: _LEGEND_ORDER.index(entry[0][0])):
+        text = html.escape(", ".join(sorted(meanings)))
+        if kind == "fill":  # an op family (named, with its ops), or the folded block's fill (no name)
+            rows.append((f'<td bgcolor="{sample}" border="1" width="24"> </td>',
+                         f"<b>{html.escape(key)}</b> {text}" if key else text))
+        elif kind == "shape":
+            cell = (f'<td bgcolor="{sample}" border="1"><b>×N</b></td>' if sample != "dashed" else
+                    '<td border="1" style="dashed">1</td>')
+            rows.append((cell, text))
+        elif kind == "join":
+            rows.append((f"<td>{html.escape(key)}</td>", text))
+        else:
+            attrs = style.edges[key]
+            colour = attrs.get("color", _GREY)
+            rows.append((f'<td><font color="{colour}">{samples[key]}</font></td>', text))
+    body = "".join(f'<tr>{cell}<td align="left">{text}</td></tr>' for cell, text in rows)
+    return (f'<<table border="1" color="#999999" cellborder="0" cellspacing="2" cellpadding="1">'
+            f'<tr><td colspan="2" align="left"><b>legend</b></td></tr>{body}</table>>')
 
 
 # ---- rendering ----------------------------------------------------------------------------------
@@ -466,15 +776,36 @@ def output_format(target: str | os.PathLike) -> str | None:
     return FORMATS[suffix]
 
 
-def render(dot: graphviz.Digraph, target: str | os.PathLike) -> bytes:
+def parse_size(text: str) -> tuple[float, float]:
+    """`--size`: a name in SIZES or `WIDTHxHEIGHT` in inches (`3.5x6`); `OptionError` otherwise."""
+    if text in SIZES:
+        return SIZES[text]
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)[x×](\d+(?:\.\d+)?)", text.strip())
+    if match is None or not all(0 < float(value) <= 200 for value in match.groups()):
+        raise OptionError(f"size '{text}' is not {', '.join(SIZES)} or WIDTHxHEIGHT in inches (e.g. 3.5x6)")
+    return float(match[1]), float(match[2])
+
+
+def fit(dot: graphviz.Digraph, size: tuple[float, float]) -> None:
+    """Shrink the drawing, if it is larger, to fit `size` (inches), keeping its proportions."""
+    dot.attr(size=f"{size[0]:g},{size[1]:g}")
+
+
+def render(dot: graphviz.Digraph, target: str | os.PathLike, dpi: int = PNG_DPI) -> bytes:
     """The content of the file `target`, by its suffix: the DOT source for .dot, else what `dot`
-    renders (PNG at PNG_DPI dots per inch). `OptionError` for another suffix, `GraphvizMissing`
+    renders (PNG at `dpi` dots per inch). `OptionError` for another suffix, `GraphvizMissing`
     when `dot` is not installed."""
     format = output_format(target)
     if format is None:
         return dot.source.encode("utf-8")
+    return image(dot, format, dpi)
+
+
+def image(dot: graphviz.Digraph, format: str, dpi: int = PNG_DPI) -> bytes:
+    """What `dot -T<format>` makes of the diagram (PNG at `dpi` dots per inch); `GraphvizMissing`
+    when `dot` is not installed."""
     if format == "png":
-        dot.attr(dpi=PNG_DPI)
+        dot.attr(dpi=str(dpi))
     try:
         if shutil.which("dot") is None:
             raise graphviz.ExecutableNotFound(["dot"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import ast
 from .combinators import COMBINATORS, CombinatorDef
@@ -53,6 +54,31 @@ class Scope:
 
     def child_path(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
+
+
+def _shrink_hint(nodes: list) -> str | None:
+    """The fix for a residual body that changes its input's size without striding: the padding of
+    the first layer that trims or grows the border (`conv(16, 3)` at stride 1 → `pad=1`), when one can."""
+    for node in nodes:
+        if node.walk_kind == "module":
+            found = _shrink_hint(node.body)
+        elif node.walk_kind == "merge":
+            found = next(filter(None, (_shrink_hint(arm) for arm in node.arms)), None)
+        elif node.walk_kind == "layer" and REGISTRY[node.op].param("pad") is not None:
+            reach = REGISTRY[node.op].reach(node.in_shape, node.args)
+            if not isinstance(reach, tuple) or len(node.out_shape) != 3 or node.out_shape[1:] == node.in_shape[1:]:
+                continue
+            if any(w.stride != 1 or (w.kernel - 1) * w.dilation % 2 for w in reach):
+                return None  # striding, or an even window: no padding keeps the size
+            pads = [(w.kernel - 1) * w.dilation // 2 for w in reach]
+            pad = pads[0] if pads[0] == pads[1] else pads
+            return (f"its {node.op} at {Path(node.span.file).name}:{node.span.line} turns {shape_text(node.in_shape)} "
+                    f"into {shape_text(node.out_shape)}: give it pad={pad} to keep the size")
+        else:
+            continue
+        if found:
+            return found
+    return None
 
 
 @dataclass
@@ -206,7 +232,7 @@ class Elaborator(Evaluator):
         for _ in range(count):
             self.tick(stmt.span)
             self.unit(stmt.unit, None, env, inner_scope, inner)
-        self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, stmt.span))
+        self.append(flow, self.module(name, "sequential", "repeat", inner, flow.shape, stmt.span))
 
     def label(self, label: ast.Label, env: Env) -> str:
         parts = []
@@ -239,7 +265,7 @@ class Elaborator(Evaluator):
         name, _ = scope.claim(label, label_span or unit.span)
         inner = Flow(flow.shape)
         self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
-        self.append(flow, self.module(name, "sequential", "Sequential", inner, flow.shape, unit.span))
+        self.append(flow, self.module(name, "sequential", "group", inner, flow.shape, unit.span))
 
     def unit_From(self, unit: ast.From, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
         if label is not None:
@@ -287,7 +313,7 @@ class Elaborator(Evaluator):
             name, _ = scope.claim(label, label_span or unit.span)
             inner = Flow(flow.shape)
             self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
-            self.join(entry, unit, [Flow(inner.shape, [self.module(name, "sequential", "Sequential", inner,
+            self.join(entry, unit, [Flow(inner.shape, [self.module(name, "sequential", entry.type_name, inner,
                                                                     flow.shape, unit.span)])], flow)
         elif label is None:  # transparent: its layers belong to the enclosing module
             self.merge(entry, unit, env, scope, flow)
@@ -319,7 +345,7 @@ class Elaborator(Evaluator):
             self.layer_statement(unit.shortcut, Env(env), scope, side, default_label="downsample")
             arms.append(side)
         elif entry.project:
-            projection, shape = self.generated_shortcut(in_shape, arms[0].shape, scope, unit.span)
+            projection, shape = self.generated_shortcut(in_shape, arms[0], scope, unit.span)
             arms.append(Flow(shape, [projection] if projection is not None else []))
         elif entry.shortcut:
             arms.append(Flow(in_shape))
@@ -359,19 +385,21 @@ class Elaborator(Evaluator):
                              "a block sees another module's tensors only when they are passed as arguments")
         return wire
 
-    def generated_shortcut(self, in_shape: Shape, out_shape: Shape, scope: Scope,
+    def generated_shortcut(self, in_shape: Shape, body: Flow, scope: Scope,
                            span: Span) -> tuple[Module | None, Shape]:
         """A residual without `shortcut`: the identity, or a projection when the body changes the shape.
         Checked at another input size, it keeps what it had at the declared size (`replay`)."""
         kept = self.replay.pop(0) if self.replay else None
+        out_shape = body.shape
         if kept == "identity" or (kept is None and out_shape == in_shape):
             self.shortcuts.append("identity")
             return None, in_shape
-        module = self.projection(in_shape, out_shape, scope, span, stride=kept)
+        module = self.projection(in_shape, out_shape, scope, span, stride=kept, body=body.nodes)
         self.shortcuts.append(module.body[0].args["stride"])
         return module, module.out_shape
 
-    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span, stride=None) -> Module:
+    def projection(self, in_shape: Shape, out_shape: Shape, scope: Scope, span: Span, stride=None,
+                   body: list | None = None) -> Module:
         """torchvision's `downsample`: a strided 1×1 conv and batch norm matching the body's shape
         (with `stride` given, that stride, whatever shape it gives)."""
         explain = (f"residual add: the body changes the shape from {shape_text(in_shape)} to "
@@ -383,7 +411,7 @@ class Elaborator(Evaluator):
             for size, target in zip(in_shape[1:], out_shape[1:]):
                 found = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
                 if found is None:
-                    raise self.error(ShapeError, explain, span,
+                    raise self.error(ShapeError, explain, span, _shrink_hint(body or []) or
                                      "the spatial size may only shrink by striding; give the shortcut explicitly")
                 strides.append(found)
             stride = strides[0] if strides[0] == strides[1] else tuple(strides)
@@ -397,7 +425,7 @@ class Elaborator(Evaluator):
         conv, bn = REGISTRY["conv"], REGISTRY["bn"]
         self.layer(conv, conv.bind(out=out_shape[0], kernel=1, stride=stride, bias=False), None, inner_scope, inner, span)
         self.layer(bn, bn.bind(), None, inner_scope, inner, span)
-        return self.module(name, "sequential", "Sequential", inner, in_shape, span)
+        return self.module(name, "sequential", "projection", inner, in_shape, span)
 
     # ---- calls -----------------------------------------------------------------------------
     def call(self, call: ast.Call, label: str | None, env: Env, scope: Scope, flow: Flow,
@@ -479,7 +507,8 @@ class Elaborator(Evaluator):
         self.append(flow, Layer(
             name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
             params=params, macs=op.macs(view, out_view, args) * positions,
-            span=span, trace=tuple(self.trace), shared=shared, axes=axes, out_axes=out_axes,
+            span=span, trace=tuple(self.trace), shared=shared, labelled=label is not None, axes=axes,
+            out_axes=out_axes,
         ))
         if out_axes is not None and axes is None:
             flow.permuted_at = span

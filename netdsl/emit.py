@@ -27,7 +27,7 @@ from .walk import Interpreter
 
 INDENT = "    "
 # Names the emitted source defines or imports at module level, besides the helper classes.
-RESERVED_CLASS_NAMES = ("OrderedDict", "List", "Tuple", "Union", "torch", "Tensor", "nn", "ROOT")
+RESERVED_CLASS_NAMES = ("OrderedDict", "List", "Tuple", "Union", "torch", "Tensor", "nn", "F", "ROOT")
 
 
 def _literal(value) -> str:
@@ -92,8 +92,10 @@ class _InplacePlan(Interpreter):
 # ---- source generation ---------------------------------------------------------------------
 
 class _SourceWriter:
-    def __init__(self, network: Network):
+    def __init__(self, network: Network, functional: bool = True):
         self.network = network
+        self.functional = functional
+        self.uses_functional = False  # some forward calls F.<op>
         self.plan = _InplacePlan(network)
         self.classes: dict[str, str] = {}  # class body (with a placeholder name) -> class name
         self.blocks: list[str] = []
@@ -119,6 +121,7 @@ class _SourceWriter:
             imports.append("from typing import List, Tuple, Union")
         imports += [""] if imports else []
         imports += ["import torch", "from torch import Tensor, nn"]
+        imports += ["import torch.nn.functional as F"] if self.uses_functional else []
         imports += [f"import {module}" for module in sorted(self.imports)]
         body = "\n\n\n".join([*self.helpers.values(), *self.blocks])
         return "\n".join(header + [""] + imports) + "\n\n\n" + body + f"\n\n\nROOT = {root}\n"
@@ -126,32 +129,34 @@ class _SourceWriter:
     # constructor expressions
     def layer_expr(self, module: Module, layer: Layer) -> str:
         op = REGISTRY[layer.op]
-        emission = op.torch(rule_shape(op, layer.in_shape, layer.axes), layer.args)
+        emission = _emission(layer)
         if op.parameter:  # a learned tensor of the module itself: (shape, initial value, how it is applied)
             shape, init = emission.args[:2]
             return f"nn.Parameter(torch.full({_literal(tuple(shape))}, {_literal(float(init))}))"
-        args = [_literal(a) for a in emission.args]
-        kwargs = dict(emission.kwargs)
-        if self.plan(module, layer):
-            kwargs["inplace"] = True
-        args += [f"{k}={_literal(v)}" for k, v in kwargs.items()]
+        args = _arguments(emission, self.plan(module, layer))
         if emission.helper:
             self.helpers.setdefault(emission.cls, REGISTRY[layer.op].helper_source)
-            return f"{emission.cls}({', '.join(args)})"
+            return f"{emission.cls}({args})"
         if emission.module is not None:  # a user-defined op's own class
             if not (all(part.isidentifier() for part in emission.module.split(".")) and emission.cls.isidentifier()):
                 raise ValueError(f"op '{layer.op}' emits {emission.module!r}.{emission.cls!r}, not an importable name")
             self.imports.add(emission.module)
-            return f"{emission.module}.{emission.cls}({', '.join(args)})"
-        return f"nn.{emission.cls}({', '.join(args)})"
+            return f"{emission.module}.{emission.cls}({args})"
+        return f"nn.{emission.cls}({args})"
+
+    def calls(self, module: Module, layer: Layer) -> bool:
+        """`layer` is a function call in `module`'s forward (see `Module.calls`)."""
+        if not (self.functional and module.calls(layer)):
+            return False
+        self.uses_functional |= REGISTRY[layer.op].functional.startswith("F.")
+        return True
 
     def child_expr(self, parent: Module, child, depth: int) -> str:
         if child.walk_kind == "layer":
             return self.layer_expr(parent, child)
         # nn.Sequential only computes a chain; a body with a residual, concat, gate or aux head needs
         # a class of its own whatever its kind.
-        if child.is_sequence and not _holds_parameter(child) and (
-                child.kind == "sequential" or _is_numbered_chain(child)):
+        if child.as_sequential:
             return self.sequential_expr(child, depth)
         return f"{self.module_class(child)}()"
 
@@ -184,6 +189,8 @@ class _SourceWriter:
     def module_class(self, module: Module) -> str:
         init = [f"{INDENT}def __init__(self) -> None:", f"{INDENT * 2}super().__init__()"]
         for child in module.children():
+            if child.walk_kind == "layer" and self.calls(module, child):
+                continue  # written into forward
             expr = self.child_expr(module, child, depth=2)
             if is_attribute(child.name):
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
@@ -191,29 +198,31 @@ class _SourceWriter:
                 init.append(f"{INDENT * 2}self.register_parameter({string(child.name)}, {expr})")
             else:
                 init.append(f"{INDENT * 2}self.add_module({string(child.name)}, {expr})")
-        forward = _Forward(self.plan, module).function()
+        forward = _Forward(self, module).function()
         body = "\n".join(init) + "\n\n" + "\n".join(forward)
         name = self.classes.get(body)
         if name is None:
-            name = self.class_names.fresh(class_name("group" if module.type_name == "Sequential" else module.type_name))
+            name = self.class_names.fresh(class_name(module.type_name))
             self.classes[body] = name
             doc = f'{INDENT}"""{module.type_name}: {shape_text(module.in_shape)} -> {shape_text(module.out_shape)}."""'
             self.blocks.append(f"class {name}(nn.Module):\n{doc}\n\n{body}")
         return name
 
 
-def _is_numbered_chain(module: Module) -> bool:
-    """A plain chain of unlabelled children: exactly what `nn.Sequential` does."""
-    return module.is_sequence and all(c.name == str(i) for i, c in enumerate(module.children()))
+def _arguments(emission, inplace: bool = False) -> str:
+    """An emission's arguments as Python source: its positional ones, then its keywords."""
+    kwargs = {**emission.kwargs, **({"inplace": True} if inplace else {})}
+    return ", ".join([_literal(a) for a in emission.args] + [f"{k}={_literal(v)}" for k, v in kwargs.items()])
+
+
+def _emission(layer: Layer):
+    """The layer's torch emission, from the shape its op's rules see (NOTE [Axes] in layers.py)."""
+    op = REGISTRY[layer.op]
+    return op.torch(rule_shape(op, layer.in_shape, layer.axes), layer.args)
 
 
 def _is_parameter(node) -> bool:
     return node.walk_kind == "layer" and REGISTRY[node.op].parameter
-
-
-def _holds_parameter(module: Module) -> bool:
-    """nn.Sequential holds modules only: a learned tensor among the children needs a class."""
-    return any(_is_parameter(child) for child in module.children())
 
 
 def _helper_class(source: str) -> str:
@@ -227,12 +236,12 @@ class _Forward(Interpreter):
     written by its combinator's `emit` (`netdsl/combinators.py`) through `fresh`, `line`, `chain`,
     `attribute` and `owned`."""
 
-    def __init__(self, plan: _InplacePlan, module: Module):
+    def __init__(self, writer: _SourceWriter, module: Module):
         super().__init__()
-        self.plan, self.module_ = plan, module
+        self.writer, self.plan, self.module_ = writer, writer.plan, module
         self.lines: list[str] = []
         # a local never shadows a name the generated code uses: its own, torch's, or a builtin (getattr)
-        self.names = Namespace({"x", "self", "torch", "nn", "Tensor", "aux", "List", "Tuple", "Union",
+        self.names = Namespace({"x", "self", "torch", "nn", "F", "Tensor", "aux", "List", "Tuple", "Union",
                                 "OrderedDict", *dir(builtins)})
         self.target = "x"  # the variable the chain being written assigns to
 
@@ -284,10 +293,14 @@ class _Forward(Interpreter):
         return self.target
 
     def layer(self, layer: Layer, source: str) -> str:
-        if not _is_parameter(layer):
+        if _is_parameter(layer):
+            operator = {"mul": "*", "add": "+"}[layer.args["op"]]
+            self.line(f"{self.target} = {attribute(layer.name)} {operator} {source}")  # as torchvision: layer_scale * x
+            return self.target
+        if not self.writer.calls(self.module_, layer):
             return self.call(layer, source)
-        operator = {"mul": "*", "add": "+"}[layer.args["op"]]
-        self.line(f"{self.target} = {attribute(layer.name)} {operator} {source}")  # as torchvision: layer_scale * x
+        arguments = _arguments(_emission(layer), self.plan(self.module_, layer))
+        self.line(f"{self.target} = {REGISTRY[layer.op].functional}({source}{', ' if arguments else ''}{arguments})")
         return self.target
 
     def module(self, module: Module, source: str) -> str:
@@ -315,9 +328,11 @@ class _Forward(Interpreter):
         return name
 
 
-def python_source(network: Network) -> str:
-    """The standalone PyTorch source of `network`; `ROOT` names the network's class."""
-    return _SourceWriter(network).source()
+def python_source(network: Network, functional: bool = True) -> str:
+    """The standalone PyTorch source of `network`; `ROOT` names the network's class. Unlabelled
+    parameter-free layers are function calls in `forward` (`functional=False`: child modules too,
+    numbered by position, for forward hooks on every layer)."""
+    return _SourceWriter(network, functional).source()
 
 
 def build(network: Network, source: str | None = None):
@@ -379,6 +394,18 @@ def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None,
     write_atomically(path, lambda tmp: torch.export.save(program, tmp))
 
 
+def save_aoti(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
+    """Compile `module` (eval mode, any batch size) ahead of time with AOTInductor into a `.pt2`
+    package, atomically; load it with `torch._inductor.aoti_load_package(path)` (needs the same
+    torch, no Python source). The C++ compile takes a while: inductor generates and builds kernels."""
+    import torch
+
+    module.eval()
+    example, dynamic_shapes = _dynamic_batch(input_shape, dtype, device)
+    program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
+    write_atomically(path, lambda tmp: torch._inductor.aoti_compile_and_package(program, package_path=tmp))
+
+
 def save_onnx(module, path: str | os.PathLike, input_shape: tuple, dtype=None) -> None:
     """Save `module` (eval mode) as one self-contained ONNX file with a dynamic batch dimension,
     atomically; its input is named "input" and its output "output"."""
@@ -409,4 +436,4 @@ def save_python(network: Network, path: str | os.PathLike) -> None:
 
 
 # format -> default file suffix
-FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py"}
+FORMATS = {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx", "python": ".py", "aoti": ".pt2"}

@@ -8,9 +8,12 @@ instantiations that led there and an optional hint; `format()` renders
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from .limits import SOURCE_BYTES
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class NetDSLError(Exception):
     hint: str | None = None
     trace: tuple[Frame, ...] = field(default=())
     also: tuple["NetDSLError", ...] = field(default=(), repr=False)  # more errors found with this one
+    notes: tuple[tuple[str, Span], ...] = ()  # related places: ("'(' opened here", span), quoted below the hint
 
     kind = "error"
 
@@ -93,6 +97,9 @@ class NetDSLError(Exception):
             lines.append(f"  {frame}")
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        for note, where in self.notes:
+            lines.append(f"  note: {note}, at {where}")
+            lines.extend(_quote(where) or [])
         for other in self.also:
             lines.append(other.format())
         if self.also:
@@ -103,9 +110,13 @@ class NetDSLError(Exception):
 def source_line(span: Span) -> str | None:
     """The text of the line `span` starts on, if the file can be found."""
     text = _SOURCES.get(span.file)
-    if text is None:
+    if text is None:  # only a .net source is quoted: never a device, a FIFO or what a link points to elsewhere
+        path = Path(span.file)
         try:
-            text = Path(span.file).read_text(encoding="utf-8")
+            status = path.stat()
+            if path.resolve().suffix != ".net" or not stat.S_ISREG(status.st_mode) or status.st_size > SOURCE_BYTES:
+                return None
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             return None
     source_lines = text.splitlines()

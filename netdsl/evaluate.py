@@ -20,6 +20,7 @@ from .parse import keywords
 from .resolve import Program
 from .values import (
     BUILTINS, BlockRef, Builtin, FunctionRef, OpRef, TensorShape, ValueProblem, article, is_number, show, type_name,
+    value_size,
 )
 
 
@@ -118,6 +119,14 @@ class Evaluator:
     def error(self, cls, message: str, span: Span | None, hint: str | None = None) -> NetDSLError:
         return cls(message, span, hint, tuple(self.trace))
 
+    def bounded(self, value, span: Span):
+        """`value`, unless it holds more elements than `limits.value` (shared lists counted each time
+        they occur): such a value could not be compared, quoted or iterated in reasonable time."""
+        if isinstance(value, (tuple, dict)) and value_size(value, self.limits.value) > self.limits.value:
+            raise self.error(ParameterError, f"a value of more than {self.limits.value:,} elements", span,
+                             "a list inside a list counts once for each time it occurs")
+        return value
+
     def eval(self, expr: ast.Expr, env: Env):
         method = getattr(self, f"eval_{type(expr).__name__}")
         return method(expr, env)
@@ -128,7 +137,7 @@ class Evaluator:
         return expr.value
 
     def eval_ListExpr(self, expr: ast.ListExpr, env: Env):
-        return tuple(self.eval(item, env) for item in expr.items)
+        return self.bounded(tuple(self.eval(item, env) for item in expr.items), expr.span)
 
     def eval_DictExpr(self, expr: ast.DictExpr, env: Env):
         result = {}
@@ -138,7 +147,7 @@ class Evaluator:
                 raise self.error(TypeError_, f"dictionary keys must be numbers or strings, got {show(key)}",
                                  key_expr.span)
             result[key] = self.eval(value_expr, env)
-        return result
+        return self.bounded(result, expr.span)
 
     def eval_Name(self, expr: ast.Name, env: Env):
         try:
@@ -277,7 +286,7 @@ class Evaluator:
             raise self.error(TypeError_, "result is not a real number", expr.span)
         if isinstance(result, float) and not math.isfinite(result):
             raise self.error(TypeError_, "number out of range", expr.span)
-        return result
+        return self.bounded(result, expr.span)
 
     def eval_Comprehension(self, expr: ast.Comprehension, env: Env):
         results = []
@@ -298,14 +307,14 @@ class Evaluator:
                 raise self.error(ParameterError, f"a comprehension of more than {self.limits.sequence:,} items",
                                  expr.span)
         if expr.key is None:
-            return tuple(value for _, value in results)
+            return self.bounded(tuple(value for _, value in results), expr.span)
         result = {}
         for key, value in results:
             if not isinstance(key, (int, str, bool, float)):
                 raise self.error(TypeError_, f"dictionary keys must be numbers or strings, got {show(key)}",
                                  expr.key.span)
             result[key] = value
-        return result
+        return self.bounded(result, expr.span)
 
     def match_arguments(self, args: list[ast.Arg], names: list[str], what: str, env: "Env", too_many: str,
                         hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
@@ -399,5 +408,5 @@ class Evaluator:
             raise self.error(TypeError_, f"{func.name}: {error}", expr.span) from None
         if isinstance(result, float) and not math.isfinite(result):
             raise self.error(TypeError_, f"{func.name}: number out of range", expr.span)
-        return result
+        return self.bounded(result, expr.span)
 

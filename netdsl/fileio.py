@@ -63,8 +63,7 @@ def check_target(path: str | os.PathLike, protect: Iterable[str | os.PathLike] =
     except OSError as error:
         raise OutputError(f"cannot write {name}: {error.strerror or error}") from None
     if not stat.S_ISREG(status.st_mode):
-        kind = next((kind for test, kind in _KINDS if test(status.st_mode)), "not a file")
-        raise OutputError(f"cannot write {name}: it is {kind}, not a regular file")
+        raise OutputError(f"cannot write {name}: it is {kind_of(status.st_mode)}, not a regular file")
     for source in protect:
         try:
             same = os.path.samestat(status, os.stat(source))
@@ -75,6 +74,13 @@ def check_target(path: str | os.PathLike, protect: Iterable[str | os.PathLike] =
             raise OutputError(f"cannot write {name}: it is an input of this network{shown}; "
                               "choose another output file")
     return target
+
+
+def kind_of(mode: int) -> str:
+    """What a file of this `st_mode` is, in words: `a directory`, `a FIFO (named pipe)`, `a regular file`."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((kind for test, kind in _KINDS if test(mode)), "not a file")
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], object],

@@ -361,7 +361,9 @@ def _render(lines: list[_Line]) -> str:
 
 def format_source(text: str, filename: str = "<string>") -> str:
     """`text` in the canonical layout. Raises the parser's located `NetDSLError` when `text`
-    does not parse, and `FormatterBug` when the result would not mean the same."""
+    does not parse, and `FormatterBug` when the result would not mean the same. A byte-order mark is
+    dropped and line endings become LF (`parse.source_text`)."""
+    text = parse.source_text(text)
     tree = parse.parse(text, filename)
     try:
         meaning = _meaning(tree)

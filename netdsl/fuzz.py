@@ -310,19 +310,23 @@ def generate(rng: random.Random) -> str:
 
 
 def differential(source: str, path: str = "fuzzed.net") -> list[str]:
-    """Mismatches between the checker and the emitted module run on a random input."""
+    """Mismatches between the checker and the emitted module run on a random input: parameters,
+    every layer's output shape (forward hooks on the source emitted with a module per layer), and
+    the output of the usual source (unlabelled parameter-free layers as calls) against it."""
     import torch
 
-    from .emit import build
+    from .emit import build, python_source
 
     graph = check(path, source=source)
     model = build(graph).eval()
+    hooked = build(graph, python_source(graph, functional=False)).eval()
     problems = []
     params = sum(p.numel() for p in model.parameters())
     if params != graph.params:
         problems.append(f"parameters: checker {graph.params}, torch {params}")
+    hooked.load_state_dict(model.state_dict())
     seen: dict[str, tuple] = {}
-    modules = dict(model.named_modules())
+    modules = dict(hooked.named_modules())
     hooks = []
     parameters = dict(model.named_parameters())
     for layer_path, layer in graph.layers():
@@ -338,8 +342,9 @@ def differential(source: str, path: str = "fuzzed.net") -> list[str]:
             seen.setdefault(key, tuple(output.shape[1:]))
 
         hooks.append(module.register_forward_hook(record))
+    x = torch.randn(2, *graph.input_shape)
     with torch.no_grad():
-        output = model(torch.randn(2, *graph.input_shape))
+        output, reference = model(x), hooked(x)
     for hook in hooks:
         hook.remove()
     for layer_path, layer in graph.layers():
@@ -347,6 +352,8 @@ def differential(source: str, path: str = "fuzzed.net") -> list[str]:
             problems.append(f"{layer_path} ({layer.op}): checker {list(layer.out_shape)}, torch {list(seen[layer_path])}")
     if tuple(output.shape[1:]) != graph.output_shape:
         problems.append(f"output: checker {list(graph.output_shape)}, torch {list(output.shape[1:])}")
+    elif not torch.equal(output, reference):
+        problems.append("output: the source with function calls differs from the one with a module per layer")
     return problems
 
 

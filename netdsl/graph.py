@@ -14,10 +14,12 @@ Each node class names its kind in `walk_kind`, which `netdsl/walk.py` dispatches
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Union
 
 from .combinators import COMBINATORS
 from .errors import Frame, Span
+from .layers import REGISTRY
 
 Shape = tuple[int, ...]  # per-sample shape, batch dimension implicit: (C, H, W) or (features,)
 
@@ -43,6 +45,7 @@ class Layer:
     span: Span
     trace: tuple[Frame, ...] = ()
     shared: bool = False  # a later use of a parameter-free module already named in this scope
+    labelled: bool = True  # the author named it (else `name` is its position among the module's children)
     axes: tuple[str, ...] | None = None  # the input's axes where not canonical (NOTE [Axes] in layers.py)
     out_axes: tuple[str, ...] | None = None  # the output's, likewise
 
@@ -53,7 +56,7 @@ class Layer:
 class Module:
     name: str
     kind: str  # "network" | "block" | "sequential"
-    type_name: str  # block or network name; "Sequential" for groups and repetitions
+    type_name: str  # block or network name; "group", "repeat" or "projection" (a residual's generated one)
     body: list["Node"]
     in_shape: Shape
     out_shape: Shape
@@ -69,6 +72,20 @@ class Module:
     def children(self) -> Iterator[Union[Layer, "Module"]]:
         """Named children in definition order (looking through merges)."""
         yield from _named(self.body)
+
+    @property
+    def as_sequential(self) -> bool:
+        """Emitted as an `nn.Sequential`: a plain chain that is a group or repetition, or whose
+        children are all unlabelled. (Any other module, and the network, is a class of its own.)"""
+        return self.kind != "network" and self.is_sequence and not any(  # it holds modules only: no `param`
+            c.walk_kind == "layer" and REGISTRY[c.op].parameter for c in self.children()) and (
+            self.kind == "sequential" or all(c.name == str(i) for i, c in enumerate(self.children())))
+
+    def calls(self, layer: Layer) -> bool:
+        """Whether `layer`, a child of this module, is a function call in `forward` rather than a
+        child module, as torchvision writes them (`torch.flatten(x, 1)`, `F.relu(x)`): unlabelled,
+        its op has a functional form (no parameters, no buffers), in a module with a `forward`."""
+        return not layer.labelled and REGISTRY[layer.op].functional is not None and not self.as_sequential
 
     @property
     def is_sequence(self) -> bool:
@@ -161,6 +178,16 @@ class Network:
         for path, node, _ in walk(self.root):
             if node.walk_kind == "layer" and not node.shared:
                 yield path, node
+
+
+def describe(path: str, layer: Layer) -> str:
+    """A layer as messages name it: its dotted path when the author labelled it, else what the
+    author wrote, where, and in which module (`maxpool at vgg.net:29 in features`), not the
+    position netdsl numbered it by."""
+    if layer.labelled:
+        return path
+    parent = path.rpartition(".")[0]
+    return f"{layer.op} at {Path(layer.span.file).name}:{layer.span.line}" + (f" in {parent}" if parent else "")
 
 
 def nested(node: Node) -> list[list[Node]]:

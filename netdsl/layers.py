@@ -108,6 +108,9 @@ class LayerDef:
     # The output's axes from the input's (names "C", "H", "W", "F"; an op that reorders or remakes them).
     axes: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
     parameter: bool = False  # its emission is a learned tensor of the enclosing module (`param`), not a module
+    # A parameter- and buffer-free op's function (`F.relu`, `torch.flatten`), called with the input and
+    # its emission's arguments; netdsl then writes an unlabelled use as a call in `forward`, not a module.
+    functional: str | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -593,11 +596,14 @@ register(LayerDef(
 # ---- element-wise activations --------------------------------------------------------------
 
 def _activation(name: str, cls: str, doc: str, inplace: bool = True, params: tuple[Param, ...] = (),
-                keywords: Callable[[dict], dict] = lambda args: {}, shape=lambda s, a: s) -> None:
-    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones."""
+                keywords: Callable[[dict], dict] = lambda args: {}, shape=lambda s, a: s,
+                functional: str | None = None) -> None:
+    """An element-wise op; `keywords` gives the constructor's keyword arguments from the bound ones
+    (the functional form, `F.<name>` unless given, takes the same keywords)."""
     register(LayerDef(
         name=name, doc=doc, params=params, shape=shape, count=_zero, macs=_zero,
         torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation", layout="any",
+        functional=functional or f"F.{name}",
     ))
 
 
@@ -606,8 +612,8 @@ _activation("relu6", "ReLU6", "min(max(x, 0), 6) (MobileNet).")
 _activation("silu", "SiLU", "x * sigmoid(x), a.k.a. swish (EfficientNet).")
 _activation("hardswish", "Hardswish", "x * relu6(x + 3) / 6 (MobileNetV3).")
 _activation("hardsigmoid", "Hardsigmoid", "relu6(x + 3) / 6 (MobileNetV3).")
-_activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False)
-_activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False)
+_activation("sigmoid", "Sigmoid", "1 / (1 + exp(-x)).", inplace=False, functional="torch.sigmoid")
+_activation("tanh", "Tanh", "Hyperbolic tangent (LeNet).", inplace=False, functional="torch.tanh")
 _activation("gelu", "GELU", "Gaussian error linear unit.", inplace=False)
 _activation("mish", "Mish", "x * tanh(softplus(x)) (YOLOv4).")
 # NOTE: [Non-negative slopes] torch's in-place LeakyReLU and ELU fail in backward for a negative
@@ -716,17 +722,17 @@ def _pool_macs(in_shape: Shape, out_shape: Shape, args: dict) -> int:
 register(LayerDef(
     name="maxpool", doc="2-D max pooling.", params=_pool_params(),
     shape=_pool_shape("maxpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("MaxPool2d"),
-    reach=lambda s, a: _windows(a), output_mutable=True, family="pool",
+    reach=lambda s, a: _windows(a), output_mutable=True, family="pool", functional="F.max_pool2d",
 ))
 register(LayerDef(
     name="avgpool", doc="2-D average pooling.",
     params=_pool_params((Param("count_include_pad", "bool", True),)),
     shape=_pool_shape("avgpool"), count=_zero, macs=_pool_macs, torch=_pool_torch("AvgPool2d"),
-    reach=lambda s, a: _windows(a), output_mutable=True, family="pool",
+    reach=lambda s, a: _windows(a), output_mutable=True, family="pool", functional="F.avg_pool2d",
 ))
 
 
-def _adaptive(name: str, cls: str, doc: str) -> None:
+def _adaptive(name: str, cls: str, doc: str, functional: str) -> None:
     def shape(in_shape: Shape, args: dict) -> Shape:
         channels = _spatial(in_shape, name)[0]
         height, width = _pair(args["size"])
@@ -737,7 +743,7 @@ def _adaptive(name: str, cls: str, doc: str) -> None:
 
     register(LayerDef(name=name, doc=doc, params=(Param("size", "pair", 1, minimum=1),),
                       shape=shape, count=_zero, macs=_zero, torch=torch, reach=_adaptive_reach,
-                      output_mutable=True, feature_end=True, family="pool"))
+                      output_mutable=True, feature_end=True, family="pool", functional=functional))
 
 
 def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
@@ -752,8 +758,8 @@ def _adaptive_reach(in_shape: Shape, args: dict) -> tuple[Window, Window] | str:
 
 
 _adaptive("adaptive_avgpool", "AdaptiveAvgPool2d",
-          "Average-pools to a fixed output size (size=1: global average pooling).")
-_adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.")
+          "Average-pools to a fixed output size (size=1: global average pooling).", "F.adaptive_avg_pool2d")
+_adaptive("adaptive_maxpool", "AdaptiveMaxPool2d", "Max-pools to a fixed output size.", "F.adaptive_max_pool2d")
 
 
 # ---- upsampling -----------------------------------------------------------------------------
@@ -802,7 +808,7 @@ register(LayerDef(
 register(LayerDef(
     name="flatten", doc="Flattens [C, H, W] to [C*H*W].", params=(),
     shape=lambda s, a: (math.prod(s),), count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True, feature_end=True,
+    torch=lambda s, a: Emission("Flatten", (1,)), aliases_input=True, feature_end=True, functional="torch.flatten",
 ))
 
 

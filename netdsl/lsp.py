@@ -16,7 +16,6 @@ import re
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from lsprotocol import types
 from pygls import uris
@@ -27,7 +26,9 @@ from . import __version__, ast
 from .check import check_program
 from .errors import NetDSLError, Span, span_text
 from .combinators import COMBINATORS
-from .graph import Network, Node, walk
+from .cost import analyse as analyse_costs
+from .facts import Facts, instances
+from .graph import Network
 from .layers import REGISTRY, signature
 from .parse import keywords, parse
 from .resolve import Program, find_import, load
@@ -124,27 +125,14 @@ def _regions_of(node: ast.Node, decl: ast.Decl) -> list[Region]:
 
 # ---- the checked graphs, by source span ---------------------------------------------------
 
-@dataclass(frozen=True)
-class Instance:
-    network: str
-    path: str  # module path of the node ("layer3.17.conv2"; a combinator: its module's path)
-    node: Node
-
-
-def _instances(network: Network) -> Iterator[Instance]:
-    """Every node of the graph with its module path. Unlike `Module.children` this also visits
-    merges, the named-tensor markers and the later uses of a shared layer, which a hover should
-    describe too (a merge or marker: with its module's path)."""
-    yield Instance(network.name, network.name, network.root)
-    for path, node, _ in walk(network.root):
-        yield Instance(network.name, path or network.name, node)
+Instance = Facts  # one node of one checked network, with its module path and numbers
 
 
 def index(networks: list[Network]) -> dict[SpanKey, list[Instance]]:
     table: dict[SpanKey, list[Instance]] = {}
     for network in networks:
-        for instance in _instances(network):
-            table.setdefault(_key(instance.node.span), []).append(instance)
+        for instance in instances(network, analyse_costs(network)):
+            table.setdefault(_key(instance.span), []).append(instance)
     return table
 
 
@@ -228,26 +216,6 @@ def place(error: NetDSLError, analysis: Analysis) -> tuple[Span, bool]:
 
 # ---- hover text ---------------------------------------------------------------------------
 
-def _counts(node: Node) -> str:
-    shapes = f"{shape_text(node.in_shape)} -> {shape_text(node.out_shape)}"
-    if node.walk_kind in ("layer", "module"):
-        return f"{shapes}  {node.params:,} params  {human(node.macs)} MACs"
-    return shapes
-
-
-_KINDS = {
-    "layer": lambda node: node.op,
-    "module": lambda node: node.type_name if node.kind == "block" else node.kind,
-    "merge": lambda node: COMBINATORS[node.kind].label,
-    "tap": lambda node: "tap",
-    "from_": lambda node: "from",
-}
-
-
-def _kind(node: Node) -> str:
-    return _KINDS[node.walk_kind](node)
-
-
 MAX_ROWS = 12
 
 
@@ -255,10 +223,10 @@ def describe_instances(instances: list[Instance]) -> str:
     """One line for one instance; for several, identical ones folded: `×36 [1024, 14, 14] -> ...`."""
     if len(instances) == 1:
         instance = instances[0]
-        return f"```\n{_counts(instance.node)}\n```\n`{instance.network}`: `{instance.path}` ({_kind(instance.node)})"
+        return f"```\n{instance.counts_text()}\n```\n`{instance.network}`: `{instance.path}` ({instance.kind})"
     groups: dict[tuple, list[Instance]] = {}
     for instance in instances:
-        groups.setdefault((instance.network, _kind(instance.node), _counts(instance.node)), []).append(instance)
+        groups.setdefault((instance.network, instance.kind, instance.counts_text()), []).append(instance)
     networks = {instance.network for instance in instances}
     lines = [f"{len(instances)} instances in {', '.join(sorted(networks))}:", "```"]
     width = max(len(str(len(group))) for group in groups.values()) + 1
@@ -375,9 +343,9 @@ def hover_text(region: Region, analysis: Analysis, others: list[Analysis]) -> st
 
 def _made_by(keyword: str):
     """Tests for the graph nodes a keyword's region makes: a labelled combinator's module (of the
-    combinator's type; a group's or auxiliary head's: "Sequential"), then the node itself."""
+    combinator's type; a group's: "group"), then the node itself."""
     combinator = COMBINATORS.get(keyword)
-    module_type = combinator.type_name if combinator is not None else "Sequential"
+    module_type = combinator.type_name if combinator is not None else "group"
     kind = {"{": None, "from": "from_", "tap": "tap"}.get(keyword, "merge")
     return [lambda node: node.walk_kind == "module" and node.type_name == module_type,
             lambda node: node.walk_kind == kind and (kind != "merge" or node.kind == keyword)]

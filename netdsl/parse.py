@@ -91,9 +91,18 @@ def _token_text(token: Token) -> str:
     return f"'{token.value}'"
 
 
+def source_text(text: str) -> str:
+    """`text` as the grammar reads it: a leading UTF-8 byte-order mark dropped, and CR LF and a lone
+    CR (old Mac files) made LF, so that lines, columns and comments are the same whatever the editor
+    wrote. Lines keep their columns: the mark is not a character of the first line."""
+    text = text.removeprefix("\ufeff")
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
 def parse(text: str, path: str = "<string>") -> ast.SourceFile:
     """Parse a whole .net file. The AST is treated as immutable by every later stage, so a file
     parsed again unchanged (the standard library, once per network checked) comes from a cache."""
+    text = source_text(text)
     remember_source(path, text)
     return _parse_cached(text, path, tuple(sorted(COMBINATORS)))
 
@@ -181,7 +190,7 @@ def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
         expected = getattr(error, "expected", None) or getattr(error, "accepts", None) or []
         message = "unexpected end of file"
         hint = "is a '}' or ')' missing?" if {"RBRACE", "RPAR"} & set(expected) else None
-        return SyntaxError_(message, Span(path, line, column), hint)
+        return SyntaxError_(message, Span(path, line, column), hint, notes=_unclosed(text, len(text), expected, path, at_end=True))
     if isinstance(error, UnexpectedCharacters):
         char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else "?"
         hint = None
@@ -206,7 +215,45 @@ def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
     elif token.type == "X" or (token.type == "COLON" and re.search(r"(^|\W)x$", before)):
         hint = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
     end = Span(path, token.line, token.column, token.end_line, token.end_column)
-    return SyntaxError_(message, end, hint)
+    return SyntaxError_(message, end, hint, notes=_unclosed(text, token.start_pos, error.expected, path))
+
+
+_CLOSING = {"RPAR": ")", "RSQB": "]", "RBRACE": "}"}
+_OPENING = {"(": ")", "[": "]", "{": "}"}
+
+
+def _unclosed(text: str, end: int | None, expected, path: str, at_end: bool = False) -> tuple[tuple[str, Span], ...]:
+    """Where the bracket a `)`, `]` or `}` the parser expected would close was opened, when that is on
+    an earlier line than the error (a missing `)` is only noticed at the next line's first token).
+    A `{` only at the end of the file: every error inside a body could be closing it."""
+    wanted = {_CLOSING[t] for t in expected if t in _CLOSING}
+    if not wanted or end is None:
+        return ()
+    stack: list[tuple[str, int]] = []
+    position, line_starts = 0, [0]
+    while position < end:  # brackets outside strings and comments
+        char = text[position]
+        if char == '"':
+            close = text.find('"', position + 1)
+            position = end if close < 0 else close + 1
+            continue
+        if char == "#":
+            newline = text.find("\n", position)
+            position = end if newline < 0 else newline
+            continue
+        if char in _OPENING:
+            stack.append((char, position))
+        elif char in _OPENING.values() and stack and _OPENING[stack[-1][0]] == char:
+            stack.pop()
+        position += 1
+    if not stack or _OPENING[stack[-1][0]] not in wanted or (stack[-1][0] == "{" and not at_end):
+        return ()
+    opening, offset = stack[-1]
+    line = text.count("\n", 0, offset) + 1
+    if line == text.count("\n", 0, end) + 1:
+        return ()  # on the error's own line: the caret already shows it
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return ((f"the '{opening}' is not closed", Span(path, line, column, line, column + 1)),)
 
 
 _TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")

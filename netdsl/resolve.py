@@ -9,12 +9,15 @@ it loads what it can and raises nothing, for `--watch` and the language server.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast
 from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
+from .fileio import kind_of
 from .layers import REGISTRY
+from .limits import SOURCE_BYTES
 from .parse import keywords, parse
 
 STDLIB = Path(__file__).resolve().parent / "std"
@@ -28,9 +31,14 @@ class Program:
     own: list[ast.Decl] = field(default_factory=list)  # declared in the main file itself
     files: list[Path] = field(default_factory=list)  # resolved, in load order: the main file first
 
+    @property
+    def networks(self) -> list[ast.Decl]:
+        """The networks and variants the main file declares, in order."""
+        return [d for d in self.own if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+
     def network(self, name: str | None = None) -> ast.Decl:
         """The network to build: `name`, or the one network the main file declares."""
-        networks = [d for d in self.own if isinstance(d, (ast.NetworkDef, ast.VariantDef))]
+        networks = self.networks
         if name is not None:
             decl = self.decls.get(name)
             if not isinstance(decl, (ast.NetworkDef, ast.VariantDef)):
@@ -130,14 +138,24 @@ class _Loader:
 
 
 def read_source(file: str, at: Span | None = None) -> str:
-    """The UTF-8 text of `file`; a missing, unreadable or non-UTF-8 file is a located `NetDSLError`
-    (at `at`, the import that names it, when there is one)."""
+    """The UTF-8 text of `file`; a missing, unreadable, non-UTF-8 or oversized file, or one that is not a
+    regular file (a FIFO, a device, a directory), is a located `NetDSLError` (at `at`, the import that names
+    it, when there is one). Both the main file and every import are read here, by the same rules."""
     try:
-        data = Path(file).read_bytes()
+        status = os.stat(file)
+        if not stat.S_ISREG(status.st_mode):
+            raise NetDSLError(f"cannot read {file}: it is {kind_of(status.st_mode)}, not a regular file",
+                              at or Span(file, 1, 1))
+        if status.st_size > SOURCE_BYTES:
+            raise _too_large(file, at)
+        with open(file, "rb") as stream:
+            data = stream.read(SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise NetDSLError(f"no such file: {file}", at) from None
     except OSError as error:
         raise NetDSLError(f"cannot read {file}: {error.strerror or error}", at) from None
+    if len(data) > SOURCE_BYTES:  # it grew while being read
+        raise _too_large(file, at)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -148,25 +166,42 @@ def read_source(file: str, at: Span | None = None) -> str:
                           Span(file, line, column), "save the file as UTF-8") from None
 
 
+def _too_large(file: str, at: Span | None) -> NetDSLError:
+    return NetDSLError(f"cannot read {file}: it is larger than {SOURCE_BYTES // 2**20} MiB, the limit for a .net file",
+                       at or Span(file, 1, 1), "split it into files that import each other")
+
+
 def find_import(imp: ast.Import, importer: str) -> Path:
-    """The file an `import` in the file `importer` names (see the search order above); an
-    `ImportError_` when there is none."""
+    """The real path (symbolic links resolved) of the file an `import` in the file `importer` names (see
+    the search order above); an `ImportError_` when there is none, when what it names is not a regular
+    .net file, and when a `std/...` import leaves the standard library."""
     relative = Path(imp.path)
     if relative.is_absolute() or relative.suffix != ".net":
         raise ImportError_(
             f"cannot import '{imp.path}': imports are relative paths to .net files", imp.span,
             "write the path relative to this file, or add its directory to NETDSL_PATH",
         )
-    candidates = [Path(importer).resolve().parent / relative]
-    if imp.path.startswith("std/"):
-        candidates.insert(0, STDLIB / relative.relative_to("std"))
-    candidates += [directory / relative for directory in search_path()]
+    if imp.path.startswith("std/"):  # the standard library, and only it
+        candidates, within = [STDLIB / relative.relative_to("std")], STDLIB.resolve()
+    else:
+        candidates = [Path(importer).resolve().parent / relative] + [directory / relative for directory in search_path()]
+        within = None
     for candidate in candidates:
         try:
-            if candidate.is_file():
-                return candidate
-        except OSError:  # e.g. a name longer than the file system allows: not a file we can import
+            status = candidate.stat()
+        except OSError:  # missing, or e.g. a name longer than the file system allows: not a file we can import
             continue
+        real = candidate.resolve()
+        if within is not None and not real.is_relative_to(within):
+            raise ImportError_(f"cannot import '{imp.path}': it leads out of the standard library", imp.span,
+                               "'std/...' names a file of the standard library; import other files by their own path")
+        if real.suffix != ".net":
+            raise ImportError_(f"cannot import '{imp.path}': it is a link to a file that is not a .net file",
+                               imp.span)
+        if not stat.S_ISREG(status.st_mode):
+            raise ImportError_(f"cannot import '{imp.path}': it is {kind_of(status.st_mode)}, not a regular file",
+                               imp.span)
+        return real
     searched = ", ".join(str(c.parent) for c in candidates)
     raise ImportError_(
         f"cannot find '{imp.path}' (searched {searched})",

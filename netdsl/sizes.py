@@ -17,7 +17,7 @@ from pathlib import Path
 from .check import Checker, check_program, nested_too_deeply
 from .combinators import COMBINATORS
 from .errors import NetDSLError, ShapeError, Span
-from .graph import Layer, Merge, Network, Shape
+from .graph import Layer, Merge, Network, Shape, describe
 from .layers import REGISTRY, LayerProblem, rule_shape
 from .limits import Limits
 from .resolve import Program
@@ -27,6 +27,7 @@ from .walk import Interpreter
 
 SCAN = 256  # sizes first examined per dimension (at least twice the checked size), doubled until the
 SCAN_LIMIT = 8192  # summary is proven (see the NOTE) or this many (or 4 times the checked size) are done
+MAX_SCAN = 65536  # never more sizes than this per dimension: a larger checked size is not analysed (time, memory)
 
 # NOTE: [Valid input sizes]
 # The analysis re-uses the checked graph, so it assumes the network's *structure* does not
@@ -60,11 +61,15 @@ class Limit:
     reason: str  # "shape" (the layer's rule rejects it), "weights" (fixed input), "merge" (sizes differ)
     span: Span
     message: str = ""  # for "shape": the gist of the rule's message, e.g. "conv output would be empty"
+    name: str = ""  # how the message names the layer (`graph.describe`)
 
     def __str__(self) -> str:
         if self.reason == "merge":
             return f"{self.op} at {Path(self.span.file).name}:{self.span.line} needs equal sizes"
-        return f"{self.path}: {self.message if self.reason == 'shape' else f'{self.op} weights fix its input'}"
+        named_by_op = self.name != self.path  # `linear at x.net:7` already says what it is
+        if self.reason == "shape":
+            return f"{self.name}: {self.message.removeprefix(f'{self.op} ') if named_by_op else self.message}"
+        return f"{self.name}: {'its' if named_by_op else self.op} weights fix its input"
 
     def as_json(self) -> dict:
         return {"path": self.path, "op": self.op, "reason": self.reason, "message": self.message,
@@ -85,6 +90,12 @@ class Dimension:
     residues: tuple[int, ...]  # valid residues mod `period` in the tail
     certain: bool  # the tail is proven to continue beyond `scanned` (see the NOTE)
     limits: list[Limit] = field(default_factory=list)  # what bounds the valid sizes
+    analysed: bool = True  # False: the checked size is beyond MAX_SCAN / 2, so no size was examined
+
+    @classmethod
+    def beyond_scan(cls, name: str, axis: int, checked: int) -> "Dimension":
+        """A dimension too large to analyse: only the checked size is known to be valid."""
+        return cls(name, axis, checked, [], 0, 1, 0, (), False, analysed=False)
 
     @property
     def minimum(self) -> int | None:
@@ -97,6 +108,8 @@ class Dimension:
 
     def describe(self) -> str:
         """`H >= 32`, `227 <= H <= 230`, `H >= 33 with H % 32 == 1`, ..."""
+        if not self.analysed:
+            return f"{self.name} = {self.checked} checked, other sizes not analysed beyond {MAX_SCAN}"
         if not self.valid:
             return f"no {self.name} up to {self.scanned}"
         caveat = "" if self.certain else f" (checked up to {self.scanned})"
@@ -110,7 +123,7 @@ class Dimension:
         return (f"{_ranges(self.name, head)} or {tail}" if head else tail) + caveat
 
     def as_json(self) -> dict:
-        return {"checked": self.checked, "min": self.minimum, "max": self.maximum,
+        return {"analysed": self.analysed, "checked": self.checked, "min": self.minimum, "max": self.maximum,
                 "period": self.period, "residues": list(self.residues), "periodic_from": self.start or None,
                 "scanned": self.scanned, "proven_beyond_scan": self.certain, "text": self.describe(),
                 "limited_by": [limit.as_json() for limit in self.limits]}
@@ -151,9 +164,12 @@ def valid_inputs(network: Network, limits: Limits = Limits()) -> ValidInputs:
     for axis in axes:
         name = (network.input_names[axis] if network.input_names else None) or defaults[axis]
         bound = max(SCAN, 2 * shape[axis])
+        if bound > MAX_SCAN:
+            dimensions.append(Dimension.beyond_scan(name, axis, shape[axis]))
+            continue
         dimension = _Propagation(network, axis, bound, limits).dimension(name)
-        while not dimension.certain and bound < max(SCAN_LIMIT, 4 * shape[axis]):
-            bound *= 2
+        while not dimension.certain and bound < min(max(SCAN_LIMIT, 4 * shape[axis]), MAX_SCAN):
+            bound = min(2 * bound, MAX_SCAN)
             dimension = _Propagation(network, axis, bound, limits).dimension(name)
         dimensions.append(dimension)
     return ValidInputs(dimensions)
@@ -224,8 +240,9 @@ class _Propagation(Interpreter):
             first = min(failed)
             reason = "weights" if outputs[first] < 0 else "shape"
             values = [max(value, 0) for value in values]
-            self.fail(values, Limit(f"{self.prefix}{layer.name}", layer.op, reason, layer.span,
-                                    self.messages.get((id(rule), first), "")))
+            path = f"{self.prefix}{layer.name}"
+            self.fail(values, Limit(path, layer.op, reason, layer.span, self.messages.get((id(rule), first), ""),
+                                    describe(path, layer)))
         return self.sizes(values, sizes.period * stride)
 
     def merge(self, merge: Merge, sizes: _Sizes, arms: list[_Sizes]) -> _Sizes:
@@ -314,9 +331,13 @@ def _periodic_tail(valid: list[int], bound: int) -> tuple[int, int, tuple[int, .
     is_valid = bytearray(bound + 1)
     for n in valid:
         is_valid[n] = 1
-    if not any(is_valid[half:]):
+    first = is_valid.find(1, half)
+    if first < 0:
         return 1, 0, ()
-    for period in range(1, bound // 4 + 1):
+    # a period p maps the tail's first valid size to a valid one, or past the end -- and then past the
+    # last valid size too: only those p are tried (trying every p up to bound/4 was quadratic)
+    candidates = [n - first for n in valid if n > first] + [max(bound + 1 - first, valid[-1] + 1 - half)]
+    for period in (p for p in candidates if p <= bound // 4):
         if is_valid[half:bound + 1 - period] == is_valid[half + period:]:
             break
     else:
@@ -396,13 +417,19 @@ def check(program: Program, network: str | None = None, overrides: dict | None =
 # Parameter-free layers may adapt (a block reading `in.height` may pad differently).
 # A symbolic input (`input [3, H, W]`) declares no size: it is checked once, at the given one.
 
+def _who(path: str, layer: Layer) -> str:
+    """`path: ` naming a labelled layer in a message located at it; nothing for an unlabelled one
+    (its location says where it is, its number is not a name anyone wrote)."""
+    return f"{path}: " if layer.labelled else ""
+
+
 def same_weights(declared: Network, resized: Network) -> None:
     """Raises unless every layer with parameters gets, in `resized`, the input its weights in `declared` take."""
     weights = {path: layer for path, layer in declared.layers() if layer.params}
     for path, layer in resized.layers():
         before = weights.get(path)
         if before is None and layer.params:
-            raise note_resized(ShapeError(f"{path}: this {layer.op} has parameters at input "
+            raise note_resized(ShapeError(f"{_who(path, layer)}this {layer.op} has parameters at input "
                                           f"{shape_text(resized.input_shape)} but does not exist at the declared size",
                                           layer.span, None, layer.trace), resized.input_shape, declared.input_shape)
         if before is None or not layer.params:
@@ -410,7 +437,7 @@ def same_weights(declared: Network, resized: Network) -> None:
         if layer.params != before.params:  # the same layer with another count: its input does not fit
             flat = len(layer.in_shape) == 1
             error = ShapeError(
-                f"{path}: {layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
+                f"{_who(path, layer)}{layer.op} has weights for {before.in_shape[0]} input {'features' if flat else 'channels'}, "
                 f"but at input {shape_text(resized.input_shape)} it receives {shape_text(layer.in_shape)}",
                 layer.span, "insert adaptive_avgpool(...) before 'flatten' to accept other sizes" if flat
                 else "the input channels are fixed by the weights", layer.trace)

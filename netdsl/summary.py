@@ -52,7 +52,9 @@ def _collect(nodes: list[Node], costs: Costs, prefix: str, level: int, depth: in
 
 def _layer_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
     kind = f"{node.op} (reused)" if node.shared else node.op
-    found.append(Row(f"{prefix}{node.name}", node.name, kind_prefix + kind, level, depth, False, costs[node]))
+    # an unlabelled parameter-free layer is shown by what it is, "(flatten)", not by its position
+    name = node.name if node.labelled or node.params else ""
+    found.append(Row(f"{prefix}{node.name}", name, kind_prefix + kind, level, depth, False, costs[node]))
 
 
 def _module_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
@@ -85,6 +87,11 @@ _ROWS = {"layer": _layer_row, "module": _module_row, "merge": _merge_row, "tap":
 
 
 # ---- formatting -----------------------------------------------------------------------------
+
+def _shown(row: Row) -> str:
+    """A row's name in a table: its label, or what it is, "(flatten)", where the author named it not."""
+    return row.name or f"({row.kind})"
+
 
 def field_text(field: Field | None) -> str:
     """`212`, `23x29` (height x width), `all` (the whole input), `851*` (also the whole input, see the note)."""
@@ -163,7 +170,7 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
                     ("MACs", "right"), ("memory", "right"), ("RF", "right")])
     for row in listed:
         cost = row.cost
-        name = row.name or f"({row.kind})"
+        name = _shown(row)
         numbers = row.kind not in ("tap", "from")
         params = cost.weights if no_biases else cost.params
         table.add_row(
@@ -186,7 +193,7 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], dtype: str, 
               f"input: {totals.input_elements:,} elements, {_megabytes(byte_size(totals.input_elements, dtype))}; "
               f"params: {_megabytes(byte_size(totals.params, dtype))} at {dtype}"]
     if feature is not None and feature.field is not None:
-        where = f"entering {feature.consumer}" if feature.consumer else "the output"
+        where = f"entering {feature.consumer_name}" if feature.consumer else "the output"
         stride = feature.field.stride
         stride_text = "" if stride is None else f", stride {stride[0] if stride[0] == stride[1] else stride}"
         lines.append(f"receptive field of the final feature map {shape_text(feature.shape)} ({where}): "
@@ -265,7 +272,7 @@ def diff_json(first: Network, second: Network, max_depth: int) -> dict:
     pairs, first_total, second_total = _sides(first, second, max_depth)
     return {
         "a": {"network": first.name, "file": first.file}, "b": {"network": second.name, "file": second.file},
-        "rows": [dict(path=(a or b).path, type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
+        "rows": [dict(path=(a or b).path, name=_shown(a or b), type=(a or b).kind, **_pair_json(a and a.cost, b and b.cost))
                  for a, b in pairs],
         "totals": _pair_json(first_total, second_total),
     }
@@ -281,7 +288,7 @@ def diff_text(first: Network, second: Network, max_depth: int) -> None:
     for a, b in pairs:
         row = a or b
         where = "" if a and b else f" (only in {'A' if a else 'B'})"
-        table.add_row("  " * row.level + row.name + where, *_diff_cells(a and a.cost, b and b.cost))
+        table.add_row("  " * row.level + _shown(row) + where, *_diff_cells(a and a.cost, b and b.cost))
     table.add_section()
     table.add_row("total", *_diff_cells(first_total, second_total))
     _console(table).print(table)

@@ -11,10 +11,18 @@ from typing import Iterable
 
 def human(count: int) -> str:
     """`11.69 M`, `1.82 G`, `512`: a count in decimal units, two decimals from a thousand up."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, size in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if count >= size:
             return f"{count / size:.2f} {unit}"
     return str(count)
+
+
+def byte_text(size: int) -> str:
+    """`46.76 MB`, `18.45 EB`, `512 B`: a size in bytes in decimal units, two decimals from a kilobyte up."""
+    for unit, scale in (("EB", 10**18), ("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.2f} {unit}"
+    return f"{size} B"
 
 
 def shape_text(shape: Iterable[int]) -> str:

@@ -111,21 +111,86 @@ def article(noun: str) -> str:
     return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
 
 
-def show(value) -> str:
-    """A value as netdsl source would spell it."""
+SHOWN = 300  # characters of a value quoted in a message; a longer one is cut, ending in "..."
+
+
+def show(value, width: int = SHOWN) -> str:
+    """A value as netdsl source would spell it, cut at `width` characters: quoting a list of a million
+    shared lists costs no more than quoting a short one."""
+    parts: list[str] = []
+    room = [width + 1]
+
+    def put(text: str) -> None:
+        parts.append(text[:room[0]])
+        room[0] -= len(text)
+        if room[0] <= 0:
+            raise _Full
+
+    def spell(value) -> None:
+        if isinstance(value, tuple):
+            put("[")
+            for index, item in enumerate(value):
+                if index:
+                    put(", ")
+                spell(item)
+            put("]")
+        elif isinstance(value, dict):
+            put("{")
+            for index, (key, item) in enumerate(value.items()):
+                put(", " if index else "")
+                spell(key)
+                put(": ")
+                spell(item)
+            put("}")
+        else:
+            put(_scalar(value))
+
+    try:
+        spell(value)
+    except _Full:
+        return "".join(parts)[:max(width - 3, 0)] + "..."
+    return "".join(parts)
+
+
+class _Full(Exception):
+    """`show` has written as much as it may."""
+
+
+def _scalar(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "none"
     if isinstance(value, str):
         return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{show(k)}: {show(v)}" for k, v in value.items()) + "}"
     if type(value).__name__ == "Wire":
         return f"tensor {value.name} [{', '.join(map(str, value.shape))}]"
     return str(value)
+
+
+def value_size(value, limit: int) -> int:
+    """How many elements `value` holds: list items and dictionary keys and values, each counted every
+    time it occurs (a list held twice counts twice), and a string's characters. Counts each distinct
+    list once, so it costs no more than the value's distinct parts; stops counting past `limit`."""
+    counted: dict[int, int] = {}
+
+    def count(value) -> int:
+        if isinstance(value, str):
+            return max(len(value), 1)
+        if not isinstance(value, (tuple, dict)):
+            return 1
+        known = counted.get(id(value))
+        if known is not None:
+            return known
+        total = 1
+        for item in (value if isinstance(value, tuple) else (*value, *value.values())):
+            total += count(item)
+            if total > limit:
+                break
+        counted[id(value)] = total
+        return total
+
+    return count(value)
 
 
 def is_number(value) -> bool:

@@ -30,16 +30,16 @@ def dependencies(path: str | Path, source: str | None = None) -> list[Path]:
     return load(path, source, tolerant=True).files
 
 
-def _stamps(files: list[Path]) -> dict[Path, tuple[int, int] | None]:
+def stamps(files: list[Path]) -> dict[Path, tuple[int, int] | None]:
     """Modification time and size of each file (None while it does not exist)."""
-    stamps = {}
+    found = {}
     for file in files:
         try:
             status = file.stat()
-            stamps[file] = (status.st_mtime_ns, status.st_size)
+            found[file] = (status.st_mtime_ns, status.st_size)
         except OSError:
-            stamps[file] = None
-    return stamps
+            found[file] = None
+    return found
 
 
 def watch(path: str, run_once: Callable[[], int], *, stop_on: Container[int] = (),
@@ -50,7 +50,7 @@ def watch(path: str, run_once: Callable[[], int], *, stop_on: Container[int] = (
     try:
         while True:
             files = dependencies(path)
-            before = _stamps(files)
+            before = stamps(files)
             print(f"--- {datetime.now():%H:%M:%S} {path}", file=sys.stderr, flush=True)
             code = run_once()
             sys.stdout.flush()
@@ -58,21 +58,25 @@ def watch(path: str, run_once: Callable[[], int], *, stop_on: Container[int] = (
                 return code
             print(f"--- watching {plural(len(files), 'file')} for changes (Ctrl-C to stop)", file=sys.stderr,
                   flush=True)
-            _wait_for_change(files, before, interval)
+            wait_for_change(files, before, interval)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
 
-def _wait_for_change(files: list[Path], before: dict, interval: float) -> None:
-    """Returns once the files differ from `before` and have stayed the same for one more poll,
-    so a save caught half-written (truncated, then filled) is read once, complete."""
+def wait_for_change(files: list[Path], before: dict, interval: float = POLL_SECONDS,
+                    keep_waiting: Callable[[], bool] = lambda: True) -> bool:
+    """True once the files differ from `before` and have stayed the same for one more poll, so a
+    save caught half-written (truncated, then filled) is read once, complete; False as soon as
+    `keep_waiting()`, asked after every poll, says to give up (a viewer's server shutting down)."""
     current = before
     while current == before:
         time.sleep(interval)
-        current = _stamps(files)
+        if not keep_waiting():
+            return False
+        current = stamps(files)
     while True:
         time.sleep(interval)
-        settled = _stamps(files)
+        settled = stamps(files)
         if settled == current:
-            return
+            return True
         current = settled

@@ -98,12 +98,12 @@ def test_receptive_field_and_valid_inputs_follow_a_permute(tmp_path):
     plain = netdsl.check(_net(tmp_path, "  conv(8, 3, stride=2)  conv(16, 1)  conv(8, 3)", (3, 33, 33)))
     assert analyse(permuted).input_field == analyse(plain).input_field
     assert analyse(permuted)[dict(permuted.layers())["2"]].field.size == (3, 3)  # position-wise, not global
-    assert valid_inputs(permuted).describe() == "valid inputs: H >= 7, W >= 7 (5: conv output would be empty)"
-    assert valid_inputs(plain).describe() == "valid inputs: H >= 7, W >= 7 (2: conv output would be empty)"
+    assert valid_inputs(permuted).describe() == "valid inputs: H >= 7, W >= 7 (conv at axes.net:5: output would be empty)"
+    assert valid_inputs(plain).describe() == "valid inputs: H >= 7, W >= 7 (conv at axes.net:4: output would be empty)"
     # a permute that swaps height and width: each dimension's limits follow its own axis
     swapped = netdsl.check(_net(tmp_path, "  permute([0, 2, 1])  relu  permute([0, 2, 1])  conv(4, [5, 1])",
                                 (3, 20, 30)))
-    assert valid_inputs(swapped).describe() == "valid inputs: H >= 5, W >= 1 (3: conv output would be empty)"
+    assert valid_inputs(swapped).describe() == "valid inputs: H >= 5, W >= 1 (conv at axes.net:4: output would be empty)"
 
 
 def test_reshape(tmp_path):

@@ -559,7 +559,7 @@ def test_labelled_repetition_is_a_sequential_numbered_from_zero(main):
     network = net(main, "  b: { conv(4, 1) relu } x 3")
     assert names(network) == ["b.0.0", "b.0.1", "b.1.0", "b.1.1", "b.2.0", "b.2.1"]
     (b,) = network.root.body
-    assert isinstance(b, Module) and (b.kind, b.type_name) == ("sequential", "Sequential")
+    assert isinstance(b, Module) and (b.kind, b.type_name) == ("sequential", "repeat")
     assert [child.name for child in b.children()] == ["0", "1", "2"]
     assert b.params == 16 + 20 + 20
 
@@ -658,12 +658,24 @@ def test_residual_with_explicit_shortcut(main):
 def test_residual_shape_mismatch(main):
     body_fails(ShapeError, main, "  residual {\n    conv(8, 3, pad=1)\n  } shortcut conv(4, 1)",
                "residual add: the body gives [8, 8, 8] but the shortcut gives [4, 8, 8]", 3, 3,
-               "make the shortcut produce the body's shape, e.g. 'shortcut { conv(C, 1, stride=S, bias=false) bn }'")
+               "a projection from [3, 8, 8]: 'shortcut { conv(8, 1, bias=false)  bn }'")
+    body_fails(ShapeError, main, "  residual {\n    conv(8, 3, stride=2, pad=1)\n  } shortcut conv(4, 1)",
+               "residual add: the body gives [8, 4, 4] but the shortcut gives [4, 8, 8]", 3, 3,
+               "a projection from [3, 8, 8]: 'shortcut { conv(8, 1, stride=2, bias=false)  bn }'")
+
+
+def test_residual_that_shrinks_gets_the_padding_that_fixes_it(main):
+    body_fails(ShapeError, main, "  residual {\n    conv(3, 3, pad=1)\n    { relu  conv(3, [3, 1]) }\n  }",
+               "residual add: the body changes the shape from [3, 8, 8] to [3, 6, 8] and no projection can match it",
+               3, 3, "its conv at main.net:5 turns [3, 8, 8] into [3, 6, 8]: give it pad=[1, 0] to keep the size")
 
 
 def test_residual_that_grows_cannot_be_projected(main):
     body_fails(ShapeError, main, "  residual { conv(3, 1, pad=1) }",
                "residual add: the body changes the shape from [3, 8, 8] to [3, 10, 10] and no projection can match it",
+               3, 3, "its conv at main.net:3 turns [3, 8, 8] into [3, 10, 10]: give it pad=0 to keep the size")
+    body_fails(ShapeError, main, "  residual { conv(3, 2) }",  # an even kernel: no padding keeps the size
+               "residual add: the body changes the shape from [3, 8, 8] to [3, 7, 7] and no projection can match it",
                3, 3, "the spatial size may only shrink by striding; give the shortcut explicitly")
 
 
@@ -1052,7 +1064,7 @@ def test_diamond_imports_load_once(tmp_path):
 def test_std_import(main):
     text = 'import "std/blocks.net"\nnetwork n {\n  input [3, 8, 8]\n  stem: conv_bn_relu(16, 3, stride=2)\n}\n'
     network = check(main, text)
-    assert names(network) == ["stem.conv", "stem.bn", "stem.relu"]
+    assert names(network) == ["stem.conv", "stem.bn", "stem.2"]  # the ReLU unlabelled: F.relu, as BasicConv2d
     conv = layer(network, "stem.conv")
     assert (conv.args["pad"], conv.args["bias"], conv.out_shape) == (1, False, (16, 4, 4))
 

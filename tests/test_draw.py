@@ -137,7 +137,32 @@ def test_fold_needs_the_same_structure():
 def test_default_depths_of_the_documented_networks():
     depths = {name: draw.default_depth(graph(name))
               for name in ("resnet152", "googlenet", "densenet121", "inception_v3", "efficientnet_b0")}
-    assert depths == {"resnet152": 2, "googlenet": 2, "densenet121": 4, "inception_v3": 1, "efficientnet_b0": 4}
+    assert depths == {"resnet152": 2, "googlenet": 2, "densenet121": 4, "inception_v3": 1, "efficientnet_b0": 3}
+
+
+def test_folded_blocks_say_what_they_are_made_of():
+    """Issue 16: GoogLeNet's branches read "2 × conv_bn_relu"; now kernel sizes and pools, branches
+    side by side with |, norms and activations implied, repeats counted."""
+    googlenet = graph("googlenet")
+    inception = next(node for node in googlenet.root.children() if node.name == "inception4a")
+    # torchvision's GoogLeNet has a 3×3 where the paper has a 5×5 (its branch3)
+    assert draw.made_of(inception) == "1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 3×3 conv | 3×3 maxpool → 1×1 conv"
+    dot = dot_of("googlenet", depth=1)
+    [node] = dot.find(r"^inception4a inception_module")
+    assert "1×1 conv | 1×1 conv → 3×3 conv | 1×1 conv → 3×3 conv | 3×3 maxpool → 1×1 conv" in dot.labels[node]
+    at_two = dot_of("googlenet")  # depth 2: each branch folded, saying what it is
+    assert [at_two.labels[branch][:30] for branch in at_two.find(r"^branch4 ")] == ["branch4 3×3 maxpool → 1×1 conv"] * 9
+    branch2 = [at_two.labels[branch] for branch in at_two.find(r"^branch2 ")]  # was "2 × conv_bn_relu"
+    assert len(branch2) == 9 and all(label.startswith("branch2 1×1 conv → 3×3 conv ") for label in branch2)
+    resnet = graph("resnet50")
+    stage = next(node for node in resnet.root.children() if node.name == "layer2")
+    assert draw.made_of(stage) == "(1×1 conv → 3×3 conv /2 → 1×1 conv) → (1×1 conv → 3×3 conv → 1×1 conv) ×3"
+    mbconv = graph("efficientnet_b0").root.body[0].body[2].body[1]
+    assert draw.made_of(mbconv) == "1×1 conv → 3×3 conv dw → gate → 1×1 conv"
+    dense = graph("densenet121").root.body[0].body[4]
+    assert draw.made_of(dense) == "dense(1×1 conv → 3×3 conv) ×6"
+    assert draw._wrapped("1×1 conv | 1×1 conv → 5×5 conv | 3×3 maxpool → 1×1 conv | 1×1 conv → 3×3 conv ×2") == [
+        "1×1 conv | 1×1 conv → 5×5 conv |", "3×3 maxpool → 1×1 conv |", "1×1 conv → 3×3 conv ×2"]
 
 
 # ---- shapes, costs and joins ---------------------------------------------------------------------------
@@ -336,3 +361,79 @@ def test_readme_diagrams_exist():
         assert (ROOT / image).read_bytes()[:4] == b"\x89PNG", image
     assert "ResNet-152 2 (17 boxes)" in readme.replace("\n", " ")
     assert len(dot_of("resnet152").boxes()) == 17
+
+
+# ---- figures for a paper (issue 16 item 2) ---------------------------------------------------------
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _svg_size(path: Path) -> tuple[float, float]:
+    width, height = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', path.read_text()).groups()
+    return float(width), float(height)
+
+
+_COLOURS = re.compile(r'(?:fillcolor|bgcolor)="?(#[0-9a-f]{6})')
+
+
+def test_paper_style_is_greyscale_and_its_legend_names_every_fill_and_line():
+    dot = draw.to_dot(graph("resnet50"), 3, layout=draw.Layout(style="paper", legend=True)).source
+    legend = next(line for line in dot.splitlines() if line.strip().startswith("legend "))
+    drawing = dot.replace(legend, "")
+    fills = set(_COLOURS.findall(drawing)) - {"#f3f3f3"}  # the input and output ellipses
+    assert fills and all(colour[1:3] == colour[3:5] == colour[5:7] for colour in fills)  # greys only
+    assert fills - {"#ffffff"} <= set(_COLOURS.findall(legend))  # every fill is in the legend
+    for words in ("<b>conv</b> conv", "<b>norm</b> bn", "<b>pool</b> adaptive_avgpool, maxpool", "residual add",
+                  "residual shortcut", "consecutive copies of a block, one drawn inside"):
+        assert words in legend, words
+    assert "color=\"#c0392b\"" not in dot and "#2e6fb7" not in dot  # no hue tells anything apart
+    densenet = draw.to_dot(graph("densenet121"), layout=draw.Layout(style="paper")).source
+    assert "the input itself (dense)" in densenet and 'style=dotted' in densenet
+    nasnet = draw.to_dot(graph("nasnet_a_large"), 1, layout=draw.Layout(legend=True)).source
+    assert "an extra input of a block (an earlier tensor)" in nasnet  # NASNet's dashed edges, explained
+
+
+def test_no_legend_unless_asked():
+    assert "legend" not in draw.to_dot(graph("resnet50")).source
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+def test_columns_size_and_dpi(tmp_path, capsys):
+    efficientnet = str(NETWORKS / "efficientnet_b0.net")
+    one, three = tmp_path / "one.svg", tmp_path / "three.svg"
+    assert cli.main(["draw", efficientnet, "-o", str(one)]) == 0
+    assert cli.main(["draw", efficientnet, "-o", str(three), "--columns", "3"]) == 0
+    (width1, height1), (width3, height3) = _svg_size(one), _svg_size(three)
+    assert height3 < 0.65 * height1 and width3 > 2 * width1  # wrapped into columns: wider, not as tall
+    column = tmp_path / "column.svg"
+    assert cli.main(["draw", efficientnet, "-o", str(column), "--size", "column"]) == 0
+    width, height = _svg_size(column)
+    assert width <= 3.5 * 72 + 1 and height <= 9 * 72 + 1 and abs(width / height - width1 / height1) < 0.02
+    assert cli.main(["draw", RESNET18, "-o", str(tmp_path / "a.png")]) == 0
+    assert cli.main(["draw", RESNET18, "-o", str(tmp_path / "b.png"), "--dpi", "300"]) == 0
+    (w96, h96), (w300, h300) = (_png_size((tmp_path / name).read_bytes()) for name in ("a.png", "b.png"))
+    assert abs(w300 / w96 - 300 / 96) < 0.05 and abs(h300 / h96 - 300 / 96) < 0.05
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
+def test_paper_pdf_embeds_its_fonts(tmp_path):
+    out = tmp_path / "r18.pdf"
+    assert cli.main(["draw", RESNET18, "-o", str(out), "--style", "paper"]) == 0
+    data = out.read_bytes()
+    assert b"/FontFile" in data  # FontFile, FontFile2 or FontFile3: the glyphs are in the file
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dpi", "300", "-o", "x.svg"], "--dpi 300: a PNG's resolution; SVG and PDF are vector drawings (use --size)"),
+    (["--dpi", "5", "-o", "x.png"], "--dpi 5: between 10 and 2400"),
+    (["--columns", "0", "-o", "x.dot"], "--columns must be between 1 and 20, got 0"),
+    (["--size", "wide", "-o", "x.dot"], "--size: size 'wide' is not column, page, slide or WIDTHxHEIGHT in inches"),
+    (["--style", "print", "-o", "x.dot"], "invalid choice: 'print'"),
+])
+def test_figure_options_are_checked(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "netdsl", "draw", RESNET18, *args], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == []

@@ -87,8 +87,12 @@ network n {
 }
 """)
     model = netdsl.build(path).eval()
-    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    assert [r.inplace for r in relus] == [False, True, False]
+    relus = [line.split("= ")[1] for line in python_source(netdsl.check(path)).splitlines() if "F.relu" in line]
+    assert relus == ["F.relu(x)", "F.relu(out, inplace=True)", "F.relu(out)"]
+    from netdsl.emit import build
+
+    as_modules = build(netdsl.check(path), python_source(netdsl.check(path), functional=False))
+    assert [m.inplace for m in as_modules.modules() if isinstance(m, torch.nn.ReLU)] == [False, True, False]
     # Reference computed by hand with functional ops.
     x = torch.randn(2, 4, 8, 8)
     with torch.no_grad():
@@ -177,3 +181,40 @@ def test_device_flag_cuda_export(tmp_path):
     model = torch.export.load(str(tmp_path / "mobilenet_v2.pt2")).module()
     y = model(torch.randn(4, 3, 224, 224, device="cuda", dtype=torch.float16))
     assert y.is_cuda and y.shape == (4, 1000)
+
+
+# ---- names nobody wrote ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "densenet121"])
+def test_unlabelled_parameter_free_layers_are_calls_as_in_torchvision(name):
+    """torchvision writes `torch.flatten(x, 1)`, `F.relu(x)` and functional pooling in forward: no
+    module, so `named_modules()` is torchvision's (it was not: a numbered `nn.Flatten` child)."""
+    torchvision = pytest.importorskip("torchvision")
+    ours = netdsl.build(ROOT / "networks" / f"{name}.net")
+    theirs = torchvision.models.get_model(name, weights=None)
+    assert {n for n, _ in ours.named_modules()} == {n for n, _ in theirs.named_modules()}
+
+
+def test_calls_and_a_module_per_layer_compute_the_same(tmp_path):
+    source = tmp_path / "calls.net"
+    source.write_text("network calls {\n  input [3, 16, 16]\n  conv(8, 3)\n  relu\n  maxpool(3, stride=2, pad=1, ceil=true)\n"
+                      "  stem: { conv(8, 1)  leaky_relu(slope=0.2)  avgpool(2, count_include_pad=false) }\n"
+                      "  hardtanh(min=-2, max=2)\n  sigmoid\n  adaptive_maxpool(2)\n  flatten\n  linear(4)\n  tanh\n}\n")
+    graph = netdsl.check(source)
+    text = python_source(graph)
+    assert "import torch.nn.functional as F" in text
+    for call in ("F.relu(x, inplace=True)", "F.max_pool2d(x, kernel_size=3, stride=2, padding=1, ceil_mode=True)",
+                 "F.hardtanh(x, min_val=-2.0, max_val=2.0, inplace=True)", "torch.sigmoid(x)",
+                 "F.adaptive_max_pool2d(x, (2, 2))", "torch.flatten(x, 1)", "torch.tanh(x)"):
+        assert call in text, call
+    assert "nn.LeakyReLU(negative_slope=0.2" in text  # inside a group (an nn.Sequential): modules
+    from netdsl.emit import build, script
+
+    calls, modules = build(graph).eval(), build(graph, python_source(graph, functional=False)).eval()
+    assert [n for n, _ in calls.named_modules()] == ["", "0", "stem", "stem.0", "stem.1", "stem.2", "8"]
+    assert len(list(modules.named_modules())) == 14
+    modules.load_state_dict(calls.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(calls(x), modules(x))
+        assert torch.equal(script(calls)(x), modules(x))

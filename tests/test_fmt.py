@@ -370,7 +370,11 @@ def test_check_lists_unformatted_files_and_changes_nothing(tmp_path):
     ]
     assert result.stdout == ""
     assert (tmp_path / "a.net").read_text() == MESSY
-    assert netdsl_cli("fmt", "--check", str(tmp_path / "b.net")).returncode == 0
+    one = netdsl_cli("fmt", "--check", str(tmp_path / "b.net"))
+    assert (one.returncode, one.stderr) == (0, "1 file already formatted\n")  # as for a directory, not silence
+    one = netdsl_cli("fmt", "--check", str(tmp_path / "a.net"))
+    assert (one.returncode, one.stderr.splitlines()) == (1, [f"would reformat {tmp_path / 'a.net'}",
+                                                             "1 file would be reformatted"])
 
 
 def test_diff_prints_a_unified_diff_and_writes_nothing(tmp_path):
@@ -436,3 +440,9 @@ def test_refused_result_exit_3_and_file_untouched(tmp_path, monkeypatch, capsys)
     assert cli.main(["fmt", str(path)]) == cli.EXIT_INTERNAL
     assert "internal error" in capsys.readouterr().err
     assert path.read_text() == MESSY
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_bom_and_crlf_or_cr_are_formatted_to_lf(newline):
+    text = "\ufeff" + newline.join(["# head", "network n {", "    input [3]", "}", ""])
+    assert format_source(text, "f.net") == "# head\nnetwork n {\n  input [3]\n}\n"

@@ -522,3 +522,36 @@ def test_syntax_error_carries_the_file_name():
         parse("network {", "some/dir/model.net")
     assert info.value.span.file == "some/dir/model.net"
     assert info.value.format().startswith("some/dir/model.net:1:9: error: unexpected '{'")
+
+
+def test_a_missing_closing_bracket_points_back_at_the_opening_one():
+    """The parser notices a missing `)` at the next line's first token; the note shows the `(`."""
+    text = 'network m {\n  input [3, 8, 8]\n  conv(8, 3  # "(" in a comment is no bracket\n  relu\n}\n'
+    with pytest.raises(SyntaxError_) as caught:
+        parse(text, "m.net")
+    error = caught.value
+    assert (error.message, error.span.line) == ("unexpected 'relu'; expected ')' or ','", 4)
+    assert [(note, span.line, span.column) for note, span in error.notes] == [("the '(' is not closed", 3, 7)]
+    assert "  note: the '(' is not closed, at m.net:3:7\n    3 |   conv(8, 3" in error.format()
+    with pytest.raises(SyntaxError_) as caught:
+        parse('network m {\n  input [3, 8, 8]\n  let s = "[" + "x"\n  conv(1, 1)\n', "m.net")
+    assert caught.value.message == "unexpected end of file"
+    assert [(span.line, span.column) for _, span in caught.value.notes] == [(1, 11)]  # the '{', not the string's '['
+    with pytest.raises(SyntaxError_) as caught:  # on the error's own line the caret says it all
+        parse("network m {\n  input [3, 8, 8]\n  conv(8, 3 relu)\n}\n", "m.net")
+    assert caught.value.notes == ()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("mark", ["", "\ufeff"])
+def test_byte_order_mark_and_every_line_ending_read_alike(newline, mark):
+    """issue 13 item 17: a BOM was 'unexpected character', a CR-only file one comment to its end."""
+    lines = ["# a comment", "network n {", "  input [3, 8, 8]", "  conv(4, 3) relu", "}", ""]
+    text = mark + newline.join(lines)
+    tree = parse(text, "f.net")
+    conv = tree.decls[0].body[1].unit
+    assert (conv.span.line, conv.span.column, conv.span.end_column) == (4, 3, 13)
+    with pytest.raises(SyntaxError_) as caught:
+        parse(text.replace("relu", "relu )"), "f.net")
+    assert (caught.value.span.line, caught.value.span.column) == (4, 19)
+    assert caught.value.format().splitlines()[1] == "    4 |   conv(4, 3) relu )"

@@ -126,7 +126,7 @@ def test_a_call_cannot_take_a_body(line, hint):
 def test_a_group_on_its_own_line_after_a_call_is_still_a_group():
     network = check("network n {\n  input [3, 8, 8]\n  conv(4, 1)\n  { relu }\n  relu { relu }\n}\n")
     assert [node.op if node.walk_kind == "layer" else node.type_name for node in network.root.body] == [
-        "conv", "Sequential", "relu", "Sequential"]
+        "conv", "group", "relu", "group"]
 
 
 FUNCTIONS = """

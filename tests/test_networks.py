@@ -1,19 +1,23 @@
 """Every network in networks/: parse, check, emit, script, forward, train — and its reference.
 
-Parametrized over the files themselves (adding a file adds its tests). Each file names its
-reference in a `# reference:` comment (see netdsl/catalog.py):
+Parametrized over the distinct networks (`tests/zoo.py`: a family file whose defaults are one of
+its members is proven the same module and tested as that member); each network's module and
+reference are built once for all its tests and released after them, and the forward passes run
+at the smallest input the valid-input analysis accepts. Each file names its reference in a
+`# reference:` comment (see netdsl/catalog.py), and the tests for a kind of reference are
+selected for the networks of that kind at collection (tests/conftest.py):
 - torchvision NAME: parameter count, `state_dict` keys/order/shapes identical, torchvision's
-  weights load with strict=True into the eager module and the TorchScript file `netdsl compile`
-  writes, outputs equal in eval mode (max |Δ| ≤ 1e-4);
+  weights (random batch-norm statistics) load with strict=True into the eager module and the
+  TorchScript file `netdsl compile` writes, outputs equal in eval mode (max |Δ| ≤ 1e-4);
 - timm NAME: parameter count and output shape equal timm's; where the state_dict names match
   timm's too, timm's weights load with strict=True and the outputs are equal;
 - paper COUNT: the parameter count derived in the file.
+Networks above 200 M parameters are held to the parameter count and the keys (meta device).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import gc
 from pathlib import Path
 
 import pytest
@@ -21,65 +25,128 @@ import pytest
 import netdsl
 from netdsl.catalog import entry, entries, markdown
 from netdsl.emit import script
+from netdsl.sizes import valid_inputs
+
+import zoo
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ROOT / "networks"
-NETWORK_FILES = sorted(NETWORKS.glob("*.net"))
 TOLERANCE = 1e-4
-# Networks over this many parameters are held to their parameter count and state_dict keys and
-# shapes only: built with uninitialized weights, never run (keeps the suite's memory and time bounded).
+# Above this many parameters a network is held to its parameter count and its state_dict keys and
+# shapes, both compared on the meta device (no memory), to keep the suite's peak in bounds.
 BIG = 200_000_000
 
 
-@pytest.fixture(scope="module", params=[p.stem for p in NETWORK_FILES])
+@pytest.fixture(scope="module", params=[p.stem for p in zoo.distinct()])
 def net(request):
     return entry(NETWORKS / f"{request.param}.net")
+
+
+class Built:
+    """One network's checked graph, our module and the reference, built once for all its tests
+    (pytest runs a module-scoped parameter's tests together) and released after them."""
+
+    def __init__(self, item):
+        self.item = item
+        self.graph = netdsl.check(item.file)
+        self.big = self.graph.params > BIG
+        self._model = self._reference = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = netdsl.build(self.item.file)
+        return self._model
+
+    @property
+    def reference(self):
+        if self._reference is None:
+            self._reference = _reference(self.item)
+        return self._reference
+
+    def input(self, batch: int):
+        return torch.randn(batch, *_smallest_input(self.graph), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def built(net):
+    item = Built(net)
+    yield item
+    del item
+    gc.collect()
+    _release_memory()
+
+
+def _release_memory() -> None:
+    """Freed tensors' pages back to the system (glibc keeps them in its arenas otherwise), so that
+    the suite's peak is the largest network's, not the sum of every network's leftovers."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _smallest_input(graph) -> tuple[int, ...]:
+    """The smallest input the valid-input analysis accepts (every op computes there as at the
+    declared size, on a fraction of the pixels), or the declared one where the structure depends on
+    the size or the sizes were not analysed."""
+    if graph.reads_input_size is not None:
+        return graph.input_shape
+    analysis = valid_inputs(graph)
+    if analysis.skipped or any(d.minimum is None for d in analysis.dimensions):
+        return graph.input_shape
+    shape = list(graph.input_shape)
+    for dimension in analysis.dimensions:
+        shape[dimension.axis] = dimension.minimum
+    return tuple(shape)
 
 
 def _count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _big(net) -> bool:
-    return net.params > BIG
-
-
-def _skip_if_big(net) -> None:
-    if _big(net):
-        pytest.skip(f"over {BIG:,} parameters: held to parameter count and state_dict keys")
-
-
-def _reference(item):
+def _reference(item, device=None):
     torch.manual_seed(0)
-    if item.reference_kind == "torchvision" and _big(item):
-        with pytest.MonkeyPatch.context() as patch:  # allocation only: no weight initialization
+    try:
+        with torch.device(device or "cpu"):
+            if item.reference_kind == "torchvision":
+                return torchvision.models.get_model(item.reference, weights=None)
+            if item.reference_kind == "timm":
+                timm = pytest.importorskip("timm")
+                return timm.create_model(item.reference, pretrained=False)
+    except NotImplementedError:  # RegNet's builder computes its widths with tensors, which meta cannot give back
+        if device != "meta":
+            raise
+        with pytest.MonkeyPatch.context() as patch:  # then on the CPU, only allocated: no weight initialization
             for name in dir(torch.nn.init):
                 if name.endswith("_") and not name.startswith("_"):
                     patch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
             return torchvision.models.get_model(item.reference, weights=None)
-    if item.reference_kind == "torchvision":
-        return torchvision.models.get_model(item.reference, weights=None)
-    if item.reference_kind == "timm":
-        timm = pytest.importorskip("timm")
-        return timm.create_model(item.reference, pretrained=False)
     return None
 
 
-def _against_reference(net):
-    """The checked graph, the reference and our module (both in eval mode), and their state_dict shapes."""
-    graph = netdsl.check(net.file)
-    reference = _reference(net).eval()
-    model = netdsl.build(net.file).eval()
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    return graph, reference, model, ours, theirs
+def _shapes(model) -> dict:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def _main(output):
     return output[0] if isinstance(output, tuple) else output
+
+
+def _informative(state: dict) -> dict:
+    """Random batch-norm statistics (not 0 and 1), so that a wrong eps, momentum or affine shows."""
+    generator = torch.Generator().manual_seed(2)
+    for key, value in state.items():
+        if key.endswith("running_mean"):
+            state[key] = torch.randn(value.shape, generator=generator) * 0.1
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=generator) + 0.5
+    return state
 
 
 def test_declares_a_reference(net):
@@ -88,12 +155,22 @@ def test_declares_a_reference(net):
     assert net.summary, f"{net.file.name} needs a first comment line saying what it is"
 
 
-def test_eval_forward_and_script(net):
-    _skip_if_big(net)
-    graph = netdsl.check(net.file)
-    model = netdsl.build(net.file).eval()
+@pytest.mark.parametrize("twin", sorted(zoo.twins()), ids=[p.stem for p in sorted(zoo.twins())])
+def test_twins_are_the_same_network(twin):
+    """A family file checked once, as its default member: it emits the same module, and names the
+    same reference, so every oracle run on the member holds for it."""
+    member = zoo.twins()[twin]
+    assert zoo.structure(twin) == zoo.structure(member)
+    assert netdsl.check(twin).params == netdsl.check(member).params
+    assert entry(twin).reference == entry(member).reference
+
+
+def test_eval_forward_and_script(built):
+    if built.big:
+        pytest.skip(f"{built.graph.params:,} parameters: held to the count and the keys")
+    graph, model = built.graph, built.model.eval()
     assert _count(model) == graph.params
-    x = torch.randn(1, *graph.input_shape)
+    x = built.input(1)
     with torch.no_grad():
         y = model(x)
         assert isinstance(y, torch.Tensor), "eval mode returns only the main output"
@@ -103,11 +180,11 @@ def test_eval_forward_and_script(net):
         assert torch.equal(scripted(x), y)
 
 
-def test_training_step(net):
-    _skip_if_big(net)
-    graph = netdsl.check(net.file)
-    model = netdsl.build(net.file).train()
-    output = model(torch.randn(2, *graph.input_shape))
+def test_training_step(built):
+    if built.big:
+        pytest.skip(f"{built.graph.params:,} parameters: held to the count and the keys")
+    graph, model = built.graph, built.model.train()
+    output = model(built.input(2))
     heads = graph.aux_heads
     if heads:
         main, aux = output
@@ -119,42 +196,44 @@ def test_training_step(net):
         loss = output.sum()
     loss.backward()  # in-place activations must not break autograd
     missing = [name for name, p in model.named_parameters() if p.grad is None]
+    model.zero_grad(set_to_none=True)
     assert not missing
 
 
-def test_reference_parameters_and_shape(net):
-    graph = netdsl.check(net.file)
-    if net.reference_kind == "paper":
-        assert graph.params == net.paper_params
+@pytest.mark.reference("paper")
+def test_paper_parameter_count(built):
+    assert built.graph.params == built.item.paper_params
+
+
+@pytest.mark.reference("torchvision", "timm")
+def test_reference_parameter_count(built):
+    if built.big:  # the count and the keys, on the meta device
+        reference, ours = _reference(built.item, "meta"), None
+        with torch.device("meta"):
+            ours = netdsl.build(built.item.file)
+        assert built.graph.params == _count(reference) == _count(ours)
+        if built.item.reference_kind == "torchvision":
+            assert list(_shapes(ours).items()) == list(_shapes(reference).items())
         return
-    reference = _reference(net).eval()
-    assert graph.params == _count(reference)
-    if _big(net):
-        return
-    x = torch.randn(1, *graph.input_shape)
+    assert built.graph.params == _count(built.reference)
+
+
+@pytest.mark.reference("timm")
+def test_timm_output_shape_and_weights_where_names_match(built):
+    """timm mirrors: the output shape; where the state_dict names are timm's too, timm's weights
+    load and every module with parameters computes what timm's does."""
+    graph, reference, model = built.graph, built.reference.eval(), built.model.eval()
+    x = built.input(1)
     with torch.no_grad():
         assert tuple(_main(reference(x)).shape) == (1, *graph.output_shape)
-
-
-def test_timm_weights_where_names_match(net):
-    """Where a timm mirror also has timm's state_dict names, timm's weights load and outputs agree."""
-    if net.reference_kind != "timm":
-        pytest.skip(f"reference is {net.reference_kind}")
-    graph, reference, model, ours, theirs = _against_reference(net)
-    if ours != theirs:
-        pytest.skip("state_dict names differ from timm's; parameter count and output shape are compared")
-    state = reference.state_dict()
-    for key, value in state.items():  # realistic batch-norm statistics: activations stay informative
-        if key.endswith("running_mean"):
-            state[key] = torch.randn_like(value) * 0.1
-        elif key.endswith("running_var"):
-            state[key] = torch.rand_like(value) + 0.5
+    if _shapes(model) != _shapes(reference):
+        return  # names differ from timm's: the parameter count and the output shape are compared
+    state = _informative(reference.state_dict())
     reference.load_state_dict(state)
     model.load_state_dict(state, strict=True)
     # Logits of a randomly initialised deep net can be nearly constant, so compare what every
     # module with parameters computes, by name, not only the output.
     ours_out, theirs_out = _record(model), _record(reference)
-    x = torch.randn(1, *graph.input_shape)
     with torch.no_grad():
         assert (model(x) - _main(reference(x))).abs().max().item() <= TOLERANCE
     assert ours_out.keys() == theirs_out.keys()
@@ -185,33 +264,31 @@ def _record(model) -> dict:
     return outputs
 
 
-def test_torchvision_parity(net, tmp_path):
-    if net.reference_kind != "torchvision":
-        pytest.skip(f"reference is {net.reference_kind}")
-    if _big(net):
-        with torch.device("meta"):
-            model = netdsl.build(net.file)
-        theirs = [(k, tuple(v.shape)) for k, v in _reference(net).state_dict().items()]
-        assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == theirs
-        return
-    graph, reference, model, ours, theirs = _against_reference(net)
+@pytest.mark.reference("torchvision")
+def test_torchvision_parity(built, tmp_path):
+    """Same keys, shapes and order; torchvision's weights (with random batch-norm statistics) load
+    with strict=True into our module and into the TorchScript file `netdsl compile` writes, and all
+    three compute the same outputs in eval mode."""
+    if built.big:
+        pytest.skip(f"{built.graph.params:,} parameters: held to the count and the keys")
+    graph, reference, model = built.graph, built.reference.eval(), built.model.eval()
+    ours, theirs = _shapes(model), _shapes(reference)
     assert ours == theirs  # same keys, same shapes
     if not graph.aux_heads:
         # Same order too. Auxiliary heads are registered where they tap the main path, while
         # torchvision's GoogLeNet registers its heads after inception5b: there only the order differs.
         assert list(ours) == list(theirs)
-    model.load_state_dict(reference.state_dict(), strict=True)
+    state = _informative(reference.state_dict())
+    reference.load_state_dict(state)
+    model.load_state_dict(state, strict=True)
 
-    compiled = tmp_path / f"{graph.name}.pt"
-    result = subprocess.run([sys.executable, "-m", "netdsl", "compile", str(net.file), "-o", str(compiled)],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    # what `netdsl compile FILE -o OUT` runs (the command itself is tested in tests/test_cli.py)
+    _, compiled = netdsl.compile(built.item.file, tmp_path / f"{graph.name}.pt")
     scripted = torch.jit.load(str(compiled))
-    scripted.load_state_dict(reference.state_dict(), strict=True)
+    scripted.load_state_dict(state, strict=True)
     scripted.eval()
 
-    torch.manual_seed(1)
-    x = torch.randn(2, *graph.input_shape)
+    x = built.input(2)
     with torch.no_grad():
         expected = _main(reference(x))
         assert (model(x) - expected).abs().max().item() <= TOLERANCE

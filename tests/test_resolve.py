@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,57 @@ def test_read_source_and_find_import_are_located(tmp_path):
     with pytest.raises(ImportError_, match="cannot find 'gone.net'") as error:
         resolve.find_import(missing, str(main))
     assert error.value.span.line == 2
+
+
+# ---- what may be read: the main file and every import by the same rules (issue 13 items 11, 19)
+
+@pytest.mark.parametrize("make, message", [
+    (lambda path: __import__("os").mkfifo(path), "it is a FIFO (named pipe), not a regular file"),
+    (lambda path: path.mkdir(), "it is a directory, not a regular file"),
+    (lambda path: path.write_bytes(b" " * (resolve.SOURCE_BYTES + 1)), "it is larger than 16 MiB"),
+])
+def test_main_file_and_imports_must_be_small_regular_files(tmp_path, make, message):
+    odd = tmp_path / "odd.net"
+    make(odd)
+    with pytest.raises(NetDSLError, match=re.escape(message)) as caught:
+        resolve.load(odd)
+    assert (caught.value.span.file, caught.value.span.line) == (str(odd), 1)
+    main = write(tmp_path / "main.net", 'import "odd.net"\nnetwork n { input [3] }\n')
+    expected = message if "larger" in message else f"cannot import 'odd.net': {message}"
+    with pytest.raises(NetDSLError, match=re.escape(expected)) as caught:
+        resolve.load(main)
+    assert (caught.value.span.file, caught.value.span.line) == (str(main), 1)
+
+
+def test_device_as_main_file_is_refused_from_the_cli():
+    for command in ("check", "fmt"):
+        result = subprocess.run([sys.executable, "-m", "netdsl", command, "/dev/zero"], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == "/dev/zero:1:1: error: cannot read /dev/zero: it is a character device, not a regular file\n"
+
+
+def test_imports_resolve_through_links_to_real_net_files_only(tmp_path):
+    secret = write(tmp_path / "secret.txt", "top secret first line\n")
+    (tmp_path / "leak.net").symlink_to(secret)
+    real = write(tmp_path / "lib" / "blocks.net", "block b { relu }\n")
+    (tmp_path / "alias.net").symlink_to(real)
+    main = write(tmp_path / "main.net", 'import "alias.net"\nnetwork n { input [3, 4, 4]  b }\n')
+    program = resolve.load(main)
+    assert program.files == [main.resolve(), real.resolve()]
+    write(main, 'import "leak.net"\nnetwork n { input [3] }\n')
+    with pytest.raises(ImportError_, match="it is a link to a file that is not a .net file") as caught:
+        resolve.load(main)
+    assert "secret" not in caught.value.format()
+
+
+def test_std_imports_stay_in_the_standard_library(tmp_path):
+    write(tmp_path / "std" / "local.net", "block b { relu }\n")  # a local std/ is not the standard library
+    outside = Path(resolve.__file__).resolve().parent.parent / "networks" / "resnet18.net"
+    for path, message in [("std/local.net", "cannot find 'std/local.net'"),
+                          ("std/../../networks/resnet18.net", "it leads out of the standard library")]:
+        main = write(tmp_path / "main.net", f'import "{path}"\nnetwork n {{ input [3] }}\n')
+        if "leads" in message and not outside.is_file():
+            continue
+        with pytest.raises(ImportError_, match=message):
+            resolve.load(main)

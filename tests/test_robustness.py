@@ -302,3 +302,28 @@ def test_deep_or_broken_d_values_are_located_errors(value, message):
     result = subprocess.run([sys.executable, "-m", "netdsl", "check", str(RESNET18), "-D", f"classes={value}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("statement", [
+    "let d = [[[[1] * 1000] * 1000] * 1000] * 1000\n  assert d",
+    "let d = [[[1] * 1000] * 1000 for i in range(1000)]",
+    "let d = {i: [[1] * 1000] * 1000 for i in range(3)}",
+    "let d = zip([[1] * 1000] * 1000, [[1] * 1000] * 1000)",
+    "let d = [range(100000)] * 100",
+])
+def test_values_are_bounded_counting_shared_lists(tmp_path, statement):
+    """issue 13 item 13: a list of a million shared lists took minutes to quote or compare."""
+    with pytest.raises(NetDSLError, match="a value of more than 1,000,000 elements") as caught:
+        _check_text(tmp_path, f"network n {{\n  input [3, 8, 8]\n  {statement}\n}}\n")
+    assert caught.value.span.line == 3 and len(caught.value.format()) < 1000
+
+
+def test_large_values_are_quoted_shortened_and_compared_quickly(tmp_path):
+    text = ("network n {\n  input [3, 8, 8]\n  let a = [[1] * 1000] * 999\n  let b = [[1] * 1000] * 999\n"
+            "  assert a == b\n  conv(a, 3)\n}\n")
+    with pytest.raises(NetDSLError, match=r"'out' expects an integer, got list \[\[1, 1, ") as caught:
+        _check_text(tmp_path, text)
+    message = caught.value.message
+    assert len(message) < 400 and message.endswith("...")
+    assert netdsl.values.show(tuple(range(10)), width=12) == "[0, 1, 2,..."
+    assert netdsl.values.show((1, (2, "x"), {"k": None})) == '[1, [2, "x"], {"k": none}]'

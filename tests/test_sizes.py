@@ -241,7 +241,7 @@ SUMMARIES = [  # the notes' AlexNet: only a small range works; ZFNet likewise; L
     ("lenet5", "valid inputs: 32 <= H <= 35, 32 <= W <= 35 (c5: conv output would be empty; "
                "f6: linear weights fix its input)"),
     ("linear_cifar10", "valid inputs: H = 32, W = 32 (fc: linear weights fix its input)"),
-    ("vgg16", "valid inputs: H >= 32, W >= 32 (features.30: maxpool output would be empty)"),
+    ("vgg16", "valid inputs: H >= 32, W >= 32 (maxpool at vgg.net:29 in features: output would be empty)"),
     ("resnet152", "valid inputs: H >= 1, W >= 1"),
     ("inception_v3", "valid inputs: H >= 299, W >= 299 (AuxLogits.conv1.conv: conv output would be empty)"),
     ("nasnet_a_large", "valid inputs: not analysed (the network reads a tensor's size at nasnet_a_large.net:79, "
@@ -311,7 +311,7 @@ def test_symbolic_input(tmp_path):
                     "  adaptive_avgpool(1)\n  flatten\n  fc: linear(10)\n}\n")
     graph = netdsl.check(path)
     assert graph.input_shape == (3, 224, 224) and graph.input_names == (None, "H", "W")
-    assert valid_inputs(graph).describe() == "valid inputs: H >= 3, W >= 3 (0: conv output would be empty)"
+    assert valid_inputs(graph).describe() == "valid inputs: H >= 3, W >= 3 (conv at any.net:3: output would be empty)"
     assert netdsl.check(path, input_shape=(3, 17, 5)).output_shape == (10,)
     result = netdsl_cli("check", str(path), "--input", "3x17x5")
     assert result.stdout.startswith(f"{path}: ok: network any, input [3, 17, 5] -> output [10]")
@@ -417,3 +417,33 @@ def test_a_scan_too_short_says_so(tmp_path):
     assert height.describe() == "H in {4, 8} (checked up to 8)"
     height = valid_inputs(graph).dimensions[0]  # room for two periods: proven
     assert (height.certain, height.describe()) == (True, "H >= 4 with H % 4 == 0")
+
+
+def test_huge_sizes_are_not_analysed_and_say_so(tmp_path):
+    """issue 13 item 14: `input [1000000] relu linear(2)` took 147 s, `--input 1x1x1000000000` ran out of memory."""
+    import time
+
+    from netdsl.sizes import MAX_SCAN, _periodic_tail
+
+    path = tmp_path / "wide.net"
+    path.write_text("network wide {\n  input [1000000]\n  relu\n  linear(2)\n}\n")
+    started = time.perf_counter()
+    sizes = valid_inputs(netdsl.check(path))
+    assert sizes.describe() == f"valid inputs: F = 1000000 checked, other sizes not analysed beyond {MAX_SCAN}"
+    assert sizes.as_json()["dimensions"]["F"] | {"text": ""} == {
+        "analysed": False, "checked": 1000000, "min": None, "max": None, "period": 1, "residues": [],
+        "periodic_from": None, "scanned": 0, "proven_beyond_scan": False, "text": "", "limited_by": []}
+    path.write_text("network tall {\n  input [1, 1, 8]\n  relu\n}\n")
+    sizes = valid_inputs(netdsl.check(path, input_shape=(1, 1, 10**9)))
+    assert [dimension.analysed for dimension in sizes.dimensions] == [True, False]
+    assert time.perf_counter() - started < 10
+    # the period search tries only what can be a period: one valid size in a long tail is fast
+    started = time.perf_counter()
+    assert _periodic_tail([20000], 40000) == (1, 0, ())
+    assert _periodic_tail(list(range(100, 40001, 7)), 40000) == (7, 94, (2,))
+    assert time.perf_counter() - started < 1
+
+
+def test_huge_sizes_from_the_cli():
+    result = netdsl_cli("check", "--input", "1x1x1000000000", str(ROOT / "networks" / "resnet18.net"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "MemoryError" not in result.stderr

@@ -260,3 +260,24 @@ def test_one_inference_mac_count_everywhere(capsys):
     assert "1.50 G MACs; auxiliary heads: 8.37 M MACs more in training" in capsys.readouterr().out
     assert cli.overview(network).endswith("1.50 G MACs per sample; auxiliary heads: 8.37 M MACs more in training")
     assert entry(path).macs == network.macs
+
+
+def test_rows_and_messages_name_what_the_author_wrote(tmp_path):
+    """An unlabelled parameter-free layer is "(flatten)", not the position netdsl numbered it by;
+    messages name an unlabelled layer by op and line; groups and repetitions say what they are."""
+    source = tmp_path / "u.net"
+    source.write_text("network u {\n  input [3, 8, 8]\n  conv(4, 3)\n  stage: { relu  conv(4, 1) }\n"
+                      "  twice: relu x 2\n  flatten\n  linear(2)\n}\n")
+    text = netdsl_cli("summary", str(source)).stdout
+    rows = {line.split()[0]: line.split()[1] for line in text.splitlines()[2:] if line.strip()}
+    assert "(flatten)" in rows and "3" not in rows
+    assert (rows["stage"], rows["twice"]) == ("group", "repeat")
+    assert "entering flatten at u.net:6" in text
+    diff = netdsl_cli("diff", str(source), str(source)).stdout
+    assert any(line.startswith("(flatten) ") for line in diff.splitlines())
+    result = netdsl_cli("check", str(source))
+    assert "(linear at u.net:7: its weights fix its input)" in result.stdout
+    result = netdsl_cli("check", str(source), "--input", "3x9x9")
+    assert result.returncode == 1 and "error: linear has weights for 144 input features" in result.stderr
+    labelled = ROOT / "networks" / "lenet5.net"
+    assert "(c5: conv output would be empty; f6: linear weights fix its input)" in netdsl_cli("check", str(labelled)).stdout

@@ -149,6 +149,34 @@ def test_onnx_without_the_exporter_is_a_usage_error(tiny, tmp_path, monkeypatch,
     assert list(tmp_path.iterdir()) == []
 
 
+# ---- AOTInductor -------------------------------------------------------------------------------
+
+def test_aoti_package_loads_and_matches_the_eager_model(tiny, tmp_path):
+    """`--format aoti`: compiled C++ in a .pt2 package that loads without the source, at any batch."""
+    torch.manual_seed(0)  # compile_file builds the model right after checking: the same weights as below
+    _, package = netdsl.compile(tiny, tmp_path / "tiny.pt2", format="aoti")
+    torch.manual_seed(0)
+    expected_model = netdsl.build(tiny).eval()
+    loaded = torch._inductor.aoti_load_package(str(package))
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32)
+        with torch.no_grad():
+            _close(loaded(x), expected_model(x))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.pt2"]  # nothing else left beside it
+
+
+def test_aoti_format_options(tiny, tmp_path, monkeypatch, capsys):
+    from netdsl.api import format_for
+
+    assert format_for(tmp_path / "x.pt2", "aoti") == "aoti" and format_for(tmp_path / "x.pt2", None) == "export"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CXX", "/nonexistent/c++")  # as if no C++ compiler were installed
+    assert cli.main(["compile", str(tiny), "--format", "aoti"]) == cli.EXIT_USAGE
+    assert "--format aoti compiles C++: it needs a C++ compiler" in capsys.readouterr().err
+    assert cli.main(["compile", str(tiny), "--format", "aoti", "-o", "x.onnx"]) == cli.EXIT_USAGE
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- --optimize ------------------------------------------------------------------------------
 
 def test_fold_pairs_follow_the_graph(tiny):

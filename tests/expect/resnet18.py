@@ -201,7 +201,6 @@ class Resnet18(nn.Module):
             Basic7(),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.add_module("9", nn.Flatten(1))
         self.fc = nn.Linear(512, 1000)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -214,7 +213,7 @@ class Resnet18(nn.Module):
         x = self.layer3(x)
         x = self.layer4(x)
         x = self.avgpool(x)
-        x = getattr(self, "9")(x)
+        x = torch.flatten(x, 1)
         x = self.fc(x)
         return x
 
