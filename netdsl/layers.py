@@ -108,6 +108,9 @@ class LayerDef:
     # The output's axes from the input's (names "C", "H", "W", "F"; an op that reorders or remakes them).
     axes: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
     parameter: bool = False  # its emission is a learned tensor of the enclosing module (`param`), not a module
+    # Its output's size along one axis depends on the input's along others (`reshape`): the valid-input
+    # analysis, which follows one axis at a time, cannot go through it while the sizes vary.
+    couples_axes: bool = False
     # A parameter- and buffer-free op's function (`F.relu`, `torch.flatten`), called with the input and
     # its emission's arguments; netdsl then writes an unlabelled use as a call in `forward`, not a module.
     functional: str | None = None
@@ -935,7 +938,7 @@ register(LayerDef(
     torch=lambda s, a: Emission("Reshape", (_reshape_shape(s, a),), helper=True),
     axes=lambda axes, a: CANONICAL_AXES[len(a["shape"])],
     reach=lambda s, a: GLOBAL,  # an output position may hold any input position's values
-    aliases_input=True, layout="any",
+    aliases_input=True, layout="any", couples_axes=True,
     helper_source=_list_helper("Reshape", "Gives each sample of x the shape `shape` (the batch axis is kept).",
                                "shape", "x.reshape([x.shape[0]] + self.shape)"),))
 

@@ -157,6 +157,24 @@ def valid_inputs(network: Network, limits: Limits = Limits()) -> ValidInputs:
         where = network.reads_input_size
         return ValidInputs([], f"the network reads a tensor's size at {Path(where.file).name}:{where.line}, "
                                "so its structure may change with it; check sizes with --input")
+    try:
+        return _valid_inputs(network, limits)
+    except _Coupled as coupled:
+        where = coupled.layer.span
+        return ValidInputs([], f"the network reshapes a tensor whose size follows the input's at "
+                               f"{Path(where.file).name}:{where.line}, so one axis's sizes depend on another's; "
+                               "check sizes with --input")
+
+
+class _Coupled(Exception):
+    """The analysis reached a layer that mixes the axes (a reshape) with sizes that vary."""
+
+    def __init__(self, layer: Layer):
+        super().__init__(layer.name)
+        self.layer = layer
+
+
+def _valid_inputs(network: Network, limits: Limits) -> ValidInputs:
     shape = network.input_shape
     axes = (1, 2) if len(shape) == 3 else (0,)
     defaults = {1: "H", 2: "W", 0: "F"}
@@ -228,6 +246,8 @@ class _Propagation(Interpreter):
 
     # ---- the walker's hooks ------------------------------------------------------------------
     def layer(self, layer: Layer, sizes: _Sizes) -> _Sizes:
+        if REGISTRY[layer.op].couples_axes and len(sizes.distinct) > 1:
+            raise _Coupled(layer)
         rule = self.rule(layer)
         outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         stride = self.stride(layer)

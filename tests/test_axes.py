@@ -114,6 +114,17 @@ def test_reshape(tmp_path):
     assert "a flat or fixed" not in valid_inputs(network).describe()
 
 
+def test_valid_inputs_stop_at_a_reshape_of_varying_size(tmp_path):
+    """A reshape of a tensor whose size follows the input couples the axes (its -1 takes up what
+    another axis gives): the one-axis-at-a-time analysis says so rather than claim sizes."""
+    network = netdsl.check(_net(tmp_path, "  reshape([-1, 12, 12])\n  conv(4, 1)"))
+    analysis = valid_inputs(network)
+    assert analysis.dimensions == [] and analysis.skipped.startswith(
+        "the network reshapes a tensor whose size follows the input's at axes.net:4")
+    pinned = netdsl.check(_net(tmp_path, "  adaptive_avgpool(2)\n  reshape([-1, 4, 1])\n  conv(4, 1)"))
+    assert valid_inputs(pinned).describe() == "valid inputs: H >= 1, W >= 1"
+
+
 @pytest.mark.parametrize("body, cls, message, hint", [
     ("  permute([1, 2, 0])\n  conv(4, 1)", ShapeError,
      "conv expects [channels, height, width] or [features], but this tensor's axes are [height, width, channels] "
