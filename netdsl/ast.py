@@ -163,9 +163,13 @@ class Combinator(Unit):
 
 
 class From(Unit):
-    """`from name`: continue from the tensor named by `tap name` (or passed in as an argument)."""
+    """`from name`: continue from the tensor named by `tap name` (or passed in as an argument);
+    `from name[start:stop]`: from its channels start..stop-1."""
 
     name: str
+    sliced: bool = False
+    start: Expr | None = None  # the slice's bounds, when written
+    stop: Expr | None = None
 
 
 class Tap(Stmt):

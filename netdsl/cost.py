@@ -18,7 +18,7 @@ from fractions import Fraction
 from .combinators import COMBINATORS
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap, describe, nested
 from .inplace import InplacePlan
-from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Saved, Step, Window
+from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Saved, Step, Window, rule_shape
 from .walk import Interpreter
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "bool": 1}
@@ -441,7 +441,13 @@ class _Walk(Interpreter):
         if self.feature_end is not None and layer is self.feature_end[1]:
             self.feature = FeatureMap(layer.in_shape, state.field, self.feature_end[0], describe(*self.feature_end))
         op = REGISTRY[layer.op]
-        reach = op.reach(layer.in_shape, layer.args)
+        view = rule_shape(op, layer.in_shape, layer.axes)
+        # an op along the last axis of a permuted tensor applies at every position: position-wise in
+        # space, its rules seeing one position's features, its own tensors and MACs once per position
+        per_position = view is not layer.in_shape
+        positions = math.prod(layer.in_shape[:-1]) if per_position else 1
+        view_out = (layer.out_shape[-1],) if per_position else layer.out_shape
+        reach = None if per_position else op.reach(view, layer.args)
         amp, device = self.precision.amp, self.precision.device
         rule = op.autocast_rule(device) if amp else None
         source = state.storage
@@ -449,13 +455,16 @@ class _Walk(Interpreter):
         read = (source if rule in (None, "widen") or source.dtype == compute
                 else _Storage(math.prod(layer.in_shape), 0, compute))  # autocast's cast copy
         inplace = self.inplace(self.modules[-1], layer)
-        storage = (source if op.is_view(layer.in_shape, layer.args) else read if inplace
+        storage = (source if op.is_view(view, layer.args) else read if inplace
                    else _Storage(math.prod(layer.out_shape), 0, compute))
-        biases = 0 if layer.shared else op.biases(layer.in_shape, layer.args)
+        biases = 0 if layer.shared else op.biases(view, layer.args)
         saved = NO_MEMORY
-        for item in op.saves(layer.in_shape, layer.out_shape, layer.args, Step(inplace, state.grad)):
+        for item in op.saves(view, view_out, layer.args, Step(inplace, state.grad)):
+            if per_position and item.tensor == "new":
+                item = Saved(item.tensor, item.elements * positions, item.fixed, item.dtype)
             saved += self.keep(self.saved_storage(item, layer, biases, read, storage, compute, inplace, rule))
-        input_grad, weight_grad = op.backward_macs(layer.in_shape, layer.out_shape, layer.args, state.grad)
+        input_grad, weight_grad = (macs * positions for macs in
+                                   op.backward_macs(view, view_out, layer.args, state.grad))
         out = _State(state.field.through(reach) if state.field else None, state.depth + op.weight, storage,
                      state.grad or layer.params > 0)
         elements = math.prod(layer.out_shape)

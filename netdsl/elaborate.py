@@ -18,7 +18,7 @@ from .combinators import COMBINATORS, CombinatorDef
 from .errors import Frame, NameError_, ParameterError, ShapeError, Span, TypeError_, did_you_mean, span_text
 from .evaluate import Env, Evaluator
 from .graph import From, Layer, Merge, Module, Shape, Tap, Wire
-from .layers import REGISTRY, LayerDef, LayerProblem
+from .layers import CANONICAL_AXES, REGISTRY, LayerDef, LayerProblem, axes_text, rule_shape
 from .names import check_label, unlabelled
 from .parse import keywords
 from .text import shape_text
@@ -87,6 +87,8 @@ class Flow:
 
     shape: Shape
     nodes: list = field(default_factory=list)
+    axes: tuple[str, ...] | None = None  # the current tensor's axes where not canonical (NOTE [Axes])
+    permuted_at: Span | None = None  # the layer that made them so
 
 
 @dataclass
@@ -118,6 +120,7 @@ class Elaborator(Evaluator):
         self.replay: list = list(replay or [])  # the same, from the declared size, when checking at another
 
     def module(self, name: str, kind: str, type_name_: str, flow: Flow, in_shape: Shape, span: Span) -> Module:
+        self.canonical(flow, span, "leave a chain")
         module = Module(name=name, kind=kind, type_name=type_name_, body=flow.nodes,
                         in_shape=in_shape, out_shape=flow.shape, span=span, trace=tuple(self.trace))
         for child in module.children():
@@ -148,6 +151,7 @@ class Elaborator(Evaluator):
         if stmt.name in keywords():
             raise self.error(NameError_, f"'{stmt.name}' is a reserved word and cannot be used as a name",
                              stmt.span)
+        self.canonical(flow, stmt.span, "be named")
         self.wire_count += 1
         wire = Wire(stmt.name, flow.shape, self.wire_count)
         scope.wires[stmt.name] = wire
@@ -222,6 +226,7 @@ class Elaborator(Evaluator):
                 self.tick(stmt.span)
                 self.unit(stmt.unit, None, env, scope, flow)
             return
+        self.canonical(flow, stmt.span, "enter a repetition")
         name, _ = scope.claim(label, self.label_span or stmt.span)
         inner_scope, inner = Scope(scope.child_path(name)), Flow(flow.shape)
         for _ in range(count):
@@ -256,6 +261,7 @@ class Elaborator(Evaluator):
         self.call(unit, label, env, scope, flow, label_span)
 
     def unit_Group(self, unit: ast.Group, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
+        self.canonical(flow, unit.span, "enter a group")
         name, _ = scope.claim(label, label_span or unit.span)
         inner = Flow(flow.shape)
         self.run(unit.body, Env(env), Scope(scope.child_path(name)), inner)
@@ -265,11 +271,37 @@ class Elaborator(Evaluator):
         if label is not None:
             raise self.error(TypeError_, "'from' selects a tensor and takes no label", label_span or unit.span)
         wire = self.wire(unit.name, scope, unit.span)
-        flow.nodes.append(From(wire=wire, in_shape=flow.shape, out_shape=wire.shape, span=unit.span))
-        flow.shape = wire.shape
+        self.canonical(flow, unit.span, "be left for another tensor")
+        channels, out_shape = None, wire.shape
+        if unit.sliced:
+            channels = self.channel_slice(unit, wire, env)
+            out_shape = (channels[1] - channels[0], *wire.shape[1:])
+        flow.nodes.append(From(wire=wire, in_shape=flow.shape, out_shape=out_shape, span=unit.span, channels=channels))
+        flow.shape = out_shape
+
+    def channel_slice(self, unit: ast.From, wire: Wire, env: Env) -> tuple[int, int]:
+        """The checked (start, stop) of `from name[start:stop]`: channels of a [C, H, W] tensor."""
+        if len(wire.shape) != 3:
+            raise self.error(ShapeError, f"'{unit.name}[...]' slices channels, but '{unit.name}' is "
+                             f"{shape_text(wire.shape)}, not [channels, height, width]", unit.span)
+        channels = wire.shape[0]
+        bounds = []
+        for expr, default in ((unit.start, 0), (unit.stop, channels)):
+            value = default if expr is None else self.eval(expr, env)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(TypeError_, f"a channel slice takes integers, got {show(value)}",
+                                 expr.span if expr is not None else unit.span, "write c // 2, not c / 2")
+            bounds.append(value)
+        start, stop = bounds
+        if not 0 <= start < stop <= channels:
+            raise self.error(ShapeError, f"channel slice [{start}:{stop}] of '{unit.name}' {shape_text(wire.shape)} "
+                             f"must satisfy 0 <= start < stop <= {channels}", unit.span,
+                             f"'{unit.name}' has channels 0 to {channels - 1}")
+        return start, stop
 
     def unit_Combinator(self, unit: ast.Combinator, label, label_span, env: Env, scope: Scope, flow: Flow) -> None:
         entry = COMBINATORS[unit.keyword]
+        self.canonical(flow, unit.span, f"enter '{unit.keyword}'")
         if unit.shortcut is not None and not entry.shortcut:
             raise self.error(TypeError_, f"'{unit.keyword}' takes no shortcut", unit.shortcut.span,
                              "only " + " and ".join(f"'{c.keyword}'" for c in COMBINATORS.values() if c.shortcut)
@@ -304,6 +336,8 @@ class Elaborator(Evaluator):
             body = Flow(in_shape)
             self.run(unit.body, Env(env), scope, body)
             arms = [body]
+        for arm in arms:  # before a projection is fitted to an arm's shape
+            self.canonical(arm, unit.span, f"end a branch of '{unit.keyword}'")
         if entry.input_arm is not None:
             arms.insert(entry.input_arm, Flow(in_shape))
         if unit.shortcut is not None:
@@ -334,6 +368,8 @@ class Elaborator(Evaluator):
             raise self.error(PROBLEM_ERRORS[problem.kind], problem.message, unit.span, problem.hint) from None
 
     def join(self, entry: CombinatorDef, unit: ast.Combinator, arms: list[Flow], flow: Flow) -> None:
+        for arm in arms:
+            self.canonical(arm, unit.span, f"end a branch of '{unit.keyword}'")
         try:
             out_shape = entry.shape(flow.shape, [arm.shape for arm in arms])
         except LayerProblem as problem:
@@ -427,28 +463,56 @@ class Elaborator(Evaluator):
         raise self.error(NameError_, f"unknown layer or block '{name}'", span,
                          did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
 
+    def canonical(self, flow: Flow, span: Span, what: str) -> None:
+        """Refuses a permuted tensor where it would leave its chain (NOTE [Axes] in netdsl/layers.py)."""
+        if flow.axes is None:
+            return
+        where = flow.permuted_at
+        raise self.error(ShapeError, f"a tensor with axes {axes_text(flow.axes)} (per sample {shape_text(flow.shape)}, "
+                         f"from line {where.line}) cannot {what}", span,
+                         "permute it back to [channels, height, width] first")
+
     def layer(self, op: LayerDef, args: dict, label: str | None, scope: Scope, flow: Flow, span: Span,
               arg_spans: dict | None = None, label_span: Span | None = None) -> None:
-        in_shape = flow.shape
+        in_shape, axes = flow.shape, flow.axes
+        if axes is not None and op.layout == "canonical":
+            raise self.error(ShapeError, f"{op.name} expects [channels, height, width] or [features], but this tensor's "
+                             f"axes are {axes_text(axes)} (per sample {shape_text(in_shape)}, from line "
+                             f"{flow.permuted_at.line})", span,
+                             "permute it back first; element-wise ops, linear and layernorm take it as it is")
+        view = rule_shape(op, in_shape, axes)  # a per-position op's rules see one position's features
         try:
-            out_shape = op.shape(in_shape, args)
+            out_shape = op.shape(view, args)
         except LayerProblem as problem:
             cls = ParameterError if problem.kind == "param" else ShapeError
             where = (arg_spans or {}).get(problem.param, span)
             raise self.error(cls, problem.message, where, problem.hint) from None
+        out_view, positions = out_shape, math.prod(in_shape[:-1]) if view is not in_shape else 1
+        if view is not in_shape:
+            out_shape = in_shape[:-1] + out_shape
+        full = axes or CANONICAL_AXES.get(len(in_shape), ())
+        out_axes = op.axes(full, args) if op.axes else axes
+        if view is not in_shape and out_shape[-1] != in_shape[-1] and out_axes[-1] != "C":
+            out_axes = out_axes[:-1] + ("F",)  # a per-position linear makes features of another axis
+        if out_axes is not None and out_axes == CANONICAL_AXES.get(len(out_shape)):
+            out_axes = None
         self.check_size(out_shape, span)
         self.layer_count += 1
         if self.layer_count > self.limits.layers:
             raise self.error(ParameterError, f"more than {self.limits.layers} layers", span)
-        params = op.count(in_shape, args)
+        params = op.count(view, args)
         # the same constructor call: a parameter-free module that can serve every use (like torchvision's `relu`)
-        reuse_key = (op.name, repr(op.torch(in_shape, args))) if params == 0 and label else None
+        reuse_key = (op.name, repr(op.torch(view, args))) if params == 0 and label else None
         name, shared = scope.claim(label, label_span or span, reuse_key)
         self.append(flow, Layer(
             name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
-            params=params, macs=op.macs(in_shape, out_shape, args),
-            span=span, trace=tuple(self.trace), shared=shared, labelled=label is not None,
+            params=params, macs=op.macs(view, out_view, args) * positions,
+            span=span, trace=tuple(self.trace), shared=shared, labelled=label is not None, axes=axes,
+            out_axes=out_axes,
         ))
+        if out_axes is not None and axes is None:
+            flow.permuted_at = span
+        flow.axes = out_axes
 
     def check_size(self, shape: Shape, span: Span) -> None:
         if math.prod(shape) > self.limits.elements:
@@ -476,6 +540,7 @@ class Elaborator(Evaluator):
         if len(self.trace) >= self.limits.block_depth:
             raise self.error(ParameterError, f"blocks nested more than {self.limits.block_depth} deep "
                              f"(does '{decl.name}' call itself?)", call.span)
+        self.canonical(flow, call.span, f"enter block '{decl.name}'")
         env = Env(self.globals, input_shape=flow.shape)
         params = [p.name for p in decl.params]
         given = self.match_arguments(

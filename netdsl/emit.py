@@ -19,9 +19,9 @@ from pathlib import Path
 
 from .combinators import COMBINATORS
 from .fileio import write_atomically  # also importable from here, where it lived before netdsl.fileio
-from .graph import Layer, Merge, Module, Network, Node, Tap
+from .graph import Layer, Merge, Module, Network, Node, Tap, From
 from .inplace import InplacePlan
-from .layers import REGISTRY
+from .layers import REGISTRY, rule_shape
 from .names import Namespace, attribute, class_name, is_attribute, string
 from .text import shape_text
 from .walk import Interpreter
@@ -80,7 +80,11 @@ class _SourceWriter:
 
     # constructor expressions
     def layer_expr(self, module: Module, layer: Layer) -> str:
-        emission = REGISTRY[layer.op].torch(layer.in_shape, layer.args)
+        op = REGISTRY[layer.op]
+        emission = _emission(layer)
+        if op.parameter:  # a learned tensor of the module itself: (shape, initial value, how it is applied)
+            shape, init = emission.args[:2]
+            return f"nn.Parameter(torch.full({_literal(tuple(shape))}, {_literal(float(init))}))"
         args = _arguments(emission, self.plan(module, layer))
         if emission.helper:
             self.helpers.setdefault(emission.cls, REGISTRY[layer.op].helper_source)
@@ -142,6 +146,8 @@ class _SourceWriter:
             expr = self.child_expr(module, child, depth=2)
             if is_attribute(child.name):
                 init.append(f"{INDENT * 2}self.{child.name} = {expr}")
+            elif _is_parameter(child):
+                init.append(f"{INDENT * 2}self.register_parameter({string(child.name)}, {expr})")
             else:
                 init.append(f"{INDENT * 2}self.add_module({string(child.name)}, {expr})")
         forward = _Forward(self, module).function()
@@ -159,6 +165,16 @@ def _arguments(emission, inplace: bool = False) -> str:
     """An emission's arguments as Python source: its positional ones, then its keywords."""
     kwargs = {**emission.kwargs, **({"inplace": True} if inplace else {})}
     return ", ".join([_literal(a) for a in emission.args] + [f"{k}={_literal(v)}" for k, v in kwargs.items()])
+
+
+def _emission(layer: Layer):
+    """The layer's torch emission, from the shape its op's rules see (NOTE [Axes] in layers.py)."""
+    op = REGISTRY[layer.op]
+    return op.torch(rule_shape(op, layer.in_shape, layer.axes), layer.args)
+
+
+def _is_parameter(node) -> bool:
+    return node.walk_kind == "layer" and REGISTRY[node.op].parameter
 
 
 def _helper_class(source: str) -> str:
@@ -229,11 +245,14 @@ class _Forward(Interpreter):
         return self.target
 
     def layer(self, layer: Layer, source: str) -> str:
+        if _is_parameter(layer):
+            operator = {"mul": "*", "add": "+"}[layer.args["op"]]
+            self.line(f"{self.target} = {attribute(layer.name)} {operator} {source}")  # as torchvision: layer_scale * x
+            return self.target
         if not self.writer.calls(self.module_, layer):
             return self.call(layer, source)
-        op = REGISTRY[layer.op]
-        arguments = _arguments(op.torch(layer.in_shape, layer.args), self.plan(self.module_, layer))
-        self.line(f"{self.target} = {op.functional}({source}{', ' if arguments else ''}{arguments})")
+        arguments = _arguments(_emission(layer), self.plan(self.module_, layer))
+        self.line(f"{self.target} = {REGISTRY[layer.op].functional}({source}{', ' if arguments else ''}{arguments})")
         return self.target
 
     def module(self, module: Module, source: str) -> str:
@@ -247,6 +266,13 @@ class _Forward(Interpreter):
 
     def arm(self, merge: Merge, index: int, nodes: list[Node], source: str) -> str:
         return source  # arms are written by the combinator's `emit`, which names their variables
+
+    def from_(self, node: From, source: str, wire: str) -> str:
+        if node.channels is None:
+            return wire
+        name = self.fresh(node.wire.name)
+        self.line(f"{name} = {wire}[:, {node.channels[0]}:{node.channels[1]}]")
+        return name
 
     def tap(self, tap: Tap, source: str) -> str:
         name = self.fresh(tap.wire.name)

@@ -198,11 +198,11 @@ def _space(a: _Tok, b: _Tok) -> int:
         return 0
     if (a.text == "{" and (not a.body or b.text == "}")) or (b.text == "}" and not b.body):
         return 0  # dict braces, and an empty body
-    if (b.text == "(" and b.rule in _CALL_PARENS) or (b.text == "[" and b.rule in ("index_expr", "slice_expr")):
+    if (b.text == "(" and b.rule in _CALL_PARENS) or (b.text == "[" and b.rule in ("index_expr", "slice_expr", "from_slice")):
         return 0
     if b.text == "." and a.kind != "INT":  # `1 .x` would read as the number `1.` and a name
         return 0
-    if a.text == "." or b.text == ":" or (a.text == ":" and a.rule == "slice_expr"):
+    if a.text == "." or b.text == ":" or (a.text == ":" and a.rule in ("slice_expr", "from_slice")):
         return 0
     if "=" in (a.text, b.text) and (a.rule if a.text == "=" else b.rule) in _TIGHT_EQUALS:
         return 0

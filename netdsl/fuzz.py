@@ -4,8 +4,10 @@ Two campaigns, both reproducible from a seed:
 - differential: `generate` writes a random *valid* network (convs and transposed convs with random
   kernel, stride, padding, dilation and groups, upsampling, pools, normalization, activations,
   channel shuffles, residuals with and without projections, inception branches, dense layers,
-  squeeze-excitation gates, repetitions and parameterized blocks, random input sizes, flat
-  layers between the classifier's linears); the checker's per-layer output shapes, parameter
+  squeeze-excitation gates, repetitions and parameterized blocks, splits whose widths come from
+  list comprehensions, channels-last MLPs (permute, layernorm, per-position linear, width from a
+  dict comprehension), learned `param` scales and shifts, channel slices of named tensors, reshapes, random
+  input sizes, flat layers between the classifier's linears); the checker's per-layer output shapes, parameter
   count and output shape must equal what the emitted module does when run.
 - robustness: `mutate` damages a real .net file (deleted, duplicated and swapped tokens and
   lines, truncation, random bytes, huge numbers, deep nesting), and random byte strings are fed in
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from .api import check
 from .errors import NetDSLError
-from .layers import transposed_out, window_out
+from .layers import REGISTRY, transposed_out, window_out
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSAMPLED = 1024  # height * width an upsampling layer may grow a map to (keeps cases fast)
@@ -175,6 +177,8 @@ class _Writer:
             return self.conv(shape, depth) if kind < 0.5 else self.pointwise(shape, depth)
         if roll < 0.45:
             return self.pool(shape, depth)
+        if rng.random() < 0.25:
+            return self.newer(shape, depth)
         if roll < 0.57:  # residual: identity or a generated projection (labelled: one `downsample` each)
             self.labels += 1
             self.emit(f"r{self.labels}: residual {{", depth)
@@ -221,6 +225,55 @@ class _Writer:
         stride = rng.choice([1, 2])
         self.emit(f"{self.label()}unit({out}, stride={stride})", depth)
         return (out, (shape[1] - 1) // stride + 1, (shape[2] - 1) // stride + 1)
+
+
+    def newer(self, shape, depth):
+        """Splits with widths from a comprehension, a channels-last MLP, learned parameters, channel slices
+        and reshapes."""
+        rng, (channels, height, width) = self.rng, shape
+        self.labels += 1
+        n = self.labels
+        kind = rng.randrange(5)
+        if kind == 4:  # reshapes: the map re-read with height and width swapped, or flattened and restored
+            if rng.random() < 0.5:
+                self.emit(f"{self.label()}reshape([-1, {width}, {height}])", depth)
+                return (channels, width, height)
+            self.emit(f"{self.label()}reshape([{channels * height * width}])", depth)
+            self.emit(f"{self.label()}reshape([{channels}, -1, {width}])", depth)
+            return shape
+        parts = [k for k in (2, 3, 4) if channels % k == 0]
+        if kind == 0 and parts:  # split: branch i gets a part of the channels; a list comprehension gives widths
+            count = rng.choice(parts)
+            part = channels // count
+            self.emit(f"let widths{n} = [{part} * (i % 2 + 1) for i in range({count}) if i >= 0]", depth)
+            self.emit("split {", depth)
+            total = 0
+            for i in range(count):
+                if rng.random() < 0.3:
+                    self.emit(f"{self.label()}{{}}", depth + 1)
+                    total += part
+                else:
+                    self.emit(f"{self.label()}conv(widths{n}[{i}], 3, pad=1)", depth + 1)
+                    total += part * (i % 2 + 1)
+            self.emit("}", depth)
+            return (total, height, width)
+        if kind == 1:  # a per-position MLP on the channels-last tensor; a dict comprehension gives its width
+            out = rng.choice([4, 6, 8])
+            norm = "layernorm  " if rng.random() < 0.5 else ""
+            self.emit(f"{self.label()}{{ permute([1, 2, 0])  {norm}linear({{k: 2 * k for k in [{out // 2}, 7]}}"
+                      f"[{out // 2}])  gelu  permute([2, 0, 1]) }}", depth)
+            return (out, height, width)
+        if kind == 2:  # a learned scale or shift, per channel or per position
+            dims = rng.choice([[channels, 1, 1], [1, height, width], [width]])
+            op = rng.choice(["mul", "add"])
+            self.emit(f"{self.label()}param({dims}, init={rng.choice([0.5, 1.0, -2.0])}, op=\"{op}\")", depth)
+            return shape
+        if channels < 2:  # channel slices of a named tensor, as inception branches
+            return shape
+        cut = rng.randint(1, channels - 1)
+        self.emit(f"tap t{n}", depth)
+        self.emit(f"inception {{ from t{n}[0:{cut}] -> conv(4, 1)  from t{n}[{cut}:] -> relu }}", depth)
+        return (4 + channels - cut, height, width)
 
 
 BLOCK = """block unit(out, stride=1) {
@@ -275,7 +328,12 @@ def differential(source: str, path: str = "fuzzed.net") -> list[str]:
     seen: dict[str, tuple] = {}
     modules = dict(hooked.named_modules())
     hooks = []
+    parameters = dict(model.named_parameters())
     for layer_path, layer in graph.layers():
+        if REGISTRY[layer.op].parameter:  # a learned tensor, not a module: its shape is checked instead
+            if layer_path not in parameters or tuple(parameters[layer_path].shape) != tuple(layer.args["shape"]):
+                problems.append(f"{layer_path}: no parameter of shape {list(layer.args['shape'])} in the emitted model")
+            continue
         module = modules.get(layer_path)
         if module is None:
             problems.append(f"{layer_path}: no such module in the emitted model")

@@ -46,6 +46,8 @@ class Layer:
     trace: tuple[Frame, ...] = ()
     shared: bool = False  # a later use of a parameter-free module already named in this scope
     labelled: bool = True  # the author named it (else `name` is its position among the module's children)
+    axes: tuple[str, ...] | None = None  # the input's axes where not canonical (NOTE [Axes] in layers.py)
+    out_axes: tuple[str, ...] | None = None  # the output's, likewise
 
     walk_kind = "layer"
 
@@ -75,7 +77,8 @@ class Module:
     def as_sequential(self) -> bool:
         """Emitted as an `nn.Sequential`: a plain chain that is a group or repetition, or whose
         children are all unlabelled. (Any other module, and the network, is a class of its own.)"""
-        return self.kind != "network" and self.is_sequence and (
+        return self.kind != "network" and self.is_sequence and not any(  # it holds modules only: no `param`
+            c.walk_kind == "layer" and REGISTRY[c.op].parameter for c in self.children()) and (
             self.kind == "sequential" or all(c.name == str(i) for i, c in enumerate(self.children())))
 
     def calls(self, layer: Layer) -> bool:
@@ -121,12 +124,13 @@ class Tap:
 
 @dataclass
 class From:
-    """Continues from a named tensor (`from name`)."""
+    """Continues from a named tensor (`from name`), or from its channels start..stop-1 (`from name[start:stop]`)."""
 
     wire: Wire
     in_shape: Shape
     out_shape: Shape
     span: Span
+    channels: tuple[int, int] | None = None  # (start, stop) of a channel slice
 
     walk_kind = "from_"
 

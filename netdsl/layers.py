@@ -35,7 +35,7 @@ class LayerProblem(Exception):
 @dataclass(frozen=True)
 class Param:
     name: str
-    kind: str  # "int" | "float" | "bool" | "str" | "pair" (int or [int, int])
+    kind: str  # "int" | "float" | "bool" | "str" | "pair" (int or [int, int]) | "dims" (a list of integers)
     default: object = REQUIRED  # a value, REQUIRED, or a callable of the arguments bound so far
     doc: str = ""
     choices: tuple = ()
@@ -102,7 +102,7 @@ SAVES_NOTHING: tuple[Saved, ...] = ()
 LOW_PRECISION = (("cpu", "low"), ("cuda", "low"))  # autocast's lower-precision list on both devices
 
 _EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-             "pair": "an integer or a list of two integers"}
+             "pair": "an integer or a list of two integers", "dims": "a list of integers"}
 
 
 def _is_int(value) -> bool:
@@ -130,6 +130,15 @@ class LayerDef:
     helper_source: str | None = None  # the class the emitted source defines for a `helper` emission
     folds_after: tuple[str, ...] = ()  # ops whose output this one may be folded into (bn into a conv) for inference
     plugin: str | None = None  # the entry point that registered it (None: built in)
+    # Which tensors it takes (NOTE [Axes]): "canonical" ones only ([C, H, W] or [features]), "any"
+    # (element-wise), or "last" (along the last axis, at every other position, like nn.Linear).
+    layout: str = "canonical"
+    # The output's axes from the input's (names "C", "H", "W", "F"; an op that reorders or remakes them).
+    axes: Callable[[tuple[str, ...], dict], tuple[str, ...]] | None = None
+    parameter: bool = False  # its emission is a learned tensor of the enclosing module (`param`), not a module
+    # Its output's size along one axis depends on the input's along others (`reshape`): the valid-input
+    # analysis, which follows one axis at a time, cannot go through it while the sizes vary.
+    couples_axes: bool = False
     # A parameter- and buffer-free op's function (`F.relu`, `torch.flatten`), called with the input and
     # its emission's arguments; netdsl then writes an unlabelled use as a call in `forward`, not a module.
     functional: str | None = None
@@ -218,6 +227,9 @@ class LayerDef:
                 raise LayerProblem(f"{self.name}: '{param.name}' must be one of "
                                    f"{', '.join(map(show, param.choices))}, got {show(value)}", "param",
                                    param=param.name)
+        elif param.kind == "dims":
+            if not isinstance(value, tuple) or not value or not all(_is_int(v) for v in value):
+                raise fail()
         elif param.kind == "pair":
             if isinstance(value, tuple):
                 if len(value) != 2 or not all(_is_int(v) for v in value):
@@ -586,7 +598,8 @@ def _layernorm_torch(in_shape: Shape, args: dict) -> Emission:
 register(LayerDef(
     name="layernorm",
     doc="Layer normalization over the channels at each position (ConvNeXt's LayerNorm2d), or over the "
-        "features after flatten (nn.LayerNorm); eps defaults to ConvNeXt's 1e-6.",
+        "last axis (nn.LayerNorm): the features after flatten, the channels of a channels-last tensor; eps "
+        "defaults to ConvNeXt's 1e-6.",
     params=(Param("eps", "float", 1e-6), Param("affine", "bool", True, doc="learned scale and shift",
                                                 aliases=("elementwise_affine",)),
             Param("bias", "bool", True, doc="the learned shift (with affine)")),
@@ -599,7 +612,7 @@ register(LayerDef(
     # its input, and a mean and inverse deviation per position (per sample after flatten)
     saves=lambda s, o, a, step: (Saved("input"), Saved("new", 2 * math.prod(s[1:]), dtype="float32")),
     autocast=(("cuda", "float32"),),
-    output_mutable=True, family="norm", helper_source=LAYER_NORM_2D,
+    output_mutable=True, family="norm", helper_source=LAYER_NORM_2D, layout="last",
 ))
 
 
@@ -683,7 +696,7 @@ def _activation(name: str, cls: str, doc: str, inplace: bool = True, params: tup
     functional form, `F.<name>` unless given, takes the same keywords."""
     register(LayerDef(
         name=name, doc=doc, params=params, shape=shape, count=_zero, macs=_zero,
-        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation", saves=saves,
+        torch=lambda s, a: Emission(cls, (), keywords(a)), inplace=inplace, family="activation", saves=saves, layout="any",
         functional=functional or f"F.{name}",
     ))
 
@@ -754,7 +767,7 @@ register(LayerDef(
 register(LayerDef(
     name="identity", doc="Passes its input through unchanged.", params=(),
     shape=lambda s, a: s, count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Identity"), aliases_input=True, saves=lambda s, o, a, step: SAVES_NOTHING,
+    torch=lambda s, a: Emission("Identity"), aliases_input=True, layout="any", saves=lambda s, o, a, step: SAVES_NOTHING,
 ))
 
 
@@ -777,7 +790,7 @@ register(LayerDef(
     name="dropout", doc="Zeroes elements with probability p in training; identity in eval.",
     params=(Param("p", "float", 0.5),),
     shape=_dropout_shape, count=_zero, macs=_zero,
-    torch=lambda s, a: Emission("Dropout", (), {"p": a["p"]}), aliases_input=True,
+    torch=lambda s, a: Emission("Dropout", (), {"p": a["p"]}), aliases_input=True, layout="any",
     saves=_dropout_saves, view=lambda s, a: a["p"] == 0,
 ))
 
@@ -930,7 +943,9 @@ def _linear_shape(in_shape: Shape, args: dict) -> Shape:
     if len(in_shape) != 1:
         raise LayerProblem(
             f"linear expects a flat [features] input, got {shape_text(in_shape)}",
-            hint="insert 'flatten' (or a global pool, then 'flatten') before it",
+            hint="insert 'flatten' (or a global pool, then 'flatten') before it" + (
+                "; for a linear at every position, 'permute([1, 2, 0])' to [height, width, channels] first"
+                if len(in_shape) == 3 and in_shape[1:] != (1, 1) else ""),
         )
     if "in_features" in args and args["in_features"] is not None and args["in_features"] != in_shape[0]:
         raise LayerProblem(
@@ -942,7 +957,8 @@ def _linear_shape(in_shape: Shape, args: dict) -> Shape:
 
 
 register(LayerDef(
-    name="linear", doc="Fully connected layer.",
+    name="linear", doc="Fully connected layer along the last axis (nn.Linear): on [features], or at every position "
+                       "of a permuted, channels-last tensor.",
     params=(Param("out", "int", doc="output features", minimum=1), Param("bias", "bool", True),
             Param("in_features", "int", None, doc="optional: asserts the input size")),
     shape=_linear_shape,
@@ -954,7 +970,134 @@ register(LayerDef(
     # its input (for the weight gradient), and its weight where the input needs a gradient
     saves=lambda s, o, a, step: _SAVES_INPUT_AND_WEIGHT if step.input_grad else SAVES_INPUT,
     autocast=LOW_PRECISION,
-    output_mutable=True, weight=True, family="linear",
+    output_mutable=True, weight=True, family="linear", layout="last",
+))
+
+# NOTE: [Axes]
+# Every tensor is canonical — [channels, height, width], or [features] after flatten — except
+# between a `permute` and the `permute` that restores it. The checker names each tensor's axes
+# ("C", "H", "W"; "F" for features) and lets a non-canonical tensor reach only element-wise ops
+# (`layout="any"`) and ops along the last axis (`layout="last"`: linear and layernorm, which then
+# apply at every other position, their rules seeing the last axis as [features]); it must be
+# canonical again before it leaves a chain (a block, group, combinator arm or tap). So the
+# receptive fields and valid input sizes, which follow "H" and "W", stay exact through a permute.
+
+CANONICAL_AXES = {1: ("F",), 3: ("C", "H", "W")}
+
+
+def rule_shape(op: "LayerDef", in_shape: Shape, axes: tuple[str, ...] | None) -> Shape:
+    """The shape `op`'s rules see: one position's last axis, as [features], for an op along the last
+    axis of a permuted tensor; else the tensor's own."""
+    return (in_shape[-1],) if axes is not None and op.layout == "last" else in_shape
+
+
+def axes_text(axes: tuple[str, ...]) -> str:
+    names = {"C": "channels", "H": "height", "W": "width", "F": "features"}
+    return "[" + ", ".join(names.get(a, a) for a in axes) + "]"
+
+
+def _permutation(in_shape: Shape, args: dict) -> tuple[int, ...]:
+    dims = args["dims"]
+    if sorted(dims) != list(range(len(in_shape))):
+        raise LayerProblem(f"permute dims {show(list(dims))} are not an order of the {len(in_shape)} axes of "
+                           f"{shape_text(in_shape)} (per sample, without the batch axis)", kind="param", param="dims",
+                           hint=f"give each of {', '.join(map(str, range(len(in_shape))))} once, e.g. "
+                                f"permute({list(range(1, len(in_shape))) + [0]})")
+    return dims
+
+
+def _list_helper(cls: str, doc: str, attribute: str, result: str) -> str:
+    """The source of a parameter-free module holding one list of integers, `attribute`."""
+    return f'''class {cls}(nn.Module):
+    """{doc}"""
+
+    def __init__(self, {attribute}: tuple) -> None:
+        super().__init__()
+        self.{attribute} = list({attribute})
+
+    def forward(self, x: Tensor) -> Tensor:
+        return {result}
+
+    def extra_repr(self) -> str:
+        return f"{attribute}={{self.{attribute}}}"'''
+
+
+register(LayerDef(
+    name="permute",
+    doc="Reorders the axes of each sample (torch.permute without the batch axis): permute([1, 2, 0]) makes "
+        "[C, H, W] channels-last [H, W, C].",
+    params=(Param("dims", "dims", doc="the input axis each output axis takes"),),
+    shape=lambda s, a: tuple(s[d] for d in _permutation(s, a)), count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Permute", ((0, *(d + 1 for d in a["dims"])),), helper=True),
+    axes=lambda axes, a: tuple(axes[d] for d in a["dims"]),
+    aliases_input=True, layout="any",
+    helper_source=_list_helper("Permute", "Reorders the axes of x (dims includes the batch axis), as "
+                               "torchvision.ops.Permute.", "dims", "torch.permute(x, self.dims)"),))
+
+
+def _reshape_shape(in_shape: Shape, args: dict) -> Shape:
+    dims, total = args["shape"], math.prod(in_shape)
+    if len(dims) not in CANONICAL_AXES:
+        raise LayerProblem(f"reshape gives [features] or [channels, height, width], not {len(dims)} axes "
+                           f"({show(list(dims))})", kind="param", param="shape")
+    if dims.count(-1) > 1 or any(d < 1 and d != -1 for d in dims):
+        raise LayerProblem(f"reshape sizes must be at least 1, with at most one -1 to infer, got {show(list(dims))}",
+                           kind="param", param="shape")
+    known = math.prod(d for d in dims if d != -1)
+    if -1 in dims:
+        if total % known:
+            raise LayerProblem(f"reshape cannot infer the -1 in {show(list(dims))}: {total} elements of "
+                               f"{shape_text(in_shape)} are not a multiple of {known}")
+        dims = tuple(total // known if d == -1 else d for d in dims)
+    if math.prod(dims) != total:
+        raise LayerProblem(f"reshape to {shape_text(dims)} needs {math.prod(dims)} elements, but "
+                           f"{shape_text(in_shape)} has {total}",
+                           hint="the sizes must multiply to the input's element count (or use -1 for one of them)")
+    return dims
+
+
+register(LayerDef(
+    name="reshape",
+    doc="Gives each sample another shape with the same elements (torch.reshape / view without the batch axis); "
+        "one size may be -1. The result is read as [features] or [channels, height, width].",
+    params=(Param("shape", "dims", doc="the new per-sample shape"),),
+    shape=_reshape_shape, count=_zero, macs=_zero,
+    torch=lambda s, a: Emission("Reshape", (_reshape_shape(s, a),), helper=True),
+    axes=lambda axes, a: CANONICAL_AXES[len(a["shape"])],
+    reach=lambda s, a: GLOBAL,  # an output position may hold any input position's values
+    aliases_input=True, layout="any", couples_axes=True,
+    helper_source=_list_helper("Reshape", "Gives each sample of x the shape `shape` (the batch axis is kept).",
+                               "shape", "x.reshape([x.shape[0]] + self.shape)"),))
+
+
+def _param_shape(in_shape: Shape, args: dict) -> Shape:
+    dims = args["shape"]
+    if min(dims) < 1:
+        raise LayerProblem(f"param shape sizes must be at least 1, got {show(list(dims))}", kind="param", param="shape")
+    fits = len(dims) <= len(in_shape) and all(d in (1, n) for d, n in zip(reversed(dims), reversed(in_shape)))
+    if not fits:
+        raise LayerProblem(f"param of shape {shape_text(dims)} does not broadcast over the input "
+                           f"{shape_text(in_shape)}: each size must be 1 or the input's, aligned from the last axis",
+                           kind="param", param="shape",
+                           hint=f"e.g. {shape_text((in_shape[0],) + (1,) * (len(in_shape) - 1))} for one value per "
+                                f"{'channel' if len(in_shape) == 3 else 'feature'}")
+    return in_shape
+
+
+register(LayerDef(
+    name="param",
+    doc="A learned tensor of `shape`, initially `init` everywhere, that multiplies the input (op \"mul\": "
+        "ConvNeXt's layer scale) or is added to it (\"add\"), broadcast over the other axes; its "
+        "state_dict key is its label.",
+    params=(Param("shape", "dims", doc="its shape, broadcast against the input's"),
+            Param("init", "float", 1.0, doc="its initial value"),
+            Param("op", "str", "mul", choices=("mul", "add"))),
+    shape=_param_shape, count=lambda s, a: math.prod(a["shape"]), macs=_zero,
+    torch=lambda s, a: Emission("Parameter", (a["shape"], a["init"], a["op"])),
+    biases=lambda s, a: math.prod(a["shape"]) if a["op"] == "add" else 0,
+    # x * p saves x (for p's gradient; p itself is a parameter); x + p saves nothing
+    saves=lambda s, o, a, step: SAVES_INPUT if a["op"] == "mul" else SAVES_NOTHING,
+    output_mutable=True, layout="any", parameter=True, family="norm",
 ))
 
 def _channel_shuffle_shape(in_shape: Shape, args: dict) -> Shape:
@@ -989,7 +1132,7 @@ register(LayerDef(
     doc="In training, drops the whole input of a sample (mode \"row\") or of the batch (\"batch\") with "
         "probability p and rescales the rest; identity in eval (EfficientNet).",
     params=(Param("p", "float"), Param("mode", "str", "row", choices=("row", "batch"))),
-    shape=_probability("stochastic_depth"), count=_zero, macs=_zero,
+    shape=_probability("stochastic_depth"), count=_zero, macs=_zero, layout="any",
     torch=lambda s, a: Emission("StochasticDepth", (a["p"], a["mode"]), helper=True),
     # the noise it multiplies by: one value per sample ("row") or per batch; p = 0 returns the input
     saves=lambda s, o, a, step: SAVES_NOTHING if a["p"] == 0 or not step.input_grad else (
@@ -1019,7 +1162,7 @@ register(LayerDef(
 register(LayerDef(
     name="mul", doc="Multiplies by a constant (the residual scaling of Inception-ResNet).",
     params=(Param("factor", "float"),),
-    shape=lambda s, a: s, count=_zero, macs=_zero,
+    shape=lambda s, a: s, count=_zero, macs=_zero, layout="any",
     torch=lambda s, a: Emission("Mul", (a["factor"],), helper=True), saves=lambda s, o, a, step: SAVES_NOTHING,
     helper_source='''class Mul(nn.Module):
     """Multiplies by a constant factor."""
@@ -1108,7 +1251,7 @@ def signature(layer: LayerDef) -> str:
 
 def markdown_table() -> str:
     """The registry as the Markdown table in docs/language.md."""
-    samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True}
+    samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True, "dims": (-1,)}
     rows = ["| layer | PyTorch | description |", "|---|---|---|"]
     for name, layer in sorted(REGISTRY.items()):
         if layer.plugin:

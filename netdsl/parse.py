@@ -390,6 +390,10 @@ class _ToAst(Transformer):
     def from_(self, meta, children):
         return ast.From(span=self._span(meta), name=str(children[0]))
 
+    def from_slice(self, meta, children):
+        name, start, stop = children
+        return ast.From(span=self._span(meta), name=str(name), sliced=True, start=start, stop=stop)
+
     def tap_stmt(self, meta, children):
         return ast.Tap(span=self._span(meta), name=str(children[0]))
 

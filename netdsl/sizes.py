@@ -18,7 +18,7 @@ from .check import Checker, check_program, nested_too_deeply
 from .combinators import COMBINATORS
 from .errors import NetDSLError, ShapeError, Span
 from .graph import Layer, Merge, Network, Shape, describe
-from .layers import REGISTRY, LayerProblem
+from .layers import REGISTRY, LayerProblem, rule_shape
 from .limits import Limits
 from .resolve import Program
 from .scopes import check_names
@@ -157,6 +157,24 @@ def valid_inputs(network: Network, limits: Limits = Limits()) -> ValidInputs:
         where = network.reads_input_size
         return ValidInputs([], f"the network reads a tensor's size at {Path(where.file).name}:{where.line}, "
                                "so its structure may change with it; check sizes with --input")
+    try:
+        return _valid_inputs(network, limits)
+    except _Coupled as coupled:
+        where = coupled.layer.span
+        return ValidInputs([], f"the network reshapes a tensor whose size follows the input's at "
+                               f"{Path(where.file).name}:{where.line}, so one axis's sizes depend on another's; "
+                               "check sizes with --input")
+
+
+class _Coupled(Exception):
+    """The analysis reached a layer that mixes the axes (a reshape) with sizes that vary."""
+
+    def __init__(self, layer: Layer):
+        super().__init__(layer.name)
+        self.layer = layer
+
+
+def _valid_inputs(network: Network, limits: Limits) -> ValidInputs:
     shape = network.input_shape
     axes = (1, 2) if len(shape) == 3 else (0,)
     defaults = {1: "H", 2: "W", 0: "F"}
@@ -212,16 +230,24 @@ class _Propagation(Interpreter):
                 found.append(limit)
         return found
 
-    def along(self, shape: Shape, size: int) -> Shape:
+    def position(self, shape: Shape, axes: tuple[str, ...] | None = None) -> int:
+        """Where the analysed axis is in `shape` (features for a flat one); a permuted tensor's axes say."""
+        if axes is not None:  # NOTE [Axes] in netdsl/layers.py: "H" and "W" are followed through permutes
+            return axes.index("HW"[self.axis - 1]) if "HW"[self.axis - 1] in axes else len(shape) - 1
+        return self.axis if len(shape) == 3 else 0
+
+    def along(self, shape: Shape, size: int, axes: tuple[str, ...] | None = None) -> Shape:
         """`shape` with its size along the analysed axis (features for a flat one) set to `size`."""
-        axis = self.axis if len(shape) == 3 else 0
+        axis = self.position(shape, axes)
         return shape[:axis] + (size,) + shape[axis + 1:]
 
-    def size_of(self, shape: Shape) -> int:
-        return shape[self.axis if len(shape) == 3 else 0]
+    def size_of(self, shape: Shape, axes: tuple[str, ...] | None = None) -> int:
+        return shape[self.position(shape, axes)]
 
     # ---- the walker's hooks ------------------------------------------------------------------
     def layer(self, layer: Layer, sizes: _Sizes) -> _Sizes:
+        if REGISTRY[layer.op].couples_axes and len(sizes.distinct) > 1:
+            raise _Coupled(layer)
         rule = self.rule(layer)
         outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         stride = self.stride(layer)
@@ -274,27 +300,30 @@ class _Propagation(Interpreter):
     def rule(self, layer: Layer) -> dict[int, int]:
         """The output sizes found so far for layers like this one (same op, arguments and other sizes)."""
         # a layer with weights compares against its own checked input; others depend on the rest only
-        shape = layer.in_shape if layer.params else self.along(layer.in_shape, None)
-        return self.rules.setdefault((layer.op, repr(layer.args), shape, layer.params > 0), {})
+        shape = layer.in_shape if layer.params else self.along(layer.in_shape, None, layer.axes)
+        return self.rules.setdefault((layer.op, repr(layer.args), shape, layer.axes, layer.params > 0), {})
 
     def apply(self, layer: Layer, size: int, rule: dict[int, int]) -> int:
         """The layer's output size along the axis for input `size`: 0 when it fails, -1 when its weights
         do not fit (another parameter count, as `same_weights` below)."""
         op = REGISTRY[layer.op]
-        in_shape = self.along(layer.in_shape, size)
+        in_shape = self.along(layer.in_shape, size, layer.axes)
+        view = rule_shape(op, in_shape, layer.axes)
         try:
-            out_shape = op.shape(in_shape, layer.args)
+            out_shape = op.shape(view, layer.args)
+            if view is not in_shape:  # along the last axis, at every position
+                out_shape = in_shape[:-1] + out_shape
         except LayerProblem as problem:  # keep its gist: "conv output would be empty: input [...]" -> before ":"
             self.messages[id(rule), size] = problem.message.split(":")[0].split(",")[0].split(" (")[0]
             out = 0
         else:
-            if layer.params and op.count(in_shape, layer.args) != layer.params:
+            if layer.params and op.count(view, layer.args) != layer.params:
                 out = -1
             elif math.prod(out_shape) > self.elements:
                 self.messages[id(rule), size] = f"{layer.op} output has more than {self.elements} elements"
                 out = 0
             else:
-                out = self.size_of(out_shape)
+                out = self.size_of(out_shape, layer.out_axes)
         rule[size] = out
         return out
 

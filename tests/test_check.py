@@ -462,7 +462,8 @@ def test_nested_instantiation_chain_lists_the_innermost_block_first(main):
     assert lines[3:] == [
         "  in block 'inner' (main.net:1), instantiated at main.net:7, module stage.core",
         "  in block 'outer' (main.net:5), instantiated at main.net:12, module stage",
-        "  hint: insert 'flatten' (or a global pool, then 'flatten') before it",
+        "  hint: insert 'flatten' (or a global pool, then 'flatten') before it; for a linear at every position, "
+        "'permute([1, 2, 0])' to [height, width, channels] first",
     ]
 
 
@@ -724,7 +725,14 @@ def test_inception_needs_a_branch(main):
 
 def test_linear_on_a_spatial_input(main):
     body_fails(ShapeError, main, "  linear(10)", "linear expects a flat [features] input, got [3, 8, 8]", 3, 3,
-               "insert 'flatten' (or a global pool, then 'flatten') before it")
+               "insert 'flatten' (or a global pool, then 'flatten') before it; for a linear at every position, "
+               "'permute([1, 2, 0])' to [height, width, channels] first")
+
+
+def test_linear_at_every_position_of_a_channels_last_tensor(main):
+    graph = net(main, "  permute([1, 2, 0])\n  linear(10)\n  permute([2, 0, 1])")
+    linear = dict(graph.layers())["1"]
+    assert (linear.in_shape, linear.out_shape, linear.params, linear.macs) == ((8, 8, 3), (8, 8, 10), 40, 8 * 8 * 30)
 
 
 def test_linear_in_features_mismatch(main):
