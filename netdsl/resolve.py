@@ -18,7 +18,7 @@ from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
 from .fileio import kind_of
 from .layers import REGISTRY
 from .limits import SOURCE_BYTES
-from .parse import keywords, parse
+from .parse import keywords, parse, without_collection
 
 STDLIB = Path(__file__).resolve().parent / "std"
 MAX_IMPORT_DEPTH = 64
@@ -68,7 +68,8 @@ def load(path: str | os.PathLike, source: str | None = None, *, tolerant: bool =
     cannot be added (a duplicate, a reserved name) are skipped."""
     main = str(path)
     program = Program(main_file=main)
-    _Loader(program, tolerant).load(main, source, stack=(), is_main=True)
+    with without_collection():
+        _Loader(program, tolerant).load(main, source, stack=(), is_main=True)
     return program
 
 
