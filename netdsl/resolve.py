@@ -148,8 +148,8 @@ def read_source(file: str, at: Span | None = None) -> str:
             data = stream.read(SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise NetDSLError(f"no such file: {file}", at) from None
-    except OSError as error:
-        raise NetDSLError(f"cannot read {file}: {error.strerror or error}", at) from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        raise NetDSLError(f"cannot read {file}: {getattr(error, 'strerror', None) or error}", at) from None
     if len(data) > SOURCE_BYTES:  # it grew while being read
         raise _too_large(file, at)
     try:
@@ -185,9 +185,9 @@ def find_import(imp: ast.Import, importer: str) -> Path:
     for candidate in candidates:
         try:
             status = candidate.stat()
-        except OSError:  # missing, or e.g. a name longer than the file system allows: not a file we can import
+            real = candidate.resolve()
+        except (OSError, ValueError):  # missing, a name too long for the file system, a NUL in it: none to import
             continue
-        real = candidate.resolve()
         if within is not None and not real.is_relative_to(within):
             raise ImportError_(f"cannot import '{imp.path}': it leads out of the standard library", imp.span,
                                "'std/...' names a file of the standard library; import other files by their own path")
