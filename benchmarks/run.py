@@ -58,6 +58,7 @@ class Bench:
 class Results:
     check: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
     check_all: dict = field(default_factory=dict)  # {"files": n, "seconds": s, "torch_imported": bool}
+    large_import: dict = field(default_factory=dict)  # {"blocks": n, "megabytes": m, "seconds": s}
     compile: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
     latency: dict = field(default_factory=dict)  # (network, batch) -> {variant: s}
     throughput: dict = field(default_factory=dict)  # (network, mode) -> {variant: images/s}
@@ -98,6 +99,20 @@ def measure_check_all(directory: Path, repeats: int) -> dict:
              f"[netdsl.check(f) for f in {[str(f) for f in files]!r}]; print('torch' in sys.modules)")
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return {"files": len(files), "seconds": seconds, "torch_imported": imported.stdout.strip() == "True"}
+
+
+def measure_large_import(blocks: int, repeats: int, workdir: Path) -> dict:
+    """Checking a network that imports a file of `blocks` small blocks (issue 13 item 16: 100,000 took
+    48 s), in a fresh process each time, so that no parse is cached: the median of its CPU seconds."""
+    library = workdir / "many_blocks.net"
+    library.write_text("".join(f"block b{i}(c=8) {{\n  conv(c, 3, pad=1)\n  relu\n}}\n" for i in range(blocks)))
+    main = workdir / "imports_many.net"
+    main.write_text(f'import "{library.name}"\n\nnetwork n {{\n  input [3, 16, 16]\n  b7()\n  b{blocks - 1}(c=4)\n}}\n')
+    probe = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); import netdsl; start = time.process_time(); "
+             f"netdsl.check({str(main)!r}); print(time.process_time() - start)")
+    seconds = [float(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+               for _ in range(repeats)]
+    return {"blocks": blocks, "megabytes": library.stat().st_size / 1e6, "seconds": statistics.median(seconds)}
 
 
 # ---- compile ----------------------------------------------------------------------------
@@ -244,6 +259,10 @@ def markdown(results: Results, info: dict[str, str], repeats: dict[str, int], fi
         every = results.check_all
         lines += ["", f"Checking all {every['files']} files of `networks/`: {_ms(every['seconds'])} ms; "
                       f"torch imported by the checker: {'yes' if every['torch_imported'] else 'no'}."]
+    if results.large_import:
+        large = results.large_import
+        lines += ["", f"Checking a network that imports {large['blocks']:,} small blocks ({large['megabytes']:.1f} MB "
+                      f"of source, a fresh process each time): {large['seconds']:.2f} s of CPU time."]
 
     lines += ["", "## Compiling to TorchScript", "",
               "`netdsl.compile` (check, build, `torch.jit.script`, save) vs torchvision build + "
@@ -301,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
         results = run([torchvision_bench(name) for name in names], repeats, batches, Path(workdir), log)
-    results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
+        results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
+        log("a network importing many blocks")
+        results.large_import = measure_large_import(10_000 if args.quick else 100_000, repeats["compile"], Path(workdir))
     log(f"done in {time.perf_counter() - start:.0f} s")
     output = Path(args.output) if args.output else (None if args.quick else ROOT / "benchmarks" / "RESULTS.md")
     command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])

@@ -15,7 +15,7 @@ from .limits import MEMORY_SHARE, Limits, default_max_bytes
 from .errors import NetDSLError, OptionError, ParameterError, Span, TypeError_, remember_source
 from .fileio import check_target
 from .graph import Network
-from .parse import parse_expr
+from .parse import parse_expr, without_collection
 from .resolve import Program, load
 from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
 from .text import byte_text
@@ -132,8 +132,9 @@ def _checked(path, network, source, limits, input_shape, overrides) -> tuple[Pro
         input_shape = tuple(input_shape)
         if not input_shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in input_shape):
             raise OptionError(f"input_shape must be positive integers, e.g. (3, 224, 224), got {input_shape!r}")
-    program = load(path, source)
-    return program, check_program(program, network, values, limits, input_shape)
+    with without_collection():  # a large program's nodes would be scanned again at each collection
+        program = load(path, source)
+        return program, check_program(program, network, values, limits, input_shape)
 
 
 def build(path: str | os.PathLike, *, network: str | None = None, **overrides):

@@ -22,7 +22,7 @@ from .layers import CANONICAL_AXES, REGISTRY, LayerDef, LayerProblem, axes_text,
 from .names import check_label, unlabelled
 from .parse import keywords
 from .text import shape_text
-from .values import BlockRef, OpRef, article, show, type_name
+from .values import BlockRef, OpRef, article, described, show, type_name
 
 PROBLEM_ERRORS = {"shape": ShapeError, "param": ParameterError, "type": TypeError_}  # LayerProblem.kind → error
 
@@ -163,7 +163,7 @@ class Elaborator(Evaluator):
     def stmt_Assert(self, stmt: ast.Assert, env: Env, scope: Scope, flow: Flow | None, branches) -> None:
         test = self.eval(stmt.test, env)
         if not isinstance(test, bool):
-            raise self.error(TypeError_, f"assert expects a condition, got {type_name(test)} {show(test)}",
+            raise self.error(TypeError_, f"assert expects a condition, got {described(test)}",
                              stmt.test.span)
         if not test:
             failed = span_text(stmt.test.span) or "condition"
@@ -186,7 +186,7 @@ class Elaborator(Evaluator):
         for test_expr, body in stmt.branches:
             test = self.eval(test_expr, env)
             if not isinstance(test, bool):
-                raise self.error(TypeError_, f"if expects a condition, got {type_name(test)} {show(test)}",
+                raise self.error(TypeError_, f"if expects a condition, got {described(test)}",
                                  test_expr.span)
             if test:
                 self.run(body, Env(env), scope, flow, branches)

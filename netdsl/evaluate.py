@@ -19,7 +19,8 @@ from .limits import Limits
 from .parse import keywords
 from .resolve import Program
 from .values import (
-    BUILTINS, BlockRef, Builtin, FunctionRef, OpRef, TensorShape, ValueProblem, article, is_number, show, type_name,
+    BUILTINS, BlockRef, Builtin, FunctionRef, OpRef, TensorShape, ValueProblem, article, described, is_number, show,
+    type_name,
     value_size,
 )
 
@@ -112,7 +113,7 @@ class Evaluator:
         if isinstance(items, dict):
             items = tuple(items.items())
         if not isinstance(items, tuple):
-            raise self.error(TypeError_, f"{what} expects a list, got {type_name(items)} {show(items)}",
+            raise self.error(TypeError_, f"{what} expects a list, got {described(items)}",
                              iterable.span, "use range(n) to count")
         return items
 
@@ -232,7 +233,7 @@ class Evaluator:
                 raise self.error(TypeError_, f"'not' expects true or false, got {show(value)}", expr.span)
             return not value
         if not is_number(value):
-            raise self.error(TypeError_, f"cannot negate {type_name(value)} {show(value)}", expr.span)
+            raise self.error(TypeError_, f"cannot negate {described(value)}", expr.span)
         return -value
 
     def eval_Binary(self, expr: ast.Binary, env: Env):
@@ -257,8 +258,8 @@ class Evaluator:
                     return _COMPARE[expr.op](left, right)
             except TypeError:  # lists holding values that do not order
                 pass
-            raise self.error(TypeError_, f"cannot compare {type_name(left)} {show(left)} with "
-                             f"{type_name(right)} {show(right)}", expr.span)
+            raise self.error(TypeError_, f"cannot compare {described(left)} with "
+                             f"{described(right)}", expr.span)
         return self.arithmetic(expr, left, right)
 
     def arithmetic(self, expr: ast.Binary, left, right):
@@ -269,8 +270,8 @@ class Evaluator:
         if op == "*" and isinstance(left, tuple) and isinstance(right, int) and not isinstance(right, bool):
             ok = 0 <= len(left) * right <= self.limits.sequence
         if not ok:
-            raise self.error(TypeError_, f"operator '{op}' cannot combine {type_name(left)} {show(left)} and "
-                             f"{type_name(right)} {show(right)}", expr.span)
+            raise self.error(TypeError_, f"operator '{op}' cannot combine {described(left)} and "
+                             f"{described(right)}", expr.span)
         if op in ("/", "//", "%") and right == 0:
             raise self.error(TypeError_, "division by zero", expr.right.span)
         if op == "**" and is_number(left) and abs(left) > 1 and (
@@ -298,7 +299,7 @@ class Evaluator:
                 keep = self.eval(expr.condition, inner)
                 if not isinstance(keep, bool):
                     raise self.error(TypeError_, f"a comprehension's 'if' expects a condition, got "
-                                     f"{type_name(keep)} {show(keep)}", expr.condition.span)
+                                     f"{described(keep)}", expr.condition.span)
                 if not keep:
                     continue
             key = None if expr.key is None else self.eval(expr.key, inner)
@@ -379,7 +380,7 @@ class Evaluator:
     def eval_Cond(self, expr: ast.Cond, env: Env):
         test = self.eval(expr.test, env)
         if not isinstance(test, bool):
-            raise self.error(TypeError_, f"'if' expects a condition, got {type_name(test)} {show(test)}",
+            raise self.error(TypeError_, f"'if' expects a condition, got {described(test)}",
                              expr.test.span)
         return self.eval(expr.then if test else expr.orelse, env)
 

@@ -10,9 +10,12 @@ Two campaigns, both reproducible from a seed:
   input sizes, flat layers between the classifier's linears); the checker's per-layer output shapes, parameter
   count and output shape must equal what the emitted module does when run.
 - robustness: `mutate` damages a real .net file (deleted, duplicated and swapped tokens and
-  lines, truncation, random bytes, huge numbers, deep nesting), and random byte strings are fed in
-  too; every outcome must be success or a `NetDSLError` with a location — any other exception is
-  a bug.
+  lines, truncation, random bytes, huge numbers, deep nesting, names that are Python builtins or
+  `nn.Module` members, values of a million shared lists, CR and CR LF line endings and a byte-order
+  mark, huge input sizes), and random byte strings are fed in too; `odd_path` makes files that are
+  not regular .net sources (FIFOs, directories, links to devices and to other files, oversized
+  files, `std/` paths leading out) and checks them as the main file or an import. Every outcome
+  must be success or a `NetDSLError` with a location — any other exception, or a hang, is a bug.
 
     python -m netdsl.fuzz --cases 100000 --seed 1 --report docs/fuzz-results.md
 """
@@ -367,7 +370,7 @@ def mutate(text: str, rng: random.Random) -> str:
     for _ in range(rng.randint(1, 3)):
         tokens = [m for m in _TOKEN.finditer(text)]
         lines = text.split("\n")
-        kind = rng.randrange(10)
+        kind = rng.randrange(13)
         if kind == 0 and tokens:  # delete a token
             t = rng.choice(tokens)
             text = text[:t.start()] + text[t.end():]
@@ -412,11 +415,83 @@ def mutate(text: str, rng: random.Random) -> str:
                                "__class__", "forward", "import", "0", "none", "true", "getattr", "int",
                                '"_modules":', '"_apply":', '"T_destination":', '"a.b":', "def", "split"])
             text = text[:t.start()] + word + text[t.end():]
+        elif kind == 10:  # a value of shared lists, quoted, compared or passed where a number goes
+            inner = rng.choice(["[1] * 1000", "range(1000)", '["a"] * 1000', "[[1] * 1000] * 1000"])
+            value = f"[[{inner}] * 1000] * 1000" if rng.random() < 0.5 else f"[{inner}] * 10"
+            use = rng.choice(["assert shared", "assert shared == shared2", "conv(shared, 3)",
+                              "let n = len(shared)", 'assert false, "{shared}"', "let k = {shared: 1}"])
+            at = text.find("input [")
+            at = text.find("\n", at) + 1 if at >= 0 else len(text)
+            text = (text[:at] + f"  let shared = {value}\n  let shared2 = {value}\n  {use}\n" + text[at:])
+        elif kind == 11:  # another editor's line endings, or a byte-order mark
+            text = rng.choice(["\ufeff", ""]) + text.replace("\n", rng.choice(["\r\n", "\r", "\n"]))
+        elif kind == 12:  # a huge input size, for the checker and the valid-input analysis
+            size = rng.choice(["1000000", "2 ** 40", "100000000", "65537", "33000"])
+            text = re.sub(r"input \[[^\]\n]*\]", lambda m: rng.choice([f"input [{size}]", f"input [3, {size}, 8]",
+                                                                          f"input [1, 1, {size}]"]), text, count=1)
         else:  # a repeat or loop made large
             text = text.replace("x 3", rng.choice(["x 100000", "x -1", "x 1.5"]), 1)
     return text
 
 
+ODD_KINDS = ("fifo", "directory", "device link", "link to a non-.net file", "oversized", "std escape",
+             "link to a .net file")
+
+
+def odd_path(rng: random.Random, directory: Path, case: int) -> tuple[Path, str]:
+    """A main file in `directory` that is, or imports, something that is not a regular .net source
+    (one of `ODD_KINDS`, chosen at random), and that kind."""
+    import os
+
+    from .limits import SOURCE_BYTES
+
+    kind = rng.choice(ODD_KINDS)
+    odd = directory / f"odd{case}.net"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "directory":
+        odd.mkdir()
+    elif kind == "device link":
+        odd.symlink_to(rng.choice(["/dev/zero", "/dev/null", "/dev/urandom"]))
+    elif kind == "link to a non-.net file":
+        secret = directory / f"secret{case}.txt"
+        secret.write_text("a first line that must not be quoted\n")
+        odd.symlink_to(secret)
+    elif kind == "oversized":
+        with open(odd, "wb") as stream:
+            stream.truncate(SOURCE_BYTES + rng.choice([1, 10**6]))  # sparse: nothing is written
+    elif kind == "link to a .net file":
+        real = directory / f"real{case}.net"
+        real.write_text("block linked { relu }\n")
+        odd.symlink_to(real)
+    imported = "std/../../networks/resnet18.net" if kind == "std escape" else odd.name
+    main = directory / f"main{case}.net"
+    if kind not in ("std escape", "link to a non-.net file") and rng.random() < 0.4:
+        return odd, kind  # the odd file itself as the main file (which, named by the user, may be quoted)
+    main.write_text(f'import "{imported}"\nnetwork n {{\n  input [3, 8, 8]\n  relu\n}}\n')
+    return main, kind
+
+
+def robust_path(path: Path, kind: str, outcome: Outcome) -> None:
+    """Check the file `path`; success only where it is a real .net source, else a located error, in time."""
+    try:
+        with _deadline(CASE_SECONDS):
+            check(path)
+        if kind != "link to a .net file" and kind != "std escape":
+            outcome.bugs.append(f"{kind}: {path} was read as a .net source\n--- source ---\n")
+        else:
+            outcome.ok += 1
+    except NetDSLError as error:
+        text = error.format()
+        if error.span is None or "must not be quoted" in text:
+            outcome.bugs.append(f"{kind}: {text}\n--- source ---\n")
+        else:
+            outcome.errors += 1
+    except Exception:  # noqa: BLE001
+        outcome.bugs.append(f"{kind}: {traceback.format_exc()}--- source ---\n")
+
+
+ANALYSED = 4  # one valid mutated network in this many also goes through the valid-input analysis
 CASE_SECONDS = 60  # far beyond any honest case (the slowest take a few seconds): a hang
 
 
@@ -453,11 +528,14 @@ class Outcome:
 def robust(source: str, path: str, outcome: Outcome) -> None:
     """Check `source`; anything but success or a located `NetDSLError` is recorded as a bug."""
     from .emit import python_source
+    from .sizes import valid_inputs
 
     try:
         with _deadline(CASE_SECONDS):
             graph = check(path, source=source)
             compile(python_source(graph), "<fuzz>", "exec")  # the emitter must handle what checks
+            if outcome.ok % ANALYSED == 0:
+                valid_inputs(graph).describe()  # and the valid-input analysis, bounded whatever the sizes
         outcome.ok += 1
     except NetDSLError as error:
         if error.span is None or error.span.line < 1 or error.span.column < 1:
@@ -475,17 +553,23 @@ def seeds() -> list[Path]:
 
 
 def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: float = 0.1,
-        verbose: bool = False) -> dict:
+        verbose: bool = False, path_share: float = 0.01) -> dict:
     """Runs `cases` cases; returns counts and the bugs found."""
+    import tempfile
+
     rng = random.Random(seed)
     files = seeds()
     texts = {path: path.read_text(encoding="utf-8") for path in files}
-    mutated, diff = Outcome(), Outcome()
-    diff_cases = mutation_cases = byte_cases = 0
+    mutated, diff, odd = Outcome(), Outcome(), Outcome()
+    diff_cases = mutation_cases = byte_cases = path_cases = 0
     start = time.time()
+    scratch = tempfile.TemporaryDirectory(prefix="netdsl-fuzz-")
     for case in range(cases):
         roll = rng.random()
-        if roll < differential_share:
+        if roll < path_share:
+            path_cases += 1
+            robust_path(*odd_path(rng, Path(scratch.name), case), odd)
+        elif roll < path_share + differential_share:
             diff_cases += 1
             source = generate(rng)
             try:
@@ -497,7 +581,7 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
                 diff.bugs.append("\n".join(problems) + f"\n--- source ---\n{source}")
             else:
                 diff.ok += 1
-        elif roll < differential_share + bytes_share:
+        elif roll < path_share + differential_share + bytes_share:
             byte_cases += 1
             junk = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))).decode("utf-8", "replace")
             robust(junk, str(ROOT / "networks" / "fuzz_bytes.net"), mutated)
@@ -506,13 +590,15 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
             path = rng.choice(files)
             robust(mutate(texts[path], rng), str(path), mutated)
         if verbose and (case + 1) % 1000 == 0:
-            print(f"{case + 1} cases, {len(diff.bugs) + len(mutated.bugs)} bugs, {time.time() - start:.0f}s",
-                  file=sys.stderr)
+            print(f"{case + 1} cases, {len(diff.bugs) + len(mutated.bugs) + len(odd.bugs)} bugs, "
+                  f"{time.time() - start:.0f}s", file=sys.stderr)
+    scratch.cleanup()
     return {
         "cases": cases, "seed": seed, "seconds": round(time.time() - start, 1),
         "differential": {"cases": diff_cases, "agreed": diff.ok, "bugs": diff.bugs},
         "mutation": {"cases": mutation_cases + byte_cases, "random_bytes": byte_cases, "checked_ok": mutated.ok,
                      "located_errors": mutated.errors, "bugs": mutated.bugs},
+        "paths": {"cases": path_cases, "checked_ok": odd.ok, "located_errors": odd.errors, "bugs": odd.bugs},
     }
 
 
@@ -534,9 +620,10 @@ def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = 0
         parts = pool.map(_worker, work)
     merged = {"cases": cases, "seed": seed, "jobs": jobs, "seconds": max(p["seconds"] for p in parts),
               "differential": {"cases": 0, "agreed": 0, "bugs": []},
-              "mutation": {"cases": 0, "random_bytes": 0, "checked_ok": 0, "located_errors": 0, "bugs": []}}
+              "mutation": {"cases": 0, "random_bytes": 0, "checked_ok": 0, "located_errors": 0, "bugs": []},
+              "paths": {"cases": 0, "checked_ok": 0, "located_errors": 0, "bugs": []}}
     for part in parts:
-        for campaign in ("differential", "mutation"):
+        for campaign in ("differential", "mutation", "paths"):
             for key, value in part[campaign].items():
                 merged[campaign][key] += value
     return merged
@@ -545,7 +632,7 @@ def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = 0
 def report_markdown(result: dict) -> str:
     import platform
 
-    d, m = result["differential"], result["mutation"]
+    d, m, o = result["differential"], result["mutation"], result["paths"]
     lines = [
         "# Fuzzing results",
         "",
@@ -559,9 +646,12 @@ def report_markdown(result: dict) -> str:
         f"| mutations of networks/ and std/ + random bytes ({m['random_bytes']}) | {m['cases']} | "
         f"{m['checked_ok'] + m['located_errors']} ({m['checked_ok']} valid, {m['located_errors']} located errors) "
         f"| {len(m['bugs'])} |",
+        f"| files that are not regular .net sources, as main file or import ({', '.join(ODD_KINDS)}) | "
+        f"{o['cases']} | {o['checked_ok'] + o['located_errors']} ({o['checked_ok']} valid links, "
+        f"{o['located_errors']} located refusals) | {len(o['bugs'])} |",
         "",
     ]
-    for title, bugs in (("Differential", d["bugs"]), ("Mutation", m["bugs"])):
+    for title, bugs in (("Differential", d["bugs"]), ("Mutation", m["bugs"]), ("Path", o["bugs"])):
         for bug in bugs[:20]:
             problem, _, source = bug.partition("--- source ---")
             problem_lines = problem.strip().splitlines()
@@ -589,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         Path(args.report).write_text(text, encoding="utf-8")
     print(text)
-    bugs = len(result["differential"]["bugs"]) + len(result["mutation"]["bugs"])
+    bugs = sum(len(result[campaign]["bugs"]) for campaign in ("differential", "mutation", "paths"))
     return 1 if bugs else 0
 
 

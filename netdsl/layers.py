@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Callable
 
 from .text import shape_text
-from .values import is_number, show, type_name
+from .values import described, is_number, show
 
 Shape = tuple[int, ...]
 REQUIRED = object()
@@ -206,7 +206,7 @@ class LayerDef:
             hint = ("use // for integer division, or floor()/round()"
                     if isinstance(value, float) and param.kind in ("int", "pair") else None)
             return LayerProblem(f"{self.name}: '{param.name}' expects {_EXPECTED[param.kind]}, got "
-                                f"{type_name(value)} {show(value)}", "type", hint, param.name)
+                                f"{described(value)}", "type", hint, param.name)
 
         if param.default is None and value is None:
             return None

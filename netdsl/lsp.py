@@ -1,25 +1,30 @@
 """The language server: editor buffers → diagnostics, hovers, definitions and completions.
 
 `netdsl lsp` speaks the Language Server Protocol over stdio (pygls). Every change to an open
-document re-runs the ordinary pipeline on the buffer text — parse, resolve (imports relative
-to the document's path), check every network the document declares — and keeps the result as
-an `Analysis`: the errors, exactly as `netdsl check` reports them, become diagnostics; the
+document re-runs the ordinary pipeline on the buffer text, on a worker thread (NOTE: [A server
+that always answers]) — parse, resolve (imports relative to the document's path), check every
+network the document declares — and keeps the result as an `Analysis`: the errors, exactly as `netdsl check` reports them, become diagnostics; the
 checked graphs are indexed by source span, so a hover is a dictionary lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import functools
 import os
 import re
+import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lsprotocol import types
 from pygls import uris
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.workspace import TextDocument
 
 from . import __version__, ast
@@ -30,6 +35,7 @@ from .cost import analyse as analyse_costs
 from .facts import Facts, instances
 from .graph import Network
 from .layers import REGISTRY, signature
+from .limits import SOURCE_BYTES
 from .parse import keywords, parse
 from .resolve import Program, find_import, load
 from .scopes import unresolved
@@ -482,14 +488,53 @@ def completions(text: str, offset: int, program: Program | None) -> list[types.C
 
 # ---- the server ---------------------------------------------------------------------------
 
+# NOTE: [A server that always answers]
+# - A request whose parameters do not fit the protocol (a negative position, a missing field) gets
+#   the JSON-RPC error "invalid params"; pygls would log it and answer nothing, and an editor
+#   waiting on it stalls.
+# - Documents are checked off the request path, on one worker thread, newest version only: a
+#   large or slow document delays its own diagnostics, never a hover or a completion. A request
+#   waits at most `FRESH_SECONDS` for the check of the version it was asked about, then answers
+#   from the last finished check.
+# - A document larger than the limit on a .net file (`limits.SOURCE_BYTES`) is not checked at all;
+#   its diagnostic says so.
+
+FRESH_SECONDS = 2.0
+
+
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, with malformed requests answered by an error (NOTE: [A server that always answers])."""
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as error:
+            if isinstance(data, dict) and "id" in data and "method" in data:  # a request: it must get an answer
+                self._send_response(data["id"], None, error.to_response_error())
+            return _UNANSWERABLE
+
+
+class _Unanswerable:
+    """What a message that could not be read becomes: nothing for pygls to handle."""
+
+    jsonrpc = "unreadable"
+
+
+_UNANSWERABLE = _Unanswerable()
+
+
 class NetDSLServer(LanguageServer):
     """Keeps one `Analysis` per open document, and the last program that loaded, for names
     while the buffer does not parse."""
 
     def __init__(self) -> None:
-        super().__init__("netdsl", __version__)
+        super().__init__("netdsl", __version__, protocol_cls=_Protocol)
         self.analyses: dict[str, Analysis] = {}
         self.programs: dict[str, Program] = {}
+        self.checker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="netdsl-check")
+        self.wanted: dict[str, int] = {}  # uri -> the document version to check
+        self.checks: dict[str, concurrent.futures.Future] = {}  # uri -> its latest check
+        self.lock = threading.Lock()
 
     def path_of(self, uri: str) -> str:
         path = uris.to_fs_path(uri)
@@ -499,18 +544,55 @@ class NetDSLServer(LanguageServer):
         return path
 
     def refresh(self, uri: str) -> None:
+        """Checks the document's current text on the worker thread; publishes its diagnostics when done."""
         document = self.workspace.get_text_document(uri)
-        try:
-            analysis = analyse(self.path_of(uri), document.source)
-        except Exception:  # noqa: BLE001 - a bug in netdsl must not take the editor's server down
-            self.window_log_message(types.LogMessageParams(types.MessageType.Error, traceback.format_exc()))
-            analysis = Analysis(self.path_of(uri), errors=[NetDSLError(
-                "internal error: this is a bug in netdsl (the traceback is in the server log)")])
+        loop = asyncio.get_running_loop()
+        with self.lock:
+            self.wanted[uri] = document.version
+        self.checks[uri] = self.checker.submit(self.check, uri, document.source, document.version, loop)
+
+    def check(self, uri: str, text: str, version: int | None, loop: asyncio.AbstractEventLoop) -> None:
+        """The worker's part: analyse `text` unless a newer version is waiting, then publish on `loop`."""
+        with self.lock:
+            if self.wanted.get(uri) != version:
+                return  # superseded while it waited
+        path = self.path_of(uri)
+        if len(text.encode("utf-8", "replace")) > SOURCE_BYTES:
+            analysis = Analysis(path, errors=[NetDSLError(
+                f"this document is larger than {SOURCE_BYTES // 2**20} MiB, the limit for a .net file; "
+                "it is not checked", Span(path, 1, 1))])
+        else:
+            try:
+                analysis = analyse(path, text)
+            except Exception:  # noqa: BLE001 - a bug in netdsl must not take the editor's server down
+                loop.call_soon_threadsafe(self.window_log_message, types.LogMessageParams(
+                    types.MessageType.Error, traceback.format_exc()))
+                analysis = Analysis(path, errors=[NetDSLError(
+                    "internal error: this is a bug in netdsl (the traceback is in the server log)")])
+        loop.call_soon_threadsafe(self.publish, uri, version, analysis)
+
+    def publish(self, uri: str, version: int | None, analysis: Analysis) -> None:
+        """Records a finished check and sends its diagnostics (on the server's own thread)."""
+        document = self.workspace.text_documents.get(uri)
+        if document is None or self.wanted.get(uri) != version:
+            return  # closed, or changed since
         self.analyses[uri] = analysis
         if analysis.program is not None:
             self.programs[uri] = analysis.program
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=document.version, diagnostics=self.diagnostics(analysis, document)))
+            uri=uri, version=version, diagnostics=self.diagnostics(analysis, document)))
+
+    async def fresh(self, uri: str) -> None:
+        """Waits (at most `FRESH_SECONDS`) for the check of the document's latest version."""
+        check = self.checks.get(uri)
+        if check is None or check.done():
+            await asyncio.sleep(0)  # its result may be waiting on the loop to be published
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(check)), FRESH_SECONDS)
+        except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - answered from the last check instead
+            return
+        await asyncio.sleep(0)
 
     def diagnostics(self, analysis: Analysis, document: TextDocument) -> list[types.Diagnostic]:
         result, seen = [], set()
@@ -551,6 +633,8 @@ class NetDSLServer(LanguageServer):
         if analysis is None:
             return None, None
         document = self.workspace.get_text_document(uri)
+        if position.line >= len(document.lines):  # past the end of the buffer: nothing there
+            return None, analysis
         server = document.position_codec.position_from_client_units(document.lines, position)
         return region_at(analysis, server.line + 1, server.character + 1), analysis
 
@@ -591,11 +675,14 @@ def make_server() -> NetDSLServer:
     def did_close(ls: NetDSLServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.analyses.pop(params.text_document.uri, None)
         ls.programs.pop(params.text_document.uri, None)
+        with ls.lock:
+            ls.wanted.pop(params.text_document.uri, None)  # a check still waiting is dropped
         ls.text_document_publish_diagnostics(types.PublishDiagnosticsParams(params.text_document.uri, []))
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
-    def hover(ls: NetDSLServer, params: types.HoverParams) -> types.Hover | None:
+    async def hover(ls: NetDSLServer, params: types.HoverParams) -> types.Hover | None:
         uri = params.text_document.uri
+        await ls.fresh(uri)
         region, analysis = ls.region(uri, params.position)
         if region is None:
             return None
@@ -607,8 +694,9 @@ def make_server() -> NetDSLServer:
                            ls.range(region.span, ls.workspace.get_text_document(uri)))
 
     @server.feature(types.TEXT_DOCUMENT_DEFINITION)
-    def goto_definition(ls: NetDSLServer, params: types.DefinitionParams) -> types.Location | None:
+    async def goto_definition(ls: NetDSLServer, params: types.DefinitionParams) -> types.Location | None:
         uri = params.text_document.uri
+        await ls.fresh(uri)
         region, analysis = ls.region(uri, params.position)
         if region is None:
             return None
@@ -616,8 +704,9 @@ def make_server() -> NetDSLServer:
         return ls.location(span) if span is not None else None
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["(", ","]))
-    def complete(ls: NetDSLServer, params: types.CompletionParams) -> types.CompletionList:
+    async def complete(ls: NetDSLServer, params: types.CompletionParams) -> types.CompletionList:
         uri = params.text_document.uri
+        await ls.fresh(uri)
         document = ls.workspace.get_text_document(uri)
         analysis = ls.analyses.get(uri)
         program = (analysis.program if analysis else None) or ls.programs.get(uri)

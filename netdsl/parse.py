@@ -1,28 +1,29 @@
 """Stage 1 — parse: .net source text → `ast.SourceFile`.
 
-Lark (LALR) builds a parse tree from `grammar/netdsl.lark` (its COMBINATOR terminal made of the
-combinator registry's keywords); `_ToAst` turns it into typed AST nodes and validates nothing,
-so what lark wraps in `VisitError` is only a label template's own syntax error or a tree nested
-too deeply, both unwrapped into located errors. Syntax errors are rephrased for humans, with a
-location and a caret.
+Lark (LALR) parses with `grammar/netdsl.lark` (its COMBINATOR terminal made of the combinator
+registry's keywords) and, as it reduces each rule, `_ToAst` builds the typed AST node at once (see
+NOTE: [Parsing without a tree]); it validates nothing. Syntax errors are rephrased for humans, with
+a location and a caret.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import re
 from pathlib import Path
 from typing import Iterator
+import threading
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (
-    UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError,
-)
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.parse_tree_builder import ParseTreeBuilder
 
 from . import ast
 from .combinators import COMBINATORS
 from .limits import Limits
-from .errors import NetDSLError, Span, SyntaxError_, did_you_mean, remember_source
+from .errors import Span, SyntaxError_, did_you_mean, remember_source
 
 
 def grammar_path() -> Path:
@@ -51,8 +52,151 @@ _COMBINATOR_LINE = re.compile(r"^COMBINATOR\.2: .*$", re.MULTILINE)
 
 @functools.lru_cache(maxsize=8)
 def _build_parser(combinators: tuple[str, ...]) -> Lark:
-    return Lark(grammar_text(combinators), parser="lalr", start=["start", "expr"], propagate_positions=True,
-                maybe_placeholders=True)
+    """The parser for these combinators; its `parse` returns AST nodes (`_Reducer`), never a tree."""
+    parser = Lark(grammar_text(combinators), parser="lalr", start=["start", "expr"], maybe_placeholders=True)
+    _Reducer(parser)
+    return parser
+
+
+# NOTE: [Parsing without a tree]
+# Building lark's parse tree (with positions propagated) and then transforming it into the AST
+# cost five times what lexing and the LALR automaton do (100,000 small blocks: 48 s). So lark's
+# reduce callbacks are replaced: each rule's callback computes the extent of what it reduced
+# from its children as they are (tokens, and the extents recorded for the values of earlier
+# reductions: lark's `propagate_positions`, containers included), then lets lark's own child
+# filter (anonymous tokens dropped, `_rule`s inlined, `[x]` placeholders, `?rule` passed through)
+# hand the children to the `_ToAst` method, which returns the node. The extents of consumed
+# children are dropped, so the record holds no more than the parser's stack. The tree is never
+# built, so nothing recurses: nesting is bounded instead by `MAX_NESTING` levels of nodes, about
+# where the recursive transformer used to give up (and the later stages, which recurse, hold).
+# One parse at a time per parser (a lock) -- and one inside it, for a label template's expression,
+# which saves and restores the record of the parse around it.
+
+MAX_NESTING = 400  # levels of nodes in one file or expression
+
+
+class _Extent:
+    """Where a reduced value lies in the text, and how deeply nested it is (lark's `Meta`, lean)."""
+
+    __slots__ = ("line", "column", "end_line", "end_column", "depth")
+    empty = False
+
+    def __init__(self, line, column, end_line, end_column, depth):
+        self.line, self.column, self.end_line, self.end_column, self.depth = line, column, end_line, end_column, depth
+
+
+class _NoExtent:
+    empty = True
+    depth = 0
+
+
+_NO_EXTENT = _NoExtent()
+
+
+class _Reducer:
+    """Installs in `parser` the callbacks that build AST nodes as lark reduces (NOTE: [Parsing without a tree])."""
+
+    def __init__(self, parser: Lark):
+        self.lock = threading.RLock()
+        self.builder: _ToAst | None = None  # the parse under way: its file and anchor
+        self.extents: dict[int, _Extent] = {}
+        self.current: _Extent | _NoExtent = _NO_EXTENT
+        automaton = parser.parser.parser.parser  # lark's LALR: frontend -> LALR_Parser -> _Parser
+        lark_built = ParseTreeBuilder(parser.rules, Tree, False, False, True).create_callback(self)
+        callbacks = dict(automaton.callbacks)  # (the lexer's, by terminal name, stay)
+        for rule, inner in lark_built.items():
+            passes_on = (rule.options.expand1 and not rule.alias and len(rule.expansion) == 1
+                         and not rule.expansion[0].is_term and not rule.expansion[0].name.startswith("_"))
+            # `?sum: product` and the like hand their one child on unchanged, extent and all: most reductions
+            callbacks[rule] = _first if passes_on else self.reducer(inner)
+        for actions in automaton.parse_table.states.values():  # keyed by the table's own rule objects, each
+            for _, rule in actions.values():  # lookup is found by identity, not by Rule.__eq__
+                if not isinstance(rule, int) and rule in callbacks:
+                    callbacks[rule] = callbacks.pop(rule)
+        automaton.callbacks = callbacks
+        parser.netdsl_reducer = self
+
+    def __getattr__(self, rule_name: str):
+        """What lark's child filter calls for `rule_name`: the `_ToAst` method (or a lark `Tree`, for the
+        inlined `_rule`s, whose children are spliced into their parent's)."""
+        if rule_name.startswith("_") or not hasattr(_ToAst, rule_name):
+            raise AttributeError(rule_name)
+        return lambda children: getattr(self.builder, rule_name)(self.current, children)
+
+    def reducer(self, inner):
+        def reduce(children):
+            extents = self.extents
+            first = last = deepest = None
+            depth = 0
+            for child in children:
+                if type(child) is Token:
+                    if first is None:
+                        first = child
+                    last = child
+                    continue
+                extent = extents.pop(id(child), None)
+                if extent is not None:
+                    if first is None:
+                        first = extent
+                    last = extent
+                    if extent.depth >= depth:
+                        depth, deepest = extent.depth, child
+            extent = _NO_EXTENT if first is None else _Extent(first.line, first.column, last.end_line,
+                                                              last.end_column, depth)
+            self.current = extent
+            value = inner(children)
+            if first is not None and value is not None and type(value) is not Token:
+                # a node is a level deeper than its children; a `?rule` passing one on, or an inlined
+                # list of items (a lark Tree), is not
+                if value is not deepest and type(value) is not Tree:
+                    extent.depth = depth + 1
+                    if depth >= MAX_NESTING:
+                        raise _TooDeep
+                extents[id(value)] = extent
+            return value
+
+        return reduce
+
+    def parse(self, parser: Lark, text: str, start: str, builder: "_ToAst"):
+        with self.lock:
+            saved = self.builder, self.extents, self.current
+            self.builder, self.extents = builder, {}
+            try:
+                with without_collection():
+                    return parser.parse(text, start=start)
+            finally:
+                self.builder, self.extents, self.current = saved
+
+
+def _first(children: list):
+    return children[0]
+
+
+@contextlib.contextmanager
+def without_collection() -> Iterator[None]:
+    """Python's cycle collector paused: each collection would scan again every node made so far (a
+    quarter of the time of checking a large file). Parsing and loading make no reference cycles; what
+    a check makes is collected once the pause ends."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class _TooDeep(Exception):
+    """More than `MAX_NESTING` levels of nodes."""
+
+
+def _parse_with(parser: Lark, text: str, start: str, builder: "_ToAst", where: Span, what: str):
+    """`text` parsed from `start` into AST nodes by `builder`; too deep a nesting is a located error."""
+    try:
+        return parser.netdsl_reducer.parse(parser, text, start, builder)
+    except (_TooDeep, RecursionError):
+        raise SyntaxError_(f"{what} is nested too deeply to parse", where,
+                           "flatten deeply nested groups or expressions") from None
 
 
 def keywords() -> frozenset[str]:
@@ -110,73 +254,38 @@ def parse(text: str, path: str = "<string>") -> ast.SourceFile:
 @functools.lru_cache(maxsize=256)
 def _parse_cached(text: str, path: str, combinators: tuple[str, ...]) -> ast.SourceFile:
     try:
-        tree = _build_parser(combinators).parse(text, start="start")
+        return _parse_with(_build_parser(combinators), text, "start", _ToAst(path), Span(path, 1, 1), "the file")
     except UnexpectedInput as error:
         raise _syntax_error(error, text, path) from None
-    source = _transform(tree, _ToAst(path), Span(path, 1, 1), "the file")
-    _check_bodies_after_calls(source)
-    return source
 
 
-def _statement_lists(source: ast.SourceFile) -> Iterator[list]:
-    """Every body in the file: each list of statements a node holds (an `if`'s in its branch pairs)."""
-    for decl in source.decls:
-        for node in ast.walk(decl):
-            for name in type(node).model_fields:
-                value = getattr(node, name)
-                if not isinstance(value, list):
-                    continue
-                for candidate in [value, *(part for item in value if isinstance(item, tuple) for part in item)]:
-                    if isinstance(candidate, list) and candidate and isinstance(candidate[0], ast.Stmt):
-                        yield candidate
-
-
-def _check_bodies_after_calls(source: ast.SourceFile) -> None:
+def _check_bodies_after_calls(stmts: list) -> None:
     """`name(args) { ... }` on one line reads as a call taking a body, which only combinators do; the
-    grammar would take it as a call followed by a group, so it is refused here, located."""
-    for stmts in _statement_lists(source):
-        for first, second in zip(stmts, stmts[1:]):
-            if not (isinstance(first, ast.LayerStmt) and isinstance(second, ast.LayerStmt)):
-                continue
-            call, group = first.unit, second.unit
-            if (isinstance(call, ast.Call) and first.repeat is None and isinstance(group, ast.Group)
-                    and second.label is None and second.repeat is None
-                    and (call.span.end_line, call.span.end_column) > (call.name_span.end_line, call.name_span.end_column)
-                    and group.span.line == call.span.end_line):
-                known = did_you_mean(call.name, COMBINATORS)
-                raise SyntaxError_(
-                    f"'{call.name}(...)' cannot take a body: only a combinator is followed by '{{ ... }}'",
-                    Span(call.span.file, group.span.line, group.span.column),
-                    known or f"combinators: {', '.join(sorted(COMBINATORS))}; to start a group after the "
-                             f"call, put it on a line of its own")
-
-
-def _transform(tree, transformer: "_ToAst", where: Span, what: str):
-    """The AST of `tree`; what lark wraps in `VisitError` (a label template's own syntax error, a
-    literal out of range) unwrapped, and a tree nested too deeply for Python a located error."""
-    try:
-        return transformer.transform(tree)
-    except VisitError as error:
-        if isinstance(error.orig_exc, NetDSLError):
-            raise error.orig_exc from None
-        if not isinstance(error.orig_exc, RecursionError):
-            raise
-    except RecursionError:
-        pass
-    raise SyntaxError_(f"{what} is nested too deeply to parse", where, "flatten deeply nested groups or expressions")
+    grammar would take it as a call followed by a group, so it is refused here, located. Run on every
+    list of statements as it is built (a body, a chain)."""
+    for first, second in zip(stmts, stmts[1:]):
+        if not (isinstance(first, ast.LayerStmt) and isinstance(second, ast.LayerStmt)):
+            continue
+        call, group = first.unit, second.unit
+        if (isinstance(call, ast.Call) and first.repeat is None and isinstance(group, ast.Group)
+                and second.label is None and second.repeat is None
+                and (call.span.end_line, call.span.end_column) > (call.name_span.end_line, call.name_span.end_column)
+                and group.span.line == call.span.end_line):
+            known = did_you_mean(call.name, COMBINATORS)
+            raise SyntaxError_(
+                f"'{call.name}(...)' cannot take a body: only a combinator is followed by '{{ ... }}'",
+                Span(call.span.file, group.span.line, group.span.column),
+                known or f"combinators: {', '.join(sorted(COMBINATORS))}; to start a group after the "
+                         f"call, put it on a line of its own")
 
 
 def parse_expr(text: str, span: Span, what: str = "label template") -> ast.Expr:
     """Parse one expression found inside a string (a label template, a -D value); errors at `span`."""
     try:
-        tree = _parser().parse(text, start="expr")
+        return _parse_with(_parser(), text, "expr", _ToAst(span.file, anchor=span), span, f"the {what}")
     except UnexpectedInput:
         shown = text if len(text) <= 60 else f"{text[:57]}..."
         raise SyntaxError_(f"invalid expression '{shown}' in {what}", span) from None
-    except RecursionError:
-        raise SyntaxError_(f"the {what} is nested too deeply to parse", span,
-                           "flatten deeply nested expressions") from None
-    return _transform(tree, _ToAst(span.file, anchor=span), span, f"the {what}")
 
 
 def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
@@ -259,12 +368,14 @@ def _unclosed(text: str, end: int | None, expected, path: str, at_end: bool = Fa
 _TEMPLATE_PART = re.compile(r"\{([^{}]*)\}")
 
 
-@v_args(meta=True)
-class _ToAst(Transformer):
-    """Builds AST nodes from lark's tree. No validation here."""
+_INT_BITS = Limits().int_bits
+
+
+class _ToAst:
+    """Builds the AST node of each rule from its children and extent (`meta`). No validation here: the
+    nodes are made with `ast.make` (pydantic's `model_construct`, faster), from values of the declared types."""
 
     def __init__(self, path: str, anchor: Span | None = None):
-        super().__init__()
         self.path = path
         self.anchor = anchor
 
@@ -284,26 +395,26 @@ class _ToAst(Transformer):
     def start(self, meta, items):
         imports = [i for i in items if isinstance(i, ast.Import)]
         decls = [i for i in items if isinstance(i, ast.Decl)]
-        return ast.SourceFile(path=self.path, imports=imports, decls=decls)
+        return ast.make(ast.SourceFile, path=self.path, imports=imports, decls=decls)
 
     def import_decl(self, meta, children):
-        return ast.Import(span=self._span(meta), path=_unquote(children[0]))
+        return ast.make(ast.Import, span=self._span(meta), path=_unquote(children[0]))
 
     def block_decl(self, meta, children):
         name, params, body = children
-        return ast.BlockDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+        return ast.make(ast.BlockDef, span=self._tok_span(name), name=str(name), params=params or [], body=body)
 
     def network_decl(self, meta, children):
         name, params, body = children
-        return ast.NetworkDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+        return ast.make(ast.NetworkDef, span=self._tok_span(name), name=str(name), params=params or [], body=body)
 
     def function_decl(self, meta, children):
         name, params, body = children
-        return ast.FunctionDef(span=self._tok_span(name), name=str(name), params=params or [], body=body)
+        return ast.make(ast.FunctionDef, span=self._tok_span(name), name=str(name), params=params or [], body=body)
 
     def variant_decl(self, meta, children):
         name, base, args = children
-        return ast.VariantDef(
+        return ast.make(ast.VariantDef, 
             span=self._tok_span(name), name=str(name), base=str(base),
             base_span=self._tok_span(base), args=args,
         )
@@ -313,22 +424,23 @@ class _ToAst(Transformer):
 
     def param(self, meta, children):
         name, default = children
-        return ast.Param(span=self._tok_span(name), name=str(name), default=default)
+        return ast.make(ast.Param, span=self._tok_span(name), name=str(name), default=default)
 
     def body(self, meta, children):
+        _check_bodies_after_calls(children)
         return list(children)
 
     # ---- statements
     def input_stmt(self, meta, children):
-        return ast.InputStmt(span=self._span(meta), dims=children[0])
+        return ast.make(ast.InputStmt, span=self._span(meta), dims=children[0])
 
     def let_stmt(self, meta, children):
         name, value = children
-        return ast.Let(span=self._tok_span(name), name=str(name), value=value)
+        return ast.make(ast.Let, span=self._tok_span(name), name=str(name), value=value)
 
     def for_stmt(self, meta, children):
         *targets, iterable, body = children
-        return ast.For(span=self._span(meta), targets=[str(t) for t in targets], iterable=iterable, body=body)
+        return ast.make(ast.For, span=self._span(meta), targets=[str(t) for t in targets], iterable=iterable, body=body)
 
     def if_stmt(self, meta, children):
         test, body, *rest = children
@@ -342,7 +454,7 @@ class _ToAst(Transformer):
                 branches.append(payload)
             else:
                 orelse = payload
-        return ast.If(span=self._span(meta), branches=branches, orelse=orelse)
+        return ast.make(ast.If, span=self._span(meta), branches=branches, orelse=orelse)
 
     def elif_clause(self, meta, children):
         return ("elif", (children[0], children[1]))
@@ -354,66 +466,68 @@ class _ToAst(Transformer):
         test, message = children
         text = _unquote(message) if message else None
         parts = _template(text, self._tok_span(message)) if message else None
-        return ast.Assert(span=self._span(meta), test=test, message=text, parts=parts)
+        return ast.make(ast.Assert, span=self._span(meta), test=test, message=text, parts=parts)
 
     def chain_stmt(self, meta, children):
-        return ast.Chain(span=self._span(meta), stmts=[c for c in children if isinstance(c, ast.LayerStmt)])
+        stmts = [c for c in children if isinstance(c, ast.LayerStmt)]
+        _check_bodies_after_calls(stmts)
+        return ast.make(ast.Chain, span=self._span(meta), stmts=stmts)
 
     def layer_stmt(self, meta, children):
         label, unit, repeat = children
-        return ast.LayerStmt(span=self._span(meta), label=label, unit=unit, repeat=repeat)
+        return ast.make(ast.LayerStmt, span=self._span(meta), label=label, unit=unit, repeat=repeat)
 
     def name_label(self, meta, children):
-        return ast.Label(span=self._tok_span(children[0]), parts=[str(children[0])])
+        return ast.make(ast.Label, span=self._tok_span(children[0]), parts=[str(children[0])])
 
     def template_label(self, meta, children):
         span = self._tok_span(children[0])
-        return ast.Label(span=span, parts=_template(_unquote(children[0]), span) or [""])
+        return ast.make(ast.Label, span=span, parts=_template(_unquote(children[0]), span) or [""])
 
     def repeat(self, meta, children):
         return children[0]
 
     def call(self, meta, children):
         name, args = children
-        return ast.Call(span=self._span(meta), name=str(name), name_span=self._tok_span(name), args=args or [])
+        return ast.make(ast.Call, span=self._span(meta), name=str(name), name_span=self._tok_span(name), args=args or [])
 
     def group(self, meta, children):
-        return ast.Group(span=self._span(meta), body=children[0])
+        return ast.make(ast.Group, span=self._span(meta), body=children[0])
 
     def combinator(self, meta, children):
         keyword, body, shortcut = children
-        return ast.Combinator(span=self._span(meta), keyword=str(keyword), body=body, shortcut=shortcut)
+        return ast.make(ast.Combinator, span=self._span(meta), keyword=str(keyword), body=body, shortcut=shortcut)
 
     def shortcut(self, meta, children):
         return children[0]
 
     def from_(self, meta, children):
-        return ast.From(span=self._span(meta), name=str(children[0]))
+        return ast.make(ast.From, span=self._span(meta), name=str(children[0]))
 
     def from_slice(self, meta, children):
         name, start, stop = children
         return ast.From(span=self._span(meta), name=str(name), sliced=True, start=start, stop=stop)
 
     def tap_stmt(self, meta, children):
-        return ast.Tap(span=self._span(meta), name=str(children[0]))
+        return ast.make(ast.Tap, span=self._span(meta), name=str(children[0]))
 
     def arg_list(self, meta, children):
         return [c for c in children if c is not None]
 
     def positional_arg(self, meta, children):
-        return ast.Arg(span=self._span(meta), name=None, value=children[0])
+        return ast.make(ast.Arg, span=self._span(meta), name=None, value=children[0])
 
     def keyword_arg(self, meta, children):
         name, value = children
-        return ast.Arg(span=self._tok_span(name), name=str(name), value=value)
+        return ast.make(ast.Arg, span=self._tok_span(name), name=str(name), value=value)
 
     # ---- expressions
     def cond_expr(self, meta, children):
         test, then, orelse = children
-        return ast.Cond(span=self._span(meta), test=test, then=then, orelse=orelse)
+        return ast.make(ast.Cond, span=self._span(meta), test=test, then=then, orelse=orelse)
 
     def _binary(self, meta, left, op, right):
-        return ast.Binary(span=self._span(meta), op=op, left=left, right=right)
+        return ast.make(ast.Binary, span=self._span(meta), op=op, left=left, right=right)
 
     def or_op(self, meta, children):
         return self._binary(meta, children[0], "or", children[1])
@@ -422,7 +536,7 @@ class _ToAst(Transformer):
         return self._binary(meta, children[0], "and", children[1])
 
     def not_op(self, meta, children):
-        return ast.Unary(span=self._span(meta), op="not", operand=children[0])
+        return ast.make(ast.Unary, span=self._span(meta), op="not", operand=children[0])
 
     def compare_op(self, meta, children):
         return self._binary(meta, children[0], str(children[1]), children[2])
@@ -434,56 +548,56 @@ class _ToAst(Transformer):
         return self._binary(meta, children[0], "**", children[2])
 
     def neg_op(self, meta, children):
-        return ast.Unary(span=self._span(meta), op="-", operand=children[0])
+        return ast.make(ast.Unary, span=self._span(meta), op="-", operand=children[0])
 
     def index_expr(self, meta, children):
-        return ast.Index(span=self._span(meta), value=children[0], index=children[1])
+        return ast.make(ast.Index, span=self._span(meta), value=children[0], index=children[1])
 
     def slice_expr(self, meta, children):
         value, start, stop = children
-        return ast.Slice(span=self._span(meta), value=value, start=start, stop=stop)
+        return ast.make(ast.Slice, span=self._span(meta), value=value, start=start, stop=stop)
 
     def attr_expr(self, meta, children):
-        return ast.Attr(span=self._span(meta), value=children[0], attr=str(children[1]))
+        return ast.make(ast.Attr, span=self._span(meta), value=children[0], attr=str(children[1]))
 
     def call_expr(self, meta, children):
         func, *args = children
-        return ast.CallExpr(span=self._span(meta), func=func, args=[a for a in args if a is not None])
+        return ast.make(ast.CallExpr, span=self._span(meta), func=func, args=[a for a in args if a is not None])
 
     def int_lit(self, meta, children):
         digits = str(children[0]).replace("_", "")
-        bits = Limits().int_bits  # what arithmetic may produce; a literal may not exceed it either
+        bits = _INT_BITS  # what arithmetic may produce; a literal may not exceed it either
         if len(digits) > bits or int(digits).bit_length() > bits:  # (more digits than bits: too many for sure)
             raise SyntaxError_(f"integer literal of {len(digits):,} digits is too large", self._span(meta),
                                f"integers are limited to {bits} bits")
-        return ast.Literal(span=self._span(meta), value=int(digits))
+        return ast.make(ast.Literal, span=self._span(meta), value=int(digits))
 
     def float_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=float(children[0]))
+        return ast.make(ast.Literal, span=self._span(meta), value=float(children[0]))
 
     def string_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=_unquote(children[0]))
+        return ast.make(ast.Literal, span=self._span(meta), value=_unquote(children[0]))
 
     def true_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=True)
+        return ast.make(ast.Literal, span=self._span(meta), value=True)
 
     def false_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=False)
+        return ast.make(ast.Literal, span=self._span(meta), value=False)
 
     def none_lit(self, meta, children):
-        return ast.Literal(span=self._span(meta), value=None)
+        return ast.make(ast.Literal, span=self._span(meta), value=None)
 
     def name_ref(self, meta, children):
-        return ast.Name(span=self._span(meta), name=str(children[0]))
+        return ast.make(ast.Name, span=self._span(meta), name=str(children[0]))
 
     def input_ref(self, meta, children):
-        return ast.InputRef(span=self._span(meta))
+        return ast.make(ast.InputRef, span=self._span(meta))
 
     def list_expr(self, meta, children):
-        return ast.ListExpr(span=self._span(meta), items=[c for c in children if c is not None])
+        return ast.make(ast.ListExpr, span=self._span(meta), items=[c for c in children if c is not None])
 
     def dict_expr(self, meta, children):
-        return ast.DictExpr(span=self._span(meta), items=[c for c in children if c is not None])
+        return ast.make(ast.DictExpr, span=self._span(meta), items=[c for c in children if c is not None])
 
     def dict_item(self, meta, children):
         return (children[0], children[1])
@@ -494,12 +608,12 @@ class _ToAst(Transformer):
 
     def list_comp(self, meta, children):
         element, (targets, iterable, condition) = children
-        return ast.Comprehension(span=self._span(meta), element=element, key=None, targets=targets,
+        return ast.make(ast.Comprehension, span=self._span(meta), element=element, key=None, targets=targets,
                                  iterable=iterable, condition=condition)
 
     def dict_comp(self, meta, children):
         (key, element), (targets, iterable, condition) = children
-        return ast.Comprehension(span=self._span(meta), element=element, key=key, targets=targets,
+        return ast.make(ast.Comprehension, span=self._span(meta), element=element, key=key, targets=targets,
                                  iterable=iterable, condition=condition)
 
 

@@ -18,7 +18,7 @@ from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
 from .fileio import kind_of
 from .layers import REGISTRY
 from .limits import SOURCE_BYTES
-from .parse import keywords, parse
+from .parse import keywords, parse, without_collection
 
 STDLIB = Path(__file__).resolve().parent / "std"
 MAX_IMPORT_DEPTH = 64
@@ -73,7 +73,8 @@ def load(path: str | os.PathLike, source: str | None = None, *, tolerant: bool =
     cannot be added (a duplicate, a reserved name) are skipped."""
     main = str(path)
     program = Program(main_file=main)
-    _Loader(program, tolerant).load(main, source, stack=(), is_main=True)
+    with without_collection():
+        _Loader(program, tolerant).load(main, source, stack=(), is_main=True)
     return program
 
 
@@ -152,8 +153,8 @@ def read_source(file: str, at: Span | None = None) -> str:
             data = stream.read(SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise NetDSLError(f"no such file: {file}", at) from None
-    except OSError as error:
-        raise NetDSLError(f"cannot read {file}: {error.strerror or error}", at) from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL in the name
+        raise NetDSLError(f"cannot read {file}: {getattr(error, 'strerror', None) or error}", at) from None
     if len(data) > SOURCE_BYTES:  # it grew while being read
         raise _too_large(file, at)
     try:
@@ -189,9 +190,9 @@ def find_import(imp: ast.Import, importer: str) -> Path:
     for candidate in candidates:
         try:
             status = candidate.stat()
-        except OSError:  # missing, or e.g. a name longer than the file system allows: not a file we can import
+            real = candidate.resolve()
+        except (OSError, ValueError):  # missing, a name too long for the file system, a NUL in it: none to import
             continue
-        real = candidate.resolve()
         if within is not None and not real.is_relative_to(within):
             raise ImportError_(f"cannot import '{imp.path}': it leads out of the standard library", imp.span,
                                "'std/...' names a file of the standard library; import other files by their own path")

@@ -193,19 +193,26 @@ def value_size(value, limit: int) -> int:
     return count(value)
 
 
+def described(value) -> str:
+    """`int 5`, `list [1, 2]`, `layer conv`: a value with its type, as messages quote it -- the type
+    named once (a layer's, block's, function's or tensor's spelling already says what it is)."""
+    shown, kind = show(value), type_name(value)
+    return shown if shown.startswith(f"{kind} ") else f"{kind} {shown}"
+
+
 def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value, what: str):
     if not is_number(value):
-        raise ValueProblem(f"{what} expects a number, got {type_name(value)} {show(value)}")
+        raise ValueProblem(f"{what} expects a number, got {described(value)}")
     return value
 
 
 def _int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueProblem(f"{what} expects an integer, got {type_name(value)} {show(value)}")
+        raise ValueProblem(f"{what} expects an integer, got {described(value)}")
     return value
 
 
@@ -240,7 +247,7 @@ def _sequence(value, what: str) -> tuple:
     if isinstance(value, dict):
         return tuple(value)
     if not isinstance(value, tuple):
-        raise ValueProblem(f"{what} expects a list, got {type_name(value)} {show(value)}")
+        raise ValueProblem(f"{what} expects a list, got {described(value)}")
     return value
 
 

@@ -1155,3 +1155,16 @@ def test_checker_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(TORCHVISION_PARAMS["resnet152"])
+
+
+@pytest.mark.parametrize("expression, quoted", [
+    ("-conv", "cannot negate layer conv"), ("-b", "cannot negate block b"), ("-ceil", "cannot negate function ceil"),
+    ("-t", "cannot negate tensor t [3, 8, 8]"), ("-in", "cannot negate shape [3, 8, 8]"),
+])
+def test_values_are_quoted_with_their_type_named_once(tmp_path, expression, quoted):
+    """issue 13 item 18: 'got layer layer conv'; every `type value` quotation goes through values.described."""
+    path = tmp_path / "n.net"
+    path.write_text(f"block b {{ relu }}\nnetwork n {{\n  input [3, 8, 8]\n  tap t\n  let a = {expression}\n}}\n")
+    with pytest.raises(TypeError_) as caught:
+        netdsl.check(path)
+    assert caught.value.message == quoted

@@ -5,8 +5,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -282,3 +287,93 @@ def test_hover_benchmark_runs(session):
     result = bench.measure(session, ROOT / "networks" / "resnet152.net", "resnet(", repeats=2)
     assert "60,192,808 parameters" in result["hover"]
     assert result["median_ms"] > 0
+
+
+# ---- a server that always answers (issue 13 items 13, 15) ----------------------------------
+
+class _RawSession:
+    """JSON-RPC written by hand to `python -m netdsl lsp`, for what a well-behaved client cannot send."""
+
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "netdsl", "lsp"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
+        self.buffer, self.last = b"", 0
+        self.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}})
+        self.notify("initialized", {})
+
+    def notify(self, method: str, params: dict, **extra) -> None:
+        data = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, **extra}).encode()
+        self.process.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+        self.process.stdin.flush()
+
+    def request(self, method: str, params: dict, timeout: float = 60) -> dict:
+        """The answer to one request (its `result` or `error`); fails when none comes within `timeout`."""
+        self.last += 1
+        self.notify(method, params, id=self.last)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self._message(deadline)
+            if message is not None and message.get("id") == self.last and "method" not in message:
+                return message
+        raise AssertionError(f"no answer to {method} within {timeout} s")
+
+    def _message(self, deadline: float) -> dict | None:
+        while b"\r\n\r\n" not in self.buffer or len(self.buffer.partition(b"\r\n\r\n")[2]) < self._length():
+            ready, _, _ = select.select([self.process.stdout], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return None
+            self.buffer += os.read(self.process.stdout.fileno(), 1 << 16)
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        length = self._length()
+        self.buffer = rest[length:]
+        return json.loads(rest[:length])
+
+    def _length(self) -> int:
+        head = self.buffer.partition(b"\r\n\r\n")[0]
+        return int(re.search(rb"Content-Length: (\d+)", head)[1]) if b"Content-Length" in head else 0
+
+    def open(self, name: str, text: str) -> str:
+        uri = uris.from_fs_path(str(ROOT / name))
+        self.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "netdsl", "version": 1,
+                                                              "text": text}})
+        return uri
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def raw():
+    client = _RawSession()
+    yield client
+    client.close()
+
+
+def test_malformed_requests_get_errors_and_the_server_goes_on(raw):
+    uri = raw.open("scratch.net", "network n {\n  input [3, 8, 8]\n  conv(4, 3)\n}\n")
+    for params in ({"textDocument": {"uri": uri}, "position": {"line": -1, "character": -5}},
+                   {"textDocument": {"uri": uri}, "position": {"line": 0}},
+                   {"textDocument": {"uri": uri}}) * 3:
+        answer = raw.request("textDocument/hover", params, timeout=20)
+        assert answer["error"]["code"] == -32602  # invalid params
+    past_end = raw.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 99, "character": 0}})
+    assert past_end["result"] is None
+    hover = raw.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 2, "character": 3}})
+    assert "conv" in hover["result"]["contents"]["value"]
+
+
+def test_a_large_or_hostile_document_does_not_block_requests(raw):
+    small = raw.open("small.net", "network n {\n  input [3, 8, 8]\n  conv(4, 3)\n}\n")
+    raw.request("textDocument/hover", {"textDocument": {"uri": small}, "position": {"line": 2, "character": 3}})
+    big = raw.open("big.net", "network n {\n  input [3, 8, 8]\n" + "  relu\n" * 140_000 + "}\n")  # 1 MB
+    started = time.monotonic()
+    hover = raw.request("textDocument/hover", {"textDocument": {"uri": small}, "position": {"line": 2, "character": 3}})
+    assert hover["result"] is not None and time.monotonic() - started < 1.5
+    answer = raw.request("textDocument/completion", {"textDocument": {"uri": big}, "position": {"line": 2, "character": 2}})
+    assert answer["result"]["items"] and time.monotonic() - started < lsp.FRESH_SECONDS + 3
+    shared = raw.open("shared.net", "network n {\n  input [3, 8, 8]\n  let d = [[[[1] * 1000] * 1000] * 1000] * 1000\n"
+                                    "  assert d == d\n}\n")
+    started = time.monotonic()
+    raw.request("textDocument/hover", {"textDocument": {"uri": shared}, "position": {"line": 2, "character": 7}})
+    assert time.monotonic() - started < lsp.FRESH_SECONDS + 3

@@ -123,3 +123,12 @@ def test_std_imports_stay_in_the_standard_library(tmp_path):
             continue
         with pytest.raises(ImportError_, match=message):
             resolve.load(main)
+
+
+def test_an_import_name_with_a_nul_is_not_found(tmp_path):
+    """Found by the fuzz run of issue 13: `stat` raises ValueError, not OSError, for a NUL in a name."""
+    main = write(tmp_path / "main.net", 'import "a\x00b.net"\nnetwork n { input [3] }\n')
+    with pytest.raises(ImportError_, match="cannot find 'a\x00b.net'"):
+        resolve.load(main)
+    with pytest.raises(NetDSLError, match="cannot read a\x00b.net: embedded null byte"):
+        resolve.read_source("a\x00b.net")

@@ -225,12 +225,10 @@ def test_tensor_loading_uses_weights_only():
 def test_deep_nesting_inside_a_lark_callback_is_located(tmp_path):
     # Found by the long fuzz run: a RecursionError raised inside lark's transformer arrives
     # wrapped in lark's VisitError.
-    from lark import v_args
     from lark.exceptions import VisitError
 
     from netdsl import parse as parse_module
 
-    @v_args(meta=True)
     class Deep(parse_module._ToAst):
         def body(self, meta, children):
             raise RecursionError("maximum recursion depth exceeded")
@@ -327,3 +325,20 @@ def test_large_values_are_quoted_shortened_and_compared_quickly(tmp_path):
     assert len(message) < 400 and message.endswith("...")
     assert netdsl.values.show(tuple(range(10)), width=12) == "[0, 1, 2,..."
     assert netdsl.values.show((1, (2, "x"), {"k": None})) == '[1, [2, "x"], {"k": none}]'
+
+
+def test_fuzzer_covers_the_hardening_classes(tmp_path):
+    """issue 13: shared-list values, other line endings, huge sizes and odd paths stay fuzzed."""
+    rng = random.Random(0)
+    text = (ROOT / "networks" / "alexnet.net").read_text()
+    mutated = [fuzz.mutate(text, rng) for _ in range(300)]
+    assert any("let shared = [[" in m for m in mutated) and any("\r" in m for m in mutated)
+    assert any("\ufeff" in m for m in mutated) and any(re.search(r"input \[[^\]]*(1000000|2 \*\* 40)", m) for m in mutated)
+    assert any('"_modules":' in m for m in mutated) and any("getattr" in m for m in mutated)
+    outcome, kinds = fuzz.Outcome(), set()
+    for case in range(80):
+        path, kind = fuzz.odd_path(rng, tmp_path, case)
+        kinds.add(kind)
+        fuzz.robust_path(path, kind, outcome)
+    assert kinds == set(fuzz.ODD_KINDS) and outcome.bugs == []
+    assert outcome.errors > 40 and outcome.ok > 0
