@@ -282,12 +282,7 @@ def _jsonable(value):
 def _cmd_compile(args) -> int:
     fmt = api.format_for(args.output, args.format)  # the options first: no torch is imported for them
     api.check_compile_options(fmt, args.dtype, args.device, args.optimize)
-    max_bytes = None
-    if args.max_bytes is not None:
-        try:
-            max_bytes = api.parse_size(args.max_bytes)
-        except OptionError as error:
-            raise UsageError(f"--max-bytes: {error.message}") from None
+    max_bytes = _option("--max-bytes", args.max_bytes, api.parse_size)
     if fmt != "python":  # the Python source needs no torch to be written
         try:
             import torch
@@ -435,12 +430,7 @@ def _cmd_draw(args) -> int:
                                                   "a PNG's resolution; SVG and PDF are vector drawings (use --size)"))
     if not 1 <= args.columns <= 20:
         raise UsageError(f"--columns must be between 1 and 20, got {args.columns}")
-    size = None
-    if args.size is not None:
-        try:
-            size = draw.parse_size(args.size)
-        except OptionError as error:
-            raise UsageError(f"--size: {error.message}") from None
+    size = _option("--size", args.size, draw.parse_size)
     network = api.check(args.file, network=args.network, **_overrides(args.overrides))
     depth = draw.default_depth(network) if max_depth is None else max_depth
     layout = draw.Layout(args.rankdir, args.style, True if args.legend else None, args.columns)
