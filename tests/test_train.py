@@ -38,7 +38,16 @@ BATCH = 2
 
 
 def _cases(names):
-    return [pytest.param(name, id=name, marks=() if name in FAST else pytest.mark.slow) for name in names]
+    """Each network a case; the heavy ones `slow`; one over `zoo.BIG` parameters skipped with its
+    reason (its weights and gradients alone would take 5 GB: held to its count and keys instead)."""
+    cases = []
+    for name in names:
+        marks = [] if name in FAST else [pytest.mark.slow]
+        if zoo.big(NETWORKS / f"{name}.net"):
+            marks.append(pytest.mark.skip(reason=f"over {zoo.BIG:,} parameters: tests/test_networks.py holds it "
+                                                 "to its count and keys"))
+        cases.append(pytest.param(name, id=name, marks=marks))
+    return cases
 
 
 ALL = [path.stem for path in zoo.distinct()]  # a family file that is one of its members: tested as that member

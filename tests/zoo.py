@@ -21,13 +21,29 @@ NETWORKS = Path(__file__).resolve().parent.parent / "networks"
 ALL = sorted(NETWORKS.glob("*.net"))
 
 
+# Above this many parameters a network is held to its parameter count and its state_dict keys and
+# shapes (compared on the meta device), not built and run: its weights, gradients and references
+# would take the suite's memory past what a 24 GB machine gives it (regnet_y_128gf: 2.6 GB a copy).
+BIG = 200_000_000
+
+
+@functools.cache
+def network(path: Path):
+    """The checked network of a file, once per test session."""
+    return netdsl.check(path)
+
+
+def big(path: Path) -> bool:
+    return network(path).params > BIG
+
+
 def structure(path: Path) -> str:
     """The emitted module's source with nothing that names the file or the network: equal for two
     files exactly when they build the same module (class structure, literals, forward)."""
-    network = netdsl.check(path)
-    lines = [line for line in python_source(network).splitlines() if not line.startswith("#")]
-    source = "\n".join(lines).replace(class_name(network.name), "NETWORK")
-    return source.replace(f'"""{network.name}: ', '"""NETWORK: ')
+    network_ = network(path)
+    lines = [line for line in python_source(network_).splitlines() if not line.startswith("#")]
+    source = "\n".join(lines).replace(class_name(network_.name), "NETWORK")
+    return source.replace(f'"""{network_.name}: ', '"""NETWORK: ')
 
 
 @functools.cache
