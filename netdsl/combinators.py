@@ -88,17 +88,25 @@ def _residual_shape(in_shape: Shape, arms: list[Shape]) -> Shape:
     return body
 
 
+def projection_stride(in_shape: Shape, out_shape: Shape) -> "int | tuple[int, int] | None":
+    """The stride of the 1x1 convolution that takes `in_shape`'s height and width to `out_shape`'s
+    (one number when both agree), or None when no stride does."""
+    strides = [next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
+               for size, target in zip(in_shape[1:], out_shape[1:])]
+    if None in strides:
+        return None
+    return strides[0] if strides[0] == strides[1] else tuple(strides)
+
+
 def _projection_hint(in_shape: Shape, body: Shape) -> str:
     """The shortcut that would give the body's shape from the residual's input, with its numbers."""
     if in_shape == body:
         return f"the body keeps its input's shape {shape_text(body)}: leave the shortcut out (the identity)"
-    if len(in_shape) == len(body) == 3:
-        strides = [next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
-                   for size, target in zip(in_shape[1:], body[1:])]
-        if None not in strides:
-            stride = strides[0] if strides[0] == strides[1] else strides
-            return (f"a projection from {shape_text(in_shape)}: "
-                    f"'shortcut {{ conv({body[0]}, 1{'' if stride == 1 else f', stride={stride}'}, bias=false)  bn }}'")
+    stride = projection_stride(in_shape, body) if len(in_shape) == len(body) == 3 else None
+    if stride is not None:
+        written = list(stride) if isinstance(stride, tuple) else stride
+        return (f"a projection from {shape_text(in_shape)}: "
+                f"'shortcut {{ conv({body[0]}, 1{'' if stride == 1 else f', stride={written}'}, bias=false)  bn }}'")
     return "make the shortcut produce the body's shape"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast
-from .combinators import COMBINATORS, CombinatorDef
+from .combinators import COMBINATORS, CombinatorDef, projection_stride
 from .errors import Frame, NameError_, ParameterError, ShapeError, Span, TypeError_, did_you_mean, span_text
 from .evaluate import Env, Evaluator
 from .graph import From, Layer, Merge, Module, Shape, Tap, Wire
@@ -407,14 +407,10 @@ class Elaborator(Evaluator):
         if len(in_shape) != 3 or len(out_shape) != 3:
             raise self.error(ShapeError, explain, span, "a residual body must keep [channels, height, width] form")
         if stride is None:
-            strides = []
-            for size, target in zip(in_shape[1:], out_shape[1:]):
-                found = next((s for s in range(1, size + 1) if (size - 1) // s + 1 == target), None)
-                if found is None:
-                    raise self.error(ShapeError, explain, span, _shrink_hint(body or []) or
-                                     "the spatial size may only shrink by striding; give the shortcut explicitly")
-                strides.append(found)
-            stride = strides[0] if strides[0] == strides[1] else tuple(strides)
+            stride = projection_stride(in_shape, out_shape)
+            if stride is None:
+                raise self.error(ShapeError, explain, span, _shrink_hint(body or []) or
+                                 "the spatial size may only shrink by striding; give the shortcut explicitly")
         if "downsample" in scope.names:
             raise self.error(NameError_, f"module '{scope.path or '<root>'}' already has a 'downsample'; this "
                              "residual needs a generated projection of the same name", span,
