@@ -199,12 +199,9 @@ class _Stop(Exception):
 
 
 def _instrumented(network):
-    from netdsl.emit import build
-
-    # A module per layer (no F.max_pool2d calls): every max pool can be swapped, every layer hooked.
-    # Built on the meta device and given its weights here: no random initialization to pay for.
-    with torch.device("meta"):
-        model = build(network, python_source(network, functional=False))
+    # A module per layer (no F.max_pool2d calls): every max pool can be swapped, every layer hooked;
+    # uninitialized, then given its weights here.
+    model = zoo.uninitialized(network, python_source(network, functional=False))
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.MaxPool2d):
@@ -215,7 +212,7 @@ def _instrumented(network):
                 # normalizes each position over its channels: with constant weights every channel is
                 # equal and the output zero; the identity reads the same positions
                 setattr(module, name, nn.Identity())
-    model = model.to_empty(device="cpu").eval().requires_grad_(False)  # input gradients only
+    model = model.eval().requires_grad_(False)  # input gradients only
     with torch.no_grad():
         for module in model.modules():
             for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:

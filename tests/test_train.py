@@ -59,9 +59,7 @@ smallest = zoo.smallest
 def _model(network):
     """The module in training mode, its tensors zeros: what autograd saves and what FlopCounterMode
     counts depend on shapes only, so the random initialization is not paid for."""
-    with torch.device("meta"):
-        model = netdsl.emit.build(network)
-    model = model.to_empty(device="cpu").train()
+    model = zoo.uninitialized(network).train()
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             tensor.zero_()

@@ -83,3 +83,16 @@ def smallest(name: str):
         except netdsl.NetDSLError:
             continue
     return network
+
+
+def uninitialized(network, source: str | None = None):
+    """`network`'s module (from `source`, else the usual emitted source) with its tensors allocated
+    on the CPU but not initialized: built on the meta device, so no random initialization is paid
+    for where the test sets every tensor itself."""
+    import torch
+
+    from netdsl.emit import build
+
+    with torch.device("meta"):
+        model = build(network, source)
+    return model.to_empty(device="cpu")
