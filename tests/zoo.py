@@ -71,18 +71,18 @@ def smallest(name: str):
     declared size, on a fraction of the pixels); where the sizes are not analysed (the network reads
     its input's size: NASNet), at the smallest square of 32 + 16k that checks."""
     path = NETWORKS / f"{name}.net"
-    network = netdsl.check(path)
-    if len(network.input_shape) != 3:
-        return network
-    sizes = valid_inputs(network)
-    if not sizes.skipped and network.reads_input_size is None:
-        return netdsl.check(path, input_shape=(network.input_shape[0],) + tuple(d.minimum for d in sizes.dimensions))
-    for size in range(32, network.input_shape[1], 16):
+    checked = network(path)
+    if len(checked.input_shape) != 3:
+        return checked
+    sizes = valid_inputs(checked)
+    if not sizes.skipped and checked.reads_input_size is None:
+        return netdsl.check(path, input_shape=(checked.input_shape[0],) + tuple(d.minimum for d in sizes.dimensions))
+    for size in range(32, checked.input_shape[1], 16):
         try:
-            return netdsl.check(path, input_shape=(network.input_shape[0], size, size))
+            return netdsl.check(path, input_shape=(checked.input_shape[0], size, size))
         except netdsl.NetDSLError:
             continue
-    return network
+    return checked
 
 
 def uninitialized(network, source: str | None = None):
