@@ -13,9 +13,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import io
 import linecache
 import os
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from .combinators import COMBINATORS
 from .fileio import write_atomically  # also importable from here, where it lived before netdsl.fileio
@@ -328,11 +330,11 @@ def save_torchscript(module, path: str | os.PathLike, freeze: bool = False) -> N
         with _jit_quietly():
             scripted = freeze_scripted(scripted)
 
-    def save(tmp: str) -> None:
+    def save(file) -> None:
         with _jit_quietly():
-            torch.jit.save(scripted, tmp)
+            torch.jit.save(scripted, file)
 
-    write_atomically(path, save)
+    write_atomically(path, _through_file(save))
 
 
 def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
@@ -343,7 +345,7 @@ def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None,
     module.eval()
     example, dynamic_shapes = _dynamic_batch(input_shape, dtype, device)
     program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
-    write_atomically(path, lambda tmp: torch.export.save(program, tmp))
+    write_atomically(path, _through_file(lambda file: torch.export.save(program, file), buffered=True))
 
 
 def save_aoti(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
@@ -355,7 +357,8 @@ def save_aoti(module, path: str | os.PathLike, input_shape: tuple, dtype=None, d
     module.eval()
     example, dynamic_shapes = _dynamic_batch(input_shape, dtype, device)
     program = torch.export.export(module, example, dynamic_shapes=dynamic_shapes)
-    write_atomically(path, lambda tmp: torch._inductor.aoti_compile_and_package(program, package_path=tmp))
+    write_atomically(path, _through_file(
+        lambda file: torch._inductor.aoti_compile_and_package(program, package_path=file), buffered=True))
 
 
 def save_onnx(module, path: str | os.PathLike, input_shape: tuple, dtype=None) -> None:
@@ -371,6 +374,26 @@ def save_onnx(module, path: str | os.PathLike, input_shape: tuple, dtype=None) -
     program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=dynamic_shapes,
                                 input_names=["input"], output_names=["output"], verbose=False)
     write_atomically(path, lambda tmp: program.save(tmp, external_data=False))
+
+
+def _through_file(save: Callable[[BinaryIO], object], buffered: bool = False) -> Callable[[str], None]:
+    """A `write_atomically` callback that hands `save` an open Python file for the temporary file;
+    `buffered`: an in-memory file, copied to the temporary file once `save` has returned.
+    NOTE: [Full disks] torch's C++ zip writer, given a path, aborts the whole process when a write
+    fails (a full disk, a file-size limit: `std::terminate` from its destructor, exit 134, a core
+    dump and the temporary file left behind). Given a Python file, `torch.jit.save`'s failed write
+    is Python's `OSError`, which `write_atomically` turns into "cannot write PATH: No space left on
+    device"; `torch.export.save`'s pt2 archive writer still aborts (it writes again on the way
+    out), so it writes to memory, which cannot fail, and Python copies the bytes."""
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as file:
+            if not buffered:
+                save(file)
+                return
+            memory = io.BytesIO()
+            save(memory)
+            file.write(memory.getbuffer())
+    return write
 
 
 def _dynamic_batch(input_shape: tuple, dtype=None, device=None) -> tuple[tuple, dict]:

@@ -237,3 +237,26 @@ def test_a_write_that_fails_with_an_os_error_names_the_path(tmp_path):
         write_atomically(tmp_path / "model.pt", full)
     assert error.value.message == f"cannot write {tmp_path / 'model.pt'}: No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from netdsl import cli
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_a_write_that_fills_the_disk_is_an_error_not_an_abort(tmp_path, suffix):
+    """A file-size limit fails the write as a full disk does (see NOTE: [Full disks]): torch's own
+    writer aborted the process (exit 134, a core dump) and left its temporary file."""
+    source = tmp_path / "wide.net"
+    source.write_text("network wide { input [64, 4, 4] conv(256, 3) }\n")  # 147,712 parameters
+    target = tmp_path / f"wide{suffix}"
+    result = subprocess.run([sys.executable, "-c", _FULL_DISK, "compile", str(source), "-o", str(target)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == cli.EXIT_USER, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == f"error: cannot write {target}: File too large"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.net"]

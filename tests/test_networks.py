@@ -291,6 +291,7 @@ def test_torchvision_parity(built, tmp_path):
     # what `netdsl compile FILE -o OUT` runs (the command itself is tested in tests/test_cli.py)
     _, compiled = netdsl.compile(built.item.file, tmp_path / f"{graph.name}.pt")
     scripted = torch.jit.load(str(compiled))
+    compiled.unlink()  # up to 800 MB each; the disk need not hold them all
     scripted.load_state_dict(state, strict=True)
     scripted.eval()
     with torch.no_grad():
