@@ -114,7 +114,76 @@ class _Reducer:
                 if not isinstance(rule, int) and rule in callbacks:
                     callbacks[rule] = callbacks.pop(rule)
         automaton.callbacks = callbacks
+        self._drive_with(automaton)
         parser.netdsl_reducer = self
+
+    @staticmethod
+    def _drive_with(automaton) -> None:
+        """Replaces lark's LALR loop (`parse_from_state`) in `automaton` with `drive`, the same loop on
+        a table made for it. NOTE: [The LALR loop] lark's own loop spent a third of a large file's
+        check on bookkeeping around the table lookups: its table is keyed by lark `Token`s (a Python
+        `__eq__` per lookup), each reduce compared its `Rule` with the end state (another Python
+        `__eq__`, in an `assert`) and read a rule's size and callback through three attributes. Here
+        each state maps a terminal or rule name (a plain `str`) to `(True, next state)` for a shift or
+        a goto and to `(False, (size, callback, rule name))` for a reduce. A token the table has no
+        action for goes to lark's own `feed_token`, which raises its `UnexpectedToken` (and lark's
+        loop remains the reference: the grammar tests parse through both)."""
+        from lark.parsers.lalr_analysis import Shift
+        from lark.parsers.lalr_interactive_parser import InteractiveParser
+
+        callbacks = automaton.callbacks
+        table = {state: {str(key): (True, target) if action is Shift else
+                         (False, (len(target.expansion), callbacks[target], str(target.origin.name)))
+                         for key, (action, target) in actions.items()}
+                 for state, actions in automaton.parse_table.states.items()}
+        lexed = {name: callback for name, callback in callbacks.items() if isinstance(name, str)}
+        lark_loop = automaton.parse_from_state
+
+        def drive(state, last_token=None):
+            if state.value_stack or len(state.state_stack) != 1:
+                return lark_loop(state, last_token)  # resuming a parse: lark's loop
+            stack, values = state.state_stack, state.value_stack
+            end_state = state.parse_conf.end_state
+            token = last_token
+            try:
+                tokens = state.lexer.lex(state)
+                is_end = False
+                while True:
+                    if not is_end:
+                        token = next(tokens, None)
+                        if token is None:
+                            is_end = True
+                            token = (Token.new_borrow_pos("$END", "", last_token) if last_token
+                                     else Token("$END", "", 0, 1, 1))
+                        else:
+                            last_token = token
+                    kind = token.type
+                    while True:
+                        action = table[stack[-1]].get(kind)
+                        if action is None:
+                            return state.feed_token(token, is_end)  # raises lark's UnexpectedToken
+                        if action[0]:
+                            stack.append(action[1])
+                            values.append(lexed[kind](token) if kind in lexed else token)
+                            break
+                        size, callback, name = action[1]
+                        if size:
+                            children = values[-size:]
+                            del stack[-size:]
+                            del values[-size:]
+                        else:
+                            children = []
+                        value = callback(children)
+                        stack.append(table[stack[-1]][name][1])
+                        values.append(value)
+                        if is_end and stack[-1] == end_state:
+                            return values[-1]
+            except UnexpectedInput as error:
+                error.interactive_parser = InteractiveParser(automaton, state, state.lexer)
+                raise
+
+        automaton.parse_from_state = drive
+        automaton.netdsl_lark_loop = lark_loop  # the reference, for the tests
 
     def __getattr__(self, rule_name: str):
         """What lark's child filter calls for `rule_name`: the `_ToAst` method (or a lark `Tree`, for the

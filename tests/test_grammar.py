@@ -555,3 +555,48 @@ def test_byte_order_mark_and_every_line_ending_read_alike(newline, mark):
         parse(text.replace("relu", "relu )"), "f.net")
     assert (caught.value.span.line, caught.value.span.column) == (4, 19)
     assert caught.value.format().splitlines()[1] == "    4 |   conv(4, 3) relu )"
+
+
+# ---- the LALR loop ----------------------------------------------------------------------------
+
+_BROKEN = ["network n { conv(3 }\n", "block b {\n", "network n { input [3, 8, 8] @ }\n",
+           "network n {\n  input [3, 8, 8]\n  conv(4, 3) conv(4,, 3)\n}\n", "let = 3\n",
+           'import "x.net" network\n', "network n { input [3, 8, 8] residual { conv(3, 3) ] }\n"]
+
+
+def test_the_fast_lalr_loop_builds_what_larks_own_loop_builds():
+    """netdsl drives lark's parse table with its own loop (NOTE: [The LALR loop]); lark's loop on
+    the same table and callbacks is the reference: the same AST (spans included) for every file
+    shipped, the same error for broken ones."""
+    from pathlib import Path
+
+    from netdsl.combinators import COMBINATORS
+    from netdsl.errors import Span
+    from netdsl.parse import _build_parser, _parse_with, _ToAst, _syntax_error, source_text
+    from lark.exceptions import UnexpectedInput
+
+    root = Path(__file__).resolve().parent.parent
+    parser = _build_parser(tuple(sorted(COMBINATORS)))
+    automaton = parser.parser.parser.parser
+    fast = automaton.parse_from_state
+
+    def both(text: str, path: str):
+        results = []
+        for loop in (fast, automaton.netdsl_lark_loop):
+            automaton.parse_from_state = loop
+            try:
+                results.append(_parse_with(parser, text, "start", _ToAst(path), Span(path, 1, 1), "the file"))
+            except UnexpectedInput as error:
+                results.append(str(_syntax_error(error, text, path)))
+            finally:
+                automaton.parse_from_state = fast
+        return results
+
+    files = sorted([*root.glob("networks/*.net"), *root.glob("netdsl/std/*.net"), *root.glob("examples/**/*.net")])
+    assert len(files) > 90
+    for path in files:
+        ours, larks = both(source_text(path.read_text()), str(path))
+        assert isinstance(ours, ast.SourceFile) and ours == larks, path
+    for text in _BROKEN:
+        ours, larks = both(text, FILE)
+        assert isinstance(ours, str) and ours == larks, text
