@@ -1,10 +1,10 @@
 """`netdsl calibrate`: this machine, measured with torch → a device `Profile` for `summary --bound`.
 
-Peak FLOP/s per dtype from large square matrix products (the size doubled until one product
-takes a good fraction of a second, then the best of a few), memory bandwidth from copies and
-additions (bytes read plus bytes written) at working sets from 256 KiB (in the caches) to 256 MiB
-(far beyond them): NOTE: [Cache bandwidth] in netdsl/devices.py. Imports torch; the CLI loads it
-only for this command.
+Peak FLOP/s per dtype from square matrix products (the size doubled until one product takes a
+good fraction of a second; the fastest of many tries at each size), memory bandwidth from copies,
+additions and in-place scalings (bytes read plus bytes written) at working sets from 256 KiB (in
+the caches) to 256 MiB (far beyond them): NOTE: [Cache bandwidth] in netdsl/devices.py. Imports
+torch; the CLI loads it only for this command.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import time
 from .devices import DTYPES, Profile
 from .text import byte_text, human
 
-REPEATS = 3  # best of: a measurement only errs slow (other work, a cold cache), so the fastest is kept
-MATMUL_SECONDS = 0.5  # the size doubles while a product would take at most this long
-COPY_SECONDS = 0.01  # each timing of the bandwidth runs the operation this long at least
+REPEATS = 3  # best of at least: a measurement only errs slow (other work, a cold cache), so the fastest is kept
+MATMUL_SECONDS = 0.5  # the size doubles while a product would take at most this long; each size is timed half as long
+COPY_SECONDS = 0.001  # each timing of the bandwidth runs the operation this long at least
+COPY_BUDGET = 0.15  # seconds of timings per operation and size
 LADDER = tuple(2**power for power in range(18, 29, 2))  # bytes moved: 256 KiB ... 256 MiB
 QUICK_LADDER = (2**16, 2**18, 2**20)
 LARGEST = {"cpu": 4096, "cuda": 16384}
@@ -44,7 +45,8 @@ def measure(name: str, device: str = "cpu", threads: int | None = None, quick: b
                    if (rate := _matmul(torch, device, getattr(torch, dtype), sync, quick)) is not None}
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
-    ladder = [(size, _bandwidth(torch, device, size, sync)) for size in (QUICK_LADDER if quick else LADDER)]
+    ladder = [(size, _bandwidth(torch, device, size, sync, 0.002 if quick else COPY_BUDGET))
+              for size in (QUICK_LADDER if quick else LADDER)]
     floor = matmuls["float32"][0]
     # a low-precision product may run through float32 (a library converting), so its peak is never below float32's
     peaks = {dtype: max(rate, floor) for dtype, (rate, _) in matmuls.items()}
@@ -53,12 +55,12 @@ def measure(name: str, device: str = "cpu", threads: int | None = None, quick: b
     label = what if device == "cuda" else f"{what}, {threads_used} thread{'s' if threads_used > 1 else ''}"
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     source = (f"measured by netdsl calibrate{' --quick' if quick else ''} on {now} with torch {torch.__version__}: "
-              f"best of {REPEATS} square matmuls per dtype, copies and additions moving "
+              f"the fastest of repeated square matmuls per dtype and size, copies, additions and in-place scalings moving "
               f"{byte_text(ladder[0][0])} to {byte_text(ladder[-1][0])}")
     measured = {"device": device, "name": what, "threads": threads_used, "torch": torch.__version__, "date": now,
                 "quick": quick, "matmul": {dtype: {"flops": rate, "n": size} for dtype, (rate, size) in matmuls.items()},
                 "float32_matmul": "TF32 allowed" if device == "cuda" else "float32"}
-    return Profile(name, label, peaks, ladder[-1][1], source, cache=tuple(ladder[:-1]), measured=measured)
+    return Profile(name, label, peaks, ladder[-1][1], source, cache=tuple(ladder), measured=measured)
 
 
 def report(profile: Profile) -> str:
@@ -72,9 +74,9 @@ def report(profile: Profile) -> str:
     if raised:
         lines.append(f"  {', '.join(raised)}: slower than float32 here; the profile's peak is float32's "
                      f"({human(int(profile.peak_flops['float32']))}FLOP/s), which a library converting could reach")
-    lines.append(f"  bandwidth: {byte_text(int(profile.bandwidth))}/s (read + written, copies and additions moving "
-                 f"{byte_text(max(LADDER if not measured['quick'] else QUICK_LADDER))}); smaller working sets: "
-                 + ", ".join(f"{byte_text(size)} {byte_text(int(rate))}/s" for size, rate in profile.cache))
+    lines.append(f"  bandwidth: {byte_text(int(profile.bandwidth))}/s (read + written, copies, additions and in-place scalings moving "
+                 f"{byte_text(profile.cache[-1][0])}); smaller working sets: "
+                 + ", ".join(f"{byte_text(size)} {byte_text(int(rate))}/s" for size, rate in profile.cache[:-1]))
     lines.append("  measured now: other work on the machine makes every number lower, and so the bounds")
     return "\n".join(lines)
 
@@ -100,7 +102,11 @@ def _matmul(torch, device: str, dtype, sync, quick: bool) -> tuple[float, int] |
             b = torch.randn(size, size, device=device).to(dtype)
             torch.mm(a, b)  # warm up: the library's first call at a size picks its kernel
             sync()
-            seconds = min(_timed(lambda: torch.mm(a, b), sync) for _ in range(REPEATS))
+            times, spent = [], 0.0
+            while len(times) < REPEATS or spent < budget / 2:  # many tries at a small size: one runs undisturbed
+                times.append(_timed(lambda: torch.mm(a, b), sync))
+                spent += times[-1]
+            seconds = min(times)
             rate = 2 * size**3 / seconds
             best = max(best, (rate, size))
             if size * 2 > largest or seconds * 8 > budget:
@@ -110,20 +116,28 @@ def _matmul(torch, device: str, dtype, sync, quick: bool) -> tuple[float, int] |
         return None
 
 
-def _bandwidth(torch, device: str, moved: int, sync) -> float:
-    """The best bytes/s (read + written) of a copy and of an addition moving `moved` bytes each call."""
+def _bandwidth(torch, device: str, moved: int, sync, budget: float) -> float:
+    """The best bytes/s (read + written) of a copy, an addition and an in-place scaling, each moving
+    `moved` bytes a call. The copy and the addition write into memory they do not read, which a CPU
+    first fetches (write-allocate): they move a third more than they count; an in-place operation
+    (ReLU in place, `out += identity`) does not, and reaches the higher rate."""
     elements = max(moved // 8, 1)  # float32: a copy reads and writes 4 bytes per element
     source, target = torch.rand(elements, device=device), torch.empty(elements, device=device)
     third = max(moved // 12, 1)  # an addition reads two and writes one
     a, b, c = (torch.rand(third, device=device) for _ in range(3))
+    scaled = torch.rand(elements, device=device)
     rates = []
     for operation, nbytes in ((lambda: target.copy_(source), 8 * elements),
-                              (lambda: torch.add(a, b, out=c), 12 * third)):
+                              (lambda: torch.add(a, b, out=c), 12 * third),
+                              (lambda: scaled.mul_(1.0), 8 * elements)):
         operation()
         sync()
         calls = max(1, int(COPY_SECONDS / max(_timed(operation, sync), 1e-7)))
-        best = min(_timed(lambda: [operation() for _ in range(calls)], sync) for _ in range(REPEATS + 2))
-        rates.append(calls * nbytes / best)
+        times, spent = [], 0.0
+        while len(times) < REPEATS + 2 or spent < budget:  # many tries: the fastest ran undisturbed
+            times.append(_timed(lambda: [operation() for _ in range(calls)], sync))
+            spent += times[-1]
+        rates.append(calls * nbytes / min(times))
     return max(rates)
 
 

@@ -101,8 +101,8 @@ class Profile:
 # datasheets' is DRAM's. On a CPU an operation moving a few megabytes runs in the caches, 3-5
 # times faster (docs/cost.md shows a measured ladder), so a bound at DRAM bandwidth
 # would not be a bound for it. `netdsl calibrate` measures the same copy at sizes from 256 KiB up
-# (`cache_bandwidth`), and an operation moving `moved` bytes is bounded by the fastest rate measured
-# at any size from the largest measured size not above `moved` upwards: the rate can only fall
+# (`cache_bandwidth`, up to the large copy itself), and an operation moving `moved` bytes is bounded
+# by the fastest rate measured at any size from the largest measured size not above `moved` upwards: the rate can only fall
 # as the working set grows, so this takes the measurement's noise the safe way. The datasheet
 # profiles have no such ladder: on a GPU a layer whose tensors stay in the L2 cache (40-50 MB on
 # an A100 or H100) can beat their bound, which is said where the bound is printed (docs/cost.md).
