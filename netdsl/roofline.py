@@ -112,8 +112,7 @@ class Roofline:
 
 
 BOUND_MEANING = ("a lower bound, not a prediction: each layer at the device's peak FLOP/s or memory bandwidth, "
-                 "whichever is slower, one layer after another; launch overheads, kernels below peak and "
-                 "cache misses only add time")
+                 "whichever is slower, one layer after another; launch overheads and kernels below peak only add time")
 
 
 def byte_size(dtype: str) -> int:

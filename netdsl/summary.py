@@ -243,7 +243,7 @@ def seconds_text(seconds: float) -> str:
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if seconds >= scale:
             break
-    return f"{seconds / scale:.3g} {unit}"
+    return f"{f'{seconds / scale:#.3g}'.rstrip('.')} {unit}"
 
 
 def _count(value: int) -> str:
@@ -361,11 +361,13 @@ def bound_lines(bound: "Roofline") -> list[str]:
             f"{human(total.flops)} FLOPs (2 x MACs of conv and linear), {byte_text(total.bytes)} moved",
             f"  each layer at least max(FLOPs / {human(int(profile.peak(dtype)))}FLOP/s, bytes / "
             f"{byte_text(int(profile.bandwidth))}/s"
-            + (", or the cache's rate for a layer small enough" if profile.cache else "")
-            + "), the layers one after another; launch overheads, kernels below peak and cache misses only add time",
+            + (", or the measured cache rate for a layer small enough" if profile.cache else "")
+            + "), the layers one after another; launch overheads and kernels below peak only add time",
             f"  fused (torch.compile, --optimize): at least {seconds_text(bound.fused_floor)} (every FLOP at peak, or "
             f"weights, input and output moved once)",
-            f"  profile {profile.name}: {profile.source}"]
+            f"  profile {profile.name}: {profile.source}"] + (
+        [] if profile.cache else ["  memory at the datasheet's DRAM bandwidth: a layer whose tensors stay in the "
+                                  "on-chip cache can beat it (docs/cost.md, Latency lower bounds)"])
 
 
 def training_lines(costs: Costs, view: View) -> list[str]:
