@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .combinators import COMBINATORS
+from .cost import DTYPE_BYTES
 from .devices import Profile
 from .graph import From, Layer, Merge, Module, Network, Node, Tap
 from .layers import REGISTRY, Window, rule_shape
@@ -95,7 +96,7 @@ class Roofline:
     def fused_floor(self) -> float:
         """Seconds no schedule goes below: every FLOP at peak, or the weights, the input and the output
         moved once, whichever is slower (NOTE: [What a bound counts])."""
-        size = byte_size(self.dtype)
+        size = DTYPE_BYTES[self.dtype]
         network = self.network
         moved = size * (self.network.params + self.batch * (math.prod(network.input_shape)
                                                              + math.prod(network.output_shape)))
@@ -115,16 +116,10 @@ BOUND_MEANING = ("a lower bound, not a prediction: each layer at the device's pe
                  "whichever is slower, one layer after another; launch overheads and kernels below peak only add time")
 
 
-def byte_size(dtype: str) -> int:
-    from .cost import DTYPE_BYTES
-
-    return DTYPE_BYTES[dtype]
-
-
 def roofline(network: Network, profile: Profile, dtype: str = "float32", batch: int = 1) -> Roofline:
     """The latency bound of every node of `network` on `profile` (an `OptionError` where the profile
     has no peak for `dtype`)."""
-    walk = _Walk(profile, profile.peak(dtype), byte_size(dtype), batch)
+    walk = _Walk(profile, profile.peak(dtype), DTYPE_BYTES[dtype], batch)
     walk.open()
     walk.run(network, math.prod(network.input_shape))
     walk.nodes[id(network.root)] = walk.close()

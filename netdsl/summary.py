@@ -128,7 +128,7 @@ class View:
     optimizer: str = "adam"
     capacity: int | None = None
     capacity_name: str | None = None  # what the user wrote for it (`h100`, `80GiB`)
-    bound: "Roofline | None" = None  # `--bound PROFILE`: every node's latency bound (netdsl/roofline.py)
+    bound: Roofline | None = None  # `--bound PROFILE`: every node's latency bound (netdsl/roofline.py)
 
 
 def row_json(row: Row, view: View) -> dict:
@@ -346,13 +346,13 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], view: View) 
     print("\n".join(lines))
 
 
-def bound_text(bound: "Roofline") -> str:
+def bound_text(bound: Roofline) -> str:
     """`at least 63.0 µs on h100 (NVIDIA H100 SXM5 80GB), bfloat16, batch 1; a lower bound, not a prediction`."""
     return (f"at least {seconds_text(bound.total.seconds)} on {bound.profile.name} ({bound.profile.label}), "
             f"{bound.dtype}, batch {bound.batch}; a lower bound, not a prediction")
 
 
-def bound_lines(bound: "Roofline") -> list[str]:
+def bound_lines(bound: Roofline) -> list[str]:
     """The network's latency bound, what it is made of, and the profile's numbers and source."""
     total, profile, dtype = bound.total, bound.profile, bound.dtype
     return [f"latency: {bound_text(bound)}",
