@@ -1,6 +1,7 @@
 """Stage 5 — the command line: arguments → one command's output and exit code.
 
-Eleven commands: `netdsl check | compile | summary | sweep | diff | draw | fmt | serve | lsp | layers | catalog`.
+Twelve commands: `netdsl check | compile | summary | calibrate | sweep | diff | draw | fmt | serve | lsp | layers |
+catalog`.
 Each `_cmd_*` function turns its arguments into calls of the stages' public functions, imported
 when the command runs (so that `netdsl check` loads neither torch, rich, graphviz nor pygls);
 no stage imports this module.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from . import __version__, api
 from .cost import AMP_DTYPES, DEVICE_MEMORY, DEVICES, OPTIMIZERS
+from .devices import LOCAL_DEFAULT, SHIPPED
 from .errors import NetDSLError, OptionError
 from .graph import Network
 from .text import byte_text, human, plural, shape_text
@@ -104,6 +106,21 @@ def make_parser() -> argparse.ArgumentParser:
     summary.add_argument("--fit", metavar="SIZE",
                          help="the largest batch whose training peak fits in SIZE (80GiB, 24GB; implies --train) or a "
                               f"device's memory ({', '.join(DEVICE_MEMORY)})")
+    summary.add_argument("--bound", metavar="PROFILE",
+                         help="latency lower bounds per layer on a device (inference, at --dtype and --batch): a "
+                              f"shipped profile ({', '.join(SHIPPED)}), a calibrated one's name, or a profile's .json")
+
+    calibrate = commands.add_parser("calibrate", help="measure this machine's matmul throughput and memory bandwidth "
+                                                      "into a device profile for summary --bound")
+    calibrate.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="what to measure (default cpu)")
+    calibrate.add_argument("-o", "--output", help="write the profile here (default: PROFILES/NAME.json, PROFILES "
+                                                  "being $XDG_CONFIG_HOME/netdsl/profiles or ~/.config/netdsl/profiles)")
+    calibrate.add_argument("--name", default=None, help=f"the profile's name (default {LOCAL_DEFAULT})")
+    calibrate.add_argument("--threads", type=int, default=None, metavar="N",
+                           help="CPU threads torch uses while measuring (default: torch's; record it for --bound)")
+    calibrate.add_argument("--quick", action="store_true", help="tiny sizes, well under a second: a smoke test, not a "
+                                                                "profile to trust")
+    calibrate.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     sweep = commands.add_parser("sweep", help="check and cost every variant of a network's parameters; the "
                                               "Pareto front")
@@ -313,9 +330,16 @@ def _cmd_summary(args) -> int:
 
     max_depth = _depth(args.depth, summary.DEFAULT_DEPTH, least=0)
     view = _summary_view(args)
+    profile = _profile(args.bound, args.dtype)
     network = api.check(args.file, network=args.network, input_shape=input_shape(args.input),
                         **_overrides(args.overrides))
     costs = analyse(network, Precision(args.amp, args.device or "cuda"))
+    if profile is not None:
+        from dataclasses import replace
+
+        from .roofline import roofline
+
+        view = replace(view, bound=roofline(network, profile, args.dtype, view.batch))
     listed = [summary.input_row(network, costs)] + (summary.rows(network, costs, max_depth) if max_depth else [])
     if args.json:
         print(json.dumps(summary.summary_json(network, costs, listed, view, max_depth), indent=2))
@@ -336,6 +360,49 @@ def _summary_view(args):
     capacity = _option("--fit", args.fit, api.parse_capacity)
     return View(dtype=args.dtype, batch=args.batch or 1, batched=args.batch is not None, no_biases=args.no_biases,
                 train=train, optimizer=args.optimizer or "adam", capacity=capacity, capacity_name=args.fit)
+
+
+def _profile(text: str | None, dtype: str):
+    """`--bound PROFILE` (None when absent), with a peak at `dtype`; else a usage error."""
+    from . import devices
+
+    profile = _option("--bound", text, devices.find)
+    if profile is not None:
+        _option("--bound", dtype, profile.peak)
+    return profile
+
+
+def _cmd_calibrate(args) -> int:
+    """`netdsl calibrate [--device cpu|cuda] [-o PATH] [--name NAME] [--threads N] [--quick]`."""
+    from . import devices
+    from .fileio import check_target, write_atomically
+
+    name = args.name or LOCAL_DEFAULT
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--name {name!r}: use letters, digits, - and _ (it names the profile's file)")
+    if name in devices.SHIPPED:
+        raise UsageError(f"--name {name}: a shipped profile's name; choose another (e.g. {name}-measured)")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    target = Path(args.output) if args.output else devices.profiles_dir() / f"{name}.json"
+    if args.output is None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    check_target(target)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError("calibrate needs PyTorch: pip install torch") from None
+    from . import calibrate
+
+    try:
+        profile = calibrate.measure(name, args.device, threads=args.threads, quick=args.quick)
+    except calibrate.Unavailable as error:
+        raise UsageError(str(error)) from None
+    text = json.dumps(profile.to_json(), indent=2) + "\n"
+    write_atomically(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    print(calibrate.report(profile))
+    print(f"wrote {target} (use it: netdsl summary FILE --bound {name if args.output is None else target})")
+    return EXIT_OK
 
 
 def _cmd_diff(args) -> int:
@@ -621,7 +688,8 @@ def _cmd_catalog(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "sweep": _cmd_sweep,
+COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "summary": _cmd_summary, "calibrate": _cmd_calibrate,
+            "sweep": _cmd_sweep,
             "diff": _cmd_diff, "draw": _cmd_draw, "fmt": _cmd_fmt, "serve": _cmd_serve, "lsp": _cmd_lsp,
             "layers": _cmd_layers, "catalog": _cmd_catalog}
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from .combinators import COMBINATORS
+from .devices import SHIPPED
 from .graph import From, Layer, Merge, Module, Network, Node, Shape, Tap, describe, nested
 from .inplace import InplacePlan
 from .layers import GLOBAL, GLOBAL_STATISTICS, REGISTRY, Saved, Step, Window, rule_shape
@@ -329,9 +330,9 @@ PEAK_INCLUDES = ("parameters", "gradients", "optimizer state", "buffers", "activ
                  "the input batch and the output")
 PEAK_EXCLUDES = ("allocator rounding and caching", "cuDNN and cuBLAS workspaces", "the CUDA context",
                  "temporaries inside an op and during backward", "the autocast cache's weight copies no op saves")
-# Memory of common accelerators as their datasheets give it (read as GiB): `--fit h100`.
-DEVICE_MEMORY = {"h100": 80, "h200": 141, "a100": 80, "a100-40gb": 40, "v100": 16, "v100-32gb": 32,
-                 "l4": 24, "a10": 24, "t4": 16, "rtx4090": 24, "rtx3090": 24}
+# Memory of common accelerators as their datasheets give it (read as GiB): `--fit h100`. The
+# devices' table (netdsl/devices.json) holds it with their peak FLOP/s and bandwidth (`--bound h100`).
+DEVICE_MEMORY = {name: profile.memory_gib for name, profile in SHIPPED.items() if profile.memory_gib}
 
 
 @dataclass

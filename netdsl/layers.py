@@ -152,6 +152,9 @@ class LayerDef:
     autocast: tuple[tuple[str, str], ...] = ()
     buffers: Callable[[Shape, dict], tuple[tuple[int, str], ...]] = lambda s, a: ()  # (elements, dtype) it keeps
     param_tensors: Callable[[Shape, dict], int] | None = None  # None: a weight, and a bias where it has one
+    # In inference it returns its input (dropout, stochastic depth): it computes and moves nothing (the
+    # latency bound, netdsl/roofline.py); a view (`is_view`) moves nothing either.
+    eval_identity: bool = False
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -791,7 +794,7 @@ register(LayerDef(
     params=(Param("p", "float", 0.5),),
     shape=_dropout_shape, count=_zero, macs=_zero,
     torch=lambda s, a: Emission("Dropout", (), {"p": a["p"]}), aliases_input=True, layout="any",
-    saves=_dropout_saves, view=lambda s, a: a["p"] == 0,
+    saves=_dropout_saves, view=lambda s, a: a["p"] == 0, eval_identity=True,
 ))
 
 
@@ -1137,7 +1140,7 @@ register(LayerDef(
     # the noise it multiplies by: one value per sample ("row") or per batch; p = 0 returns the input
     saves=lambda s, o, a, step: SAVES_NOTHING if a["p"] == 0 or not step.input_grad else (
         (Saved("new", 1),) if a["mode"] == "row" else (Saved("new", fixed=1),)),
-    view=lambda s, a: a["p"] == 0,
+    view=lambda s, a: a["p"] == 0, eval_identity=True,
     helper_source='''class StochasticDepth(nn.Module):
     """In training, drops each sample ("row") or the whole batch ("batch") with probability p."""
 

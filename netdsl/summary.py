@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .cost import PEAK_EXCLUDES, Cost, Costs, Field, analyse, byte_size
+from .roofline import NO_BOUND, Bound, Roofline
 from .combinators import COMBINATORS
 from .graph import Network, Node, walk
 from .text import gib_text, human, shape_text, byte_text
@@ -76,14 +77,14 @@ def _merge_row(node, costs, prefix, level, depth, max_depth, found, kind_prefix)
         for arm in node.arms:
             _collect(arm, costs, prefix, level, depth, max_depth, found, f"{combinator.label}: ")
         return
-    found.append(Row("", "", combinator.label, level, depth, False, costs[node]))
+    found.append(Row("", "", combinator.label, level, depth, False, costs[node], node))
     for arm in node.arms:
         _collect(arm, costs, prefix, level + 1, depth, max_depth, found)
 
 
 def _marker_row(kind: str):
     def row(node, costs, prefix, level, depth, max_depth, found, kind_prefix) -> None:
-        found.append(Row("", node.wire.name, kind, level, depth, False, costs[node]))
+        found.append(Row("", node.wire.name, kind, level, depth, False, costs[node], node))
     return row
 
 
@@ -127,6 +128,7 @@ class View:
     optimizer: str = "adam"
     capacity: int | None = None
     capacity_name: str | None = None  # what the user wrote for it (`h100`, `80GiB`)
+    bound: Roofline | None = None  # `--bound PROFILE`: every node's latency bound (netdsl/roofline.py)
 
 
 def row_json(row: Row, view: View) -> dict:
@@ -141,6 +143,8 @@ def row_json(row: Row, view: View) -> dict:
     }
     if view.train:
         report.update(saved_bytes=cost.saved.at(batch), backward_macs=batch * cost.backward_macs)
+    if view.bound is not None:
+        report["bound"] = view.bound[row.node].to_json() if row.node is not None else None
     return report
 
 
@@ -163,6 +167,8 @@ def summary_json(network: Network, costs: Costs, listed: list[Row], view: View, 
     }
     if view.train:
         report["training"] = costs.training.to_json(batch, view.optimizer, view.capacity)
+    if view.bound is not None:
+        report["bound"] = view.bound.to_json()
     return report
 
 
@@ -211,7 +217,33 @@ COLUMNS = {
     "backward MACs": ("backward MACs", "right", lambda row, view: human(view.batch * row.cost.backward_macs)
                       if row.cost.backward_macs else ""),
     "RF": ("RF", "right", lambda row, view: field_text(row.cost.field)),
+    "FLOPs": ("FLOPs", "right", lambda row, view: human(_bound(row, view).flops) if _bound(row, view).flops else ""),
+    "bytes": ("bytes", "right", lambda row, view: byte_text(_bound(row, view).bytes) if _bound(row, view).bytes else ""),
+    "FLOP/B": ("FLOP/B", "right", lambda row, view: _intensity_text(_bound(row, view).intensity)),
+    "bound": ("bound", "right", lambda row, view: seconds_text(_bound(row, view).seconds)
+              if _bound(row, view).seconds else ""),
+    "bound by": ("bound by", "left", lambda row, view: _bound(row, view).limit or ""),
 }
+
+
+def _bound(row: Row, view: View) -> Bound:
+    return view.bound[row.node] if row.node is not None else NO_BOUND
+
+
+def _intensity_text(intensity: float | None) -> str:
+    if intensity is None:
+        return ""
+    if intensity == 0:
+        return "0"
+    return f"{intensity:.2f}" if intensity < 10 else f"{intensity:.0f}"
+
+
+def seconds_text(seconds: float) -> str:
+    """`12.3 µs`, `4.56 ms`, `1.23 s`: a duration with three significant digits."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            break
+    return f"{f'{seconds / scale:#.3g}'.rstrip('.')} {unit}"
 
 
 def _count(value: int) -> str:
@@ -221,7 +253,9 @@ def _count(value: int) -> str:
 def summary_columns(view: View) -> list[str]:
     """The summary's columns for `view`."""
     names = ["layer", "type", "output", "params", "MACs", "memory"]
-    return names + (["saved", "backward MACs"] if view.train else []) + ["RF"]
+    names += ["saved", "backward MACs"] if view.train else []
+    names += ["FLOPs", "bytes", "FLOP/B", "bound", "bound by"] if view.bound is not None else []
+    return names + ["RF"]
 
 
 def table_text(listed: list[Row], names: list[str], view: View) -> str:
@@ -274,6 +308,8 @@ def one_line(network: Network, costs: Costs, view: View) -> str:
                  f"{byte_text(training.memory(batch, view.optimizer)['peak'])}, {human(batch * training.macs)} MACs")
         if view.capacity is not None:
             text += f"; largest batch in {view.capacity_name}: {training.fit(view.capacity, view.optimizer)}"
+    if view.bound is not None:
+        text += f"; latency {bound_text(view.bound)}"
     return text
 
 
@@ -305,7 +341,33 @@ def summary_text(network: Network, costs: Costs, listed: list[Row], view: View) 
         lines.append(WHOLE_NOTE)
     if view.train:
         lines += training_lines(costs, view)
+    if view.bound is not None:
+        lines += bound_lines(view.bound)
     print("\n".join(lines))
+
+
+def bound_text(bound: Roofline) -> str:
+    """`at least 63.0 µs on h100 (NVIDIA H100 SXM5 80GB), bfloat16, batch 1; a lower bound, not a prediction`."""
+    return (f"at least {seconds_text(bound.total.seconds)} on {bound.profile.name} ({bound.profile.label}), "
+            f"{bound.dtype}, batch {bound.batch}; a lower bound, not a prediction")
+
+
+def bound_lines(bound: Roofline) -> list[str]:
+    """The network's latency bound, what it is made of, and the profile's numbers and source."""
+    total, profile, dtype = bound.total, bound.profile, bound.dtype
+    return [f"latency: {bound_text(bound)}",
+            f"  {total.compute_nodes} layers bound by compute ({seconds_text(total.compute_seconds)}), "
+            f"{total.memory_nodes} by memory ({seconds_text(total.memory_seconds)}); "
+            f"{human(total.flops)} FLOPs (2 x MACs of conv and linear), {byte_text(total.bytes)} moved",
+            f"  each layer at least max(FLOPs / {human(int(profile.peak(dtype)))}FLOP/s, bytes / "
+            f"{byte_text(int(profile.bandwidth))}/s"
+            + (", or the measured cache rate for a layer small enough" if profile.cache else "")
+            + "), the layers one after another; launch overheads and kernels below peak only add time",
+            f"  fused (torch.compile, --optimize): at least {seconds_text(bound.fused_floor)} (every FLOP at peak, or "
+            f"weights, input and output moved once)",
+            f"  profile {profile.name}: {profile.source}"] + (
+        [] if profile.cache else ["  memory at the datasheet's DRAM bandwidth: a layer whose tensors stay in the "
+                                  "on-chip cache can beat it (docs/cost.md, Latency lower bounds)"])
 
 
 def training_lines(costs: Costs, view: View) -> list[str]:

@@ -30,6 +30,7 @@ def test_wheel_contains_grammar_stdlib_and_entry_point(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "netdsl/grammar/netdsl.lark" in names
     assert {"netdsl/std/blocks.net", "netdsl/std/resnet.net"} <= names
+    assert "netdsl/devices.json" in names  # the device profiles: --fit, --bound
     assert {"netdsl/viewer/index.html", "netdsl/viewer/viewer.js", "netdsl/viewer/viewer.css"} <= names  # serve
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "netdsl = netdsl.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
