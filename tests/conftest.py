@@ -1,14 +1,27 @@
 """Selection at collection time: a test marked `@pytest.mark.reference("torchvision", ...)` runs
 only for the networks (the `net` parameter) whose `# reference:` is of one of those kinds; the
-others are deselected, not skipped, so the summary's skips are real ones."""
+others are deselected, not skipped, so the summary's skips are real ones.
+
+In parallel (README: `python -m pytest -n auto`, pytest-xdist; `--dist loadgroup` is in
+pyproject.toml): every test of one network, in any file, runs in the same worker, which builds
+and checks that network once (`zoo.network`, the module-scoped `built`); and each worker's torch
+gets its share of the cores."""
 
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
+
+import pytest
 
 from netdsl.catalog import header
 
 from zoo import NETWORKS
+
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # two workers, each with OpenMP threads for every core, wait on each other's threads
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(workers))))
 
 
 @functools.cache
@@ -20,7 +33,20 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "reference(*kinds): run only for networks whose reference is of these kinds")
 
 
+def _network(item) -> str | None:
+    """The network file a test is parametrized with, by its stem, if any."""
+    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
+        stem = value.stem if isinstance(value, Path) else value
+        if isinstance(stem, str) and stem.isidentifier() and (NETWORKS / f"{stem}.net").is_file():
+            return stem
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (name := _network(item)) is not None:
+            item.add_marker(pytest.mark.xdist_group(name))
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("reference")

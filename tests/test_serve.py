@@ -216,15 +216,15 @@ def test_serve_command_serves_until_interrupted(site):
         line = process.stderr.readline()
         assert line.startswith(f"netdsl: serving {site.resolve()} at http://127.0.0.1:") and "?file=tiny.net" in line
         port = int(line.split("127.0.0.1:", 1)[1].split("/", 1)[0])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         connection.request("GET", "/api/view?file=..%2Fsecret.net")
         assert connection.getresponse().status == 403
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         connection.request("GET", "/api/files")
         assert json.loads(connection.getresponse().read())["first"] == "tiny.net"
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 130
+        assert process.wait(timeout=60) == 130
 
 
 @pytest.mark.parametrize("args, message", [
@@ -261,10 +261,10 @@ def test_open_starts_the_browser_on_the_page_and_another_host_is_announced(site,
         line = process.stderr.readline()
         assert line.startswith(f"netdsl: serving {site.resolve()} at http://0.0.0.0:")
         assert process.stderr.readline().strip() == "netdsl: note: --host 0.0.0.0: other machines can reach the viewer"
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not (opened.exists() and opened.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert opened.read_text().strip() == line.split(" at ", 1)[1].split(" ", 1)[0]
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 130
+        assert process.wait(timeout=60) == 130

@@ -39,7 +39,7 @@ class _Lines:
         for line in stream:
             self.lines.put(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -72,7 +72,7 @@ def test_check_watch_reruns_on_changes_to_the_file_and_its_imports(tmp_path):
         assert "224 parameters" in lines.wait_for("ok: network net")
         lines.wait_for("watching")
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=20) == 130
+        assert process.wait(timeout=60) == 130
         time.sleep(0.2)  # let the reader threads drain
         while not lines.lines.empty():
             lines.seen.append(lines.lines.get())
