@@ -256,6 +256,13 @@ def test_optimized_file_loads_with_onednn_where_it_pays_off(name, onednn, tmp_pa
         _close(loaded(x), expected)
 
 
+def test_compile_command_names_the_loader(tiny, tmp_path, capsys):
+    out = tmp_path / "tiny.pt"
+    assert cli.main(["compile", str(tiny), "-o", str(out), "--optimize"]) == 0
+    assert (f"wrote {out} (TorchScript; load with netdsl.load (oneDNN where it pays off) or torch.jit.load; "
+            "optimized for inference)") in capsys.readouterr().out
+
+
 def test_load_leaves_other_files_as_torch_loads_them(tiny, tmp_path):
     netdsl.compile(tiny, tmp_path / "tiny.pt")
     loaded = netdsl.load(tmp_path / "tiny.pt")
