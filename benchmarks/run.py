@@ -1,13 +1,23 @@
-"""netdsl against torchvision, in one process on one machine: checking, compiling and running.
+"""netdsl against torchvision and the recipes users would pick instead, in one process on one machine:
+checking, compiling and running.
 
-    python benchmarks/run.py           # full run (under 10 minutes on 2 CPU cores) -> benchmarks/RESULTS.md
-    python benchmarks/run.py --quick   # smoke run: one network, few repeats, printed (or -o FILE)
+    python benchmarks/run.py             # full run (about 10 minutes on 2 CPU cores) -> benchmarks/RESULTS.md
+    python benchmarks/run.py --quick     # smoke run: one network, every variant once, printed (or -o FILE)
+    python benchmarks/run.py --threads 1 # steadier on a machine other jobs are using
 
 For resnet50, resnet152, vgg16, mobilenet_v2 and efficientnet_b0 it measures
 - `netdsl.check` (parse, resolve, check; no torch) against building the torchvision model;
 - `netdsl.compile` to a TorchScript file against torchvision's build + `torch.jit.script` + save;
-- CPU forward latency (eval, no_grad) at batch 1 and 8: netdsl eager, its TorchScript file and
-  its `--optimize` file, against torchvision eager;
+- CPU forward latency (eval, no_grad) at batch 1 and 8, every variant with the weights of one
+  torchvision model (netdsl's state_dict keys are torchvision's): torchvision eager, + `torch.compile`,
+  + `torch.jit.freeze` + `torch.jit.optimize_for_inference`, its own ONNX export in onnxruntime; netdsl
+  eager, its TorchScript file, its `--optimize` file (loaded with `netdsl.load`), its `--format onnx
+  --optimize` file in onnxruntime and its `--format aoti --optimize` package. torch and onnxruntime
+  run with the same number of threads (`--threads`, recorded). torch.compile and AOTInductor need a
+  C++ compiler and minutes per network, so only the networks `--compiled` names get them (NOTE:
+  [Compiled rows]); torch.compile recompiles for batch 8 (dynamic batch), the AOTI package has a
+  dynamic batch and is compiled once; their compile times are a table of their own, from a cold
+  inductor cache;
 - on CUDA, where present: images/s at bfloat16 with channels-last, eager and `torch.compile`.
 Every figure is a median over repeats taken round-robin (one run of each variant in turn, after a
 warm-up), so that a slower or busier moment of the machine hits all variants alike. Ratios are
@@ -42,6 +52,10 @@ from netdsl.fileio import write_atomically  # noqa: E402
 
 NETWORKS = ["resnet50", "resnet152", "vgg16", "mobilenet_v2", "efficientnet_b0"]
 FINDINGS = "## Findings"
+# NOTE: [Compiled rows] torch.compile and AOTInductor compile for minutes per network on 2 cores
+# (resnet50, a busy machine: torch.compile 90 s at batch 1 and 58 s more at batch 8, AOTI 51 s),
+# so by default only these get those rows and the full run stays under 10 minutes; --compiled all.
+COMPILED_NETWORKS = ("resnet50", "mobilenet_v2")
 
 
 @dataclass
@@ -61,6 +75,7 @@ class Results:
     large_import: dict = field(default_factory=dict)  # {"blocks": n, "megabytes": m, "seconds": s}
     compile: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
     latency: dict = field(default_factory=dict)  # (network, batch) -> {variant: s}
+    prepare: dict = field(default_factory=dict)  # network -> {(variant, None): s to make it, (variant, batch): first call}
     throughput: dict = field(default_factory=dict)  # (network, mode) -> {variant: images/s}
 
 
@@ -131,23 +146,86 @@ def measure_compile(bench: Bench, repeats: int, workdir: Path) -> dict[str, floa
 
 # ---- CPU latency --------------------------------------------------------------------------
 
-def cpu_models(bench: Bench, workdir: Path) -> dict[str, torch.nn.Module]:
-    """The variants timed on CPU, each with fresh random weights and in eval mode; the netdsl
-    files are the ones `netdsl compile` writes."""
-    _, plain = netdsl.compile(bench.path, workdir / f"{bench.name}.pt")
-    _, optimized = netdsl.compile(bench.path, workdir / f"{bench.name}.opt.pt", optimize=True)
-    return {
-        "torchvision": bench.reference().eval(),
-        "netdsl eager": netdsl.build(bench.path).eval(),
-        "netdsl TorchScript": torch.jit.load(str(plain)).eval(),
-        "netdsl --optimize": torch.jit.load(str(optimized)).eval(),
-    }
+# The CPU variants, in table order. "torchvision" (eager) is the base of every ratio.
+TORCHVISION = ["torchvision", "torchvision + torch.compile", "torchvision + freeze + optimize_for_inference",
+               "torchvision ONNX (onnxruntime)"]
+NETDSL = ["netdsl eager", "netdsl TorchScript", "netdsl --optimize", "netdsl ONNX --optimize (onnxruntime)",
+          "netdsl AOTI --optimize"]
+COMPILED = ("torchvision + torch.compile", "netdsl AOTI --optimize")  # need inductor: a C++ compiler, minutes
 
 
-def measure_latency(bench: Bench, models: dict[str, torch.nn.Module], batch: int, repeats: int) -> dict[str, float]:
+@dataclass
+class CpuModels:
+    """The variants timed on CPU for one network, each a function of the input batch, with torchvision's
+    weights everywhere; `prepare` the seconds each took to make (export, compile, load), `first_call`
+    filled by `measure_latency` (torch.compile compiles there, once per batch size)."""
+
+    runs: dict[str, Callable[[torch.Tensor], object]]
+    prepare: dict[str, float] = field(default_factory=dict)
+    first_call: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+def cpu_models(bench: Bench, workdir: Path, threads: int, compiled: bool) -> CpuModels:
+    """Every variant, eval mode, with the weights of one torchvision model (the netdsl files are the
+    ones `netdsl compile` writes from them); `compiled`: the torch.compile and AOTInductor ones too."""
+    from netdsl.api import _cxx
+    from netdsl.emit import save_onnx, script
+
+    reference = bench.reference().eval()
+    weights = reference.state_dict()
+    runs: dict[str, Callable] = {}
+    prepare: dict[str, float] = {}
+
+    def timed(name: str, make: Callable[[], Callable]) -> None:
+        start = time.perf_counter()
+        runs[name] = make()
+        prepare[name] = time.perf_counter() - start
+
+    def session(path: Path) -> Callable:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        ort = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x: ort.run(None, {"input": x.numpy()})
+
+    def compiled_file(fmt: str, suffix: str) -> Path:
+        return netdsl.compile(bench.path, workdir / f"{bench.name}.{suffix}", format=fmt, optimize=True,
+                              state_dict=weights)[1]
+
+    def netdsl_eager() -> torch.nn.Module:
+        model = netdsl.build(bench.path)
+        model.load_state_dict(weights)
+        return model.eval()
+
+    with_compiler = compiled and _cxx() is not None
+    timed("torchvision", lambda: reference)
+    if with_compiler:
+        timed("torchvision + torch.compile", lambda: torch.compile(reference))
+    timed("torchvision + freeze + optimize_for_inference",
+          lambda: torch.jit.optimize_for_inference(torch.jit.freeze(script(reference).eval())))
+    timed("torchvision ONNX (onnxruntime)", lambda: (save_onnx(reference, workdir / "torchvision.onnx",
+                                                               bench.input_shape), session(workdir / "torchvision.onnx"))[1])
+    timed("netdsl eager", netdsl_eager)
+    timed("netdsl TorchScript", lambda: torch.jit.load(str(netdsl.compile(
+        bench.path, workdir / f"{bench.name}.pt", state_dict=weights)[1])).eval())
+    timed("netdsl --optimize", lambda: netdsl.load(compiled_file("torchscript", "opt.pt")))
+    timed("netdsl ONNX --optimize (onnxruntime)", lambda: session(compiled_file("onnx", "onnx")))
+    if with_compiler:
+        timed("netdsl AOTI --optimize", lambda: torch._inductor.aoti_load_package(str(compiled_file("aoti", "pt2"))))
+    return CpuModels(runs, prepare)
+
+
+def measure_latency(bench: Bench, models: CpuModels, batch: int, repeats: int) -> dict[str, float]:
+    """Median seconds per batch of each variant, round-robin, after one timed first call (torch.compile
+    compiles for the batch size there) and one more warm-up call."""
     inputs = torch.randn(batch, *bench.input_shape)
     with torch.no_grad():
-        return round_robin({name: (lambda m=model: m(inputs)) for name, model in models.items()}, repeats, warmup=3)
+        for name, run in models.runs.items():
+            start = time.perf_counter()
+            run(inputs)
+            models.first_call[name, batch] = time.perf_counter() - start
+        return round_robin({name: (lambda r=run: r(inputs)) for name, run in models.runs.items()}, repeats, warmup=1)
 
 
 # ---- GPU throughput ----------------------------------------------------------------------
@@ -177,17 +255,22 @@ def _synchronize(device: str) -> None:
 # ---- the whole run -------------------------------------------------------------------------
 
 def run(benches: list[Bench], repeats: dict[str, int], batches: tuple[int, ...], workdir: Path,
-        log=print) -> Results:
-    """Every measurement for `benches`; `repeats` per kind: check, compile, latency, throughput."""
+        log=print, compiled_networks: tuple[str, ...] | None = None) -> Results:
+    """Every measurement for `benches`; `repeats` per kind: check, compile, latency, throughput.
+    `compiled_networks`: the networks that get the torch.compile and AOTInductor rows (None: all)."""
     results = Results()
     for bench in benches:
         log(f"{bench.name}: check, compile")
         results.check[bench.name] = measure_check(bench, repeats["check"])
         results.compile[bench.name] = measure_compile(bench, repeats["compile"], workdir)
-        models = cpu_models(bench, workdir)
+        log(f"{bench.name}: preparing the CPU variants")
+        models = cpu_models(bench, workdir, torch.get_num_threads(),
+                            compiled_networks is None or bench.name in compiled_networks)
         for batch in batches:
             log(f"{bench.name}: CPU latency, batch {batch}")
             results.latency[bench.name, batch] = measure_latency(bench, models, batch, repeats["latency"])
+        results.prepare[bench.name] = {**{(name, None): s for name, s in models.prepare.items()},
+                                       **{key: s for key, s in models.first_call.items() if key[0] in COMPILED}}
         del models
         if torch.cuda.is_available():
             for compiled in (False, True):
@@ -213,12 +296,22 @@ def machine(command: str = "python benchmarks/run.py") -> dict[str, str]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
         "command": f"`{command}`",
-        "CPU": f"{cpu}, {os.cpu_count()} cores, torch uses {torch.get_num_threads()} thread(s)",
+        "CPU": f"{cpu}, {os.cpu_count()} cores, torch and onnxruntime use {torch.get_num_threads()} thread(s)",
         "GPU": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
         "versions": f"Python {platform.python_version()}, torch {torch.__version__}, "
-                    f"torchvision {torchvision.__version__}, netdsl {netdsl.__version__}",
+                    f"torchvision {torchvision.__version__}, onnxruntime {_version('onnxruntime')}, "
+                    f"netdsl {netdsl.__version__}",
     }
     return info
+
+
+def _version(package: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def _commit() -> str:
@@ -271,15 +364,47 @@ def markdown(results: Results, info: dict[str, str], repeats: dict[str, int], fi
             for name, t in results.compile.items()]
     lines += _table(["network", "netdsl (ms)", "torchvision (ms)", "ratio"], rows)
 
-    lines += ["", "## CPU forward latency", "", "Eval mode, `torch.no_grad()`, milliseconds per batch; "
-              "ratio to torchvision eager in brackets.", ""]
-    variants = ["torchvision", "netdsl eager", "netdsl TorchScript", "netdsl --optimize"]
+    lines += ["", "## CPU forward latency", "",
+              "Eval mode, `torch.no_grad()`, milliseconds per batch, every variant with the same (torchvision's) "
+              "weights; ratio to torchvision eager in brackets; — where a variant was not run (see the "
+              "docstring: torch.compile and AOTInductor only for the networks named under **compiled**).", ""]
+    batches = sorted({batch for _, batch in results.latency})
+    for name in dict.fromkeys(network for network, _ in results.latency):
+        lines += [f"### {name}", ""]
+        rows = []
+        for variant in TORCHVISION + NETDSL:
+            row = [variant]
+            for batch in batches:
+                t = results.latency.get((name, batch), {})
+                row.append(f"{_ms(t[variant])} ({_ratio(t[variant], t['torchvision'])})" if variant in t else "—")
+            rows.append(row)
+        lines += _table(["variant", *[f"batch {batch} (ms)" for batch in batches]], rows) + [""]
+
+    lines += ["### netdsl against the best hand-applied recipe", "",
+              "The best of torchvision + `torch.compile` and torchvision + freeze + `optimize_for_inference` "
+              "(the recipe), against `netdsl --optimize` (TorchScript, loaded with `netdsl.load`) and against "
+              "the fastest netdsl artifact; below 1.0× netdsl is faster.", ""]
     rows = []
+    recipes = TORCHVISION[1:3]
     for (name, batch), t in results.latency.items():
-        base = t["torchvision"]
-        rows.append([name, str(batch), _ms(base)] +
-                    [f"{_ms(t[v])} ({_ratio(t[v], base)})" for v in variants[1:]])
-    lines += _table(["network", "batch", *[f"{v} (ms)" for v in variants]], rows)
+        recipe = min((v for v in recipes if v in t), key=lambda v: t[v])
+        fastest = min((v for v in NETDSL if v in t), key=lambda v: t[v])
+        rows.append([name, str(batch), f"{recipe.removeprefix('torchvision + ')} {_ms(t[recipe])}",
+                     f"{_ms(t['netdsl --optimize'])} ({_ratio(t['netdsl --optimize'], t[recipe])})",
+                     f"{fastest.removeprefix('netdsl ')} {_ms(t[fastest])} ({_ratio(t[fastest], t[recipe])})"])
+    lines += _table(["network", "batch", "best recipe (ms)", "netdsl --optimize (ms)", "fastest netdsl (ms)"], rows)
+
+    lines += ["", "### Preparing the variants", "",
+              "Seconds to make each variant before its first call (export, compile, save and load; for "
+              "torch.compile only the wrapper), and for torch.compile and AOTInductor the first call at "
+              "each batch size (torch.compile compiles there). Cold caches: the run has its own inductor cache.", ""]
+    rows = []
+    for name, prepared in results.prepare.items():
+        for variant in TORCHVISION[1:] + NETDSL[1:]:
+            if (variant, None) in prepared:
+                rows.append([name, variant, f"{prepared[variant, None]:.1f}"] +
+                            [f"{prepared[variant, b]:.1f}" if (variant, b) in prepared else "" for b in batches])
+    lines += _table(["network", "variant", "prepare (s)", *[f"first call, batch {b} (s)" for b in batches]], rows)
 
     lines += ["", "## GPU throughput", ""]
     if results.throughput:
@@ -305,28 +430,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small network, few repeats (a smoke run)")
     parser.add_argument("-o", "--output", help="results file (default: benchmarks/RESULTS.md; --quick: stdout)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core); "
-                        "1 is steadier on a machine other jobs are using")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime alike (default: torch's "
+                        "choice, one per core); 1 is steadier on a machine other jobs are using")
+    parser.add_argument("--compiled", default=",".join(COMPILED_NETWORKS),
+                        help="networks that get the torch.compile and AOTInductor rows, comma-separated, or 'all' "
+                        f"(default {','.join(COMPILED_NETWORKS)}: the five take over 10 minutes to compile here)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
     torch.manual_seed(0)
     if args.quick:
-        names, repeats, batches = ["mobilenet_v2"], {"check": 3, "compile": 1, "latency": 3, "throughput": 3}, (1,)
+        names, repeats, batches = ["mobilenet_v2"], {"check": 3, "compile": 1, "latency": 1, "throughput": 3}, (1,)
     else:
-        names, repeats, batches = NETWORKS, {"check": 5, "compile": 2, "latency": 7, "throughput": 20}, (1, 8)
+        names, repeats, batches = NETWORKS, {"check": 5, "compile": 2, "latency": 5, "throughput": 20}, (1, 8)
+    compiled = None if args.compiled == "all" else tuple(filter(None, args.compiled.split(",")))
     log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)  # noqa: E731
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as workdir:
-        results = run([torchvision_bench(name) for name in names], repeats, batches, Path(workdir), log)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(workdir) / "inductor")  # cold: compile times are real
+        results = run([torchvision_bench(name) for name in names], repeats, batches, Path(workdir), log, compiled)
         results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
         log("a network importing many blocks")
-        results.large_import = measure_large_import(10_000 if args.quick else 100_000, repeats["compile"], Path(workdir))
+        results.large_import = measure_large_import(10_000 if args.quick else 100_000, 1, Path(workdir))
     log(f"done in {time.perf_counter() - start:.0f} s")
     output = Path(args.output) if args.output else (None if args.quick else ROOT / "benchmarks" / "RESULTS.md")
     command = " ".join(["python benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
-    text = markdown(results, machine(command), repeats, kept_findings(output))
+    info = machine(command)
+    info["compiled"] = "all networks" if compiled is None else ", ".join(compiled)
+    text = markdown(results, info, repeats, kept_findings(output))
     if output is None:
         print(text, end="")
     else:

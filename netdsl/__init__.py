@@ -9,6 +9,7 @@ Pipeline (one module per stage): parse → resolve → check → emit and draw, 
     netdsl.valid_inputs(graph).describe()                  # the input sizes it accepts
     model = netdsl.build("resnet50.net")                   # a torch.nn.Module
     netdsl.compile_file("resnet50.net", "r50.pt")          # a TorchScript (export, ONNX, .py) file
+    netdsl.load("r50.pt")                                  # it, ready for inference (--optimize: oneDNN)
     netdsl.python_source(graph)                            # its standalone PyTorch source
     netdsl.to_dot(graph).source                            # a Graphviz drawing (needs graphviz)
 """
@@ -22,12 +23,13 @@ from .errors import (
     OutputError, ParameterError, ShapeError,
 )
 from .graph import Network
+from .optimize import load
 from .sizes import valid_inputs
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "check", "build", "compile_file", "compile", "analyse", "training", "to_dot", "python_source", "valid_inputs",
+    "check", "build", "compile_file", "compile", "load", "analyse", "training", "to_dot", "python_source", "valid_inputs",
     "Limits", "Network", "NetDSLError", "NetDSLSyntaxError", "NetDSLNameError", "NetDSLTypeError",
     "NetDSLImportError", "ShapeError", "ParameterError", "OptionError", "OutputError",
 ]

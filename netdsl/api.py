@@ -181,7 +181,7 @@ def check_weight_bytes(graph: Network, max_bytes: int | None) -> None:
 def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = None, *,
                  network: str | None = None, format: str | None = None, dtype: str | None = None,
                  device: str | None = None, optimize: bool = False, max_bytes: int | None = None,
-                 **overrides) -> tuple[Network, Path]:
+                 state_dict=None, **overrides) -> tuple[Network, Path]:
     """Check a .net file and save it atomically as `format`: "torchscript" (`torch.jit.load`),
     "export" (a `torch.export` program, `torch.export.load`), "aoti" (an AOTInductor package,
     `torch._inductor.aoti_load_package`), "onnx" or "python" (standalone source), to `output`
@@ -191,7 +191,9 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     `dtype` ("float32", "float16", "bfloat16") applies to the tensor formats (onnx: not
     bfloat16), `device` to torchscript and export. `optimize` prepares the model for inference:
     BatchNorm folded into convolutions and eval mode; for torchscript also channels-last weights
-    and a frozen graph (`netdsl.optimize`). Options that do not go together raise `OptionError`;
+    and a frozen graph (`netdsl.optimize`; `netdsl.load` loads it with oneDNN's prepacked
+    convolutions where they pay off). `state_dict` (e.g. torchvision's, whose keys a mirrored
+    network shares) is loaded strictly into the built model before anything else. Options that do not go together raise `OptionError`;
     an output that is not a regular file, or is one of the network's own sources, `OutputError`.
     A tensor format first refuses (`ParameterError`) a network whose float32 weights are more than
     `max_bytes` (default: half the memory available now; see `check_weight_bytes`)."""
@@ -211,6 +213,8 @@ def compile_file(path: str | os.PathLike, output: str | os.PathLike | None = Non
     import torch
 
     model = build_module(graph)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
     if optimize:
         from .optimize import fold_batchnorm
 

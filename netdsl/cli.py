@@ -72,7 +72,8 @@ def make_parser() -> argparse.ArgumentParser:
                                "(.onnx) or python (standalone module source); default: from -o's suffix, else torchscript")
     compile_.add_argument("--optimize", action="store_true",
                           help="for inference: fold BatchNorm into convolutions, eval mode; "
-                               "torchscript: also a frozen graph with channels-last weights")
+                               "torchscript: also a frozen graph with channels-last weights (netdsl.load adds "
+                               "oneDNN's prepacked convolutions where they pay off)")
     compile_.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
                           help="parameter dtype of the saved model (torchscript, export, aoti; onnx: not bfloat16)")
     compile_.add_argument("--device", help="device of the saved model, e.g. cuda (torchscript, export and aoti)")
@@ -311,7 +312,8 @@ def _cmd_compile(args) -> int:
                                      dtype=args.dtype, device=args.device, optimize=args.optimize,
                                      max_bytes=max_bytes, **_overrides(args.overrides))
     print(overview(network))
-    how = {"torchscript": "TorchScript; load with torch.jit.load",
+    how = {"torchscript": "TorchScript; load with " + ("netdsl.load (oneDNN where it pays off) or torch.jit.load"
+                                                       if args.optimize else "torch.jit.load"),
            "export": "torch.export program; load with torch.export.load(path).module()",
            "aoti": "AOTInductor package, dynamic batch; load with torch._inductor.aoti_load_package",
            "onnx": "ONNX, input 'input', dynamic batch; run with onnxruntime.InferenceSession",

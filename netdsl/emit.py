@@ -320,19 +320,25 @@ def script(module):
 
 def save_torchscript(module, path: str | os.PathLike, freeze: bool = False) -> None:
     """Script `module` and save it to `path` atomically (a temporary file renamed into place);
-    with `freeze`, an eval-mode frozen graph (`netdsl.optimize.freeze`)."""
+    with `freeze`, an eval-mode frozen graph (`netdsl.optimize.freeze`) and, for a CPU float32
+    model, whether `netdsl.optimize.load` should give it oneDNN's prepacked convolutions
+    (NOTE: [oneDNN at load] in netdsl/optimize.py)."""
     import torch
 
     scripted = script(module)
+    extra_files = {}
     if freeze:
-        from .optimize import freeze as freeze_scripted
+        from .optimize import ONEDNN_FILE, freeze as freeze_scripted, onednn_pays_off
 
+        cpu_float32 = all(t.device.type == "cpu" and t.dtype == torch.float32
+                          for t in [*module.parameters(), *module.buffers()] if t.is_floating_point())
         with _jit_quietly():
             scripted = freeze_scripted(scripted)
+            extra_files[ONEDNN_FILE] = "1" if cpu_float32 and onednn_pays_off(scripted) else "0"
 
     def save(file) -> None:
         with _jit_quietly():
-            torch.jit.save(scripted, file)
+            torch.jit.save(scripted, file, _extra_files=extra_files)
 
     write_atomically(path, _through_file(save))
 

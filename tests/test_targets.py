@@ -16,8 +16,9 @@ import pytest
 
 import netdsl
 from netdsl import cli
+from netdsl.api import _cxx
 from netdsl.emit import build, save_onnx, save_torchscript
-from netdsl.optimize import conv_bn_pairs, fold_batchnorm
+from netdsl.optimize import ONEDNN_FILE, conv_bn_pairs, fold_batchnorm
 
 torch = pytest.importorskip("torch")
 
@@ -234,6 +235,50 @@ def test_optimize_through_compile(tiny, tmp_path):
         _close(actual, expected)
 
 
+@pytest.mark.parametrize("name, onednn", [("mobilenet_v2", "1"), ("efficientnet_b0", "0")])
+def test_optimized_file_loads_with_onednn_where_it_pays_off(name, onednn, tmp_path):
+    """`compile --optimize` records whether oneDNN's prepacked convolutions pay off (mobilenet_v2: its
+    whole trunk runs in oneDNN's layout; efficientnet_b0: its SiLU and squeeze-excitation convert
+    at every block); `netdsl.load` applies them; both the plain and the oneDNN model match eval."""
+    path = NETWORKS / f"{name}.net"
+    model = _randomize_batchnorm(netdsl.build(path))
+    netdsl.compile(path, tmp_path / "model.pt", optimize=True, state_dict=model.state_dict())
+    extra = {ONEDNN_FILE: ""}
+    plain = torch.jit.load(str(tmp_path / "model.pt"), _extra_files=extra)
+    assert extra[ONEDNN_FILE] == onednn.encode()
+    loaded = netdsl.load(tmp_path / "model.pt")
+    onednn_convolutions = loaded.graph.findAllNodes("prim::mkldnn_convolution")
+    assert bool(onednn_convolutions) == (onednn == "1"), len(onednn_convolutions)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        _close(plain(x), expected)
+        _close(loaded(x), expected)
+
+
+def test_compile_command_names_the_loader(tiny, tmp_path, capsys):
+    out = tmp_path / "tiny.pt"
+    assert cli.main(["compile", str(tiny), "-o", str(out), "--optimize"]) == 0
+    assert (f"wrote {out} (TorchScript; load with netdsl.load (oneDNN where it pays off) or torch.jit.load; "
+            "optimized for inference)") in capsys.readouterr().out
+
+
+def test_load_leaves_other_files_as_torch_loads_them(tiny, tmp_path):
+    netdsl.compile(tiny, tmp_path / "tiny.pt")
+    loaded = netdsl.load(tmp_path / "tiny.pt")
+    assert not loaded.training and not loaded.graph.findAllNodes("prim::mkldnn_convolution")
+
+
+def test_compile_loads_a_state_dict(tiny, tmp_path):
+    model = _randomize_batchnorm(netdsl.build(tiny))
+    netdsl.compile(tiny, tmp_path / "tiny.pt", state_dict=model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        _close(torch.jit.load(str(tmp_path / "tiny.pt")).eval()(x), model(x))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        netdsl.compile(tiny, tmp_path / "other.pt", state_dict={})
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_optimize_for_cuda_half_precision(tmp_path):
@@ -261,17 +306,24 @@ def test_benchmark_code_runs(tiny, tmp_path, monkeypatch):
     spec.loader.exec_module(benchmark)
     bench = benchmark.Bench("tiny", tiny, lambda: build(netdsl.check(tiny)), (3, 32, 32))
     repeats = {"check": 1, "compile": 1, "latency": 1, "throughput": 1}
-    results = benchmark.run([bench], repeats, (1, 2), tmp_path, log=lambda message: None)
+    results = benchmark.run([bench], repeats, (1, 2), tmp_path, log=lambda message: None)  # every variant
     results.throughput["tiny", "eager"] = benchmark.measure_throughput(
         bench, "cpu", torch.float32, 2, 1, compiled=False)  # the CUDA code path, run on the CPU
     results.check_all = benchmark.measure_check_all(tiny.parent, 1)
     assert results.check_all == {"files": 1, "seconds": results.check_all["seconds"], "torch_imported": False}
     assert set(results.latency) == {("tiny", 1), ("tiny", 2)}
-    assert set(results.latency["tiny", 1]) == {"torchvision", "netdsl eager", "netdsl TorchScript",
-                                               "netdsl --optimize"}
+    variants = benchmark.TORCHVISION + benchmark.NETDSL
+    if _cxx() is None:  # torch.compile and AOTInductor compile C++
+        variants = [variant for variant in variants if variant not in benchmark.COMPILED]
+    assert list(results.latency["tiny", 1]) == list(results.latency["tiny", 2]) == variants
+    prepared = results.prepare["tiny"]
+    assert {variant for variant, _ in prepared} == set(variants)
+    assert {key for key in prepared if key[1] is not None} == {
+        (variant, batch) for variant in benchmark.COMPILED if variant in variants for batch in (1, 2)}
     text = benchmark.markdown(results, benchmark.machine(), repeats, benchmark.kept_findings(None))
-    for heading in ("## Checking", "## Compiling to TorchScript", "## CPU forward latency", "## GPU throughput",
-                    "## Findings", "| tiny | 2 |"):
+    for heading in ("## Checking", "## Compiling to TorchScript", "## CPU forward latency", "### tiny",
+                    "### netdsl against the best hand-applied recipe", "### Preparing the variants",
+                    "## GPU throughput", "## Findings", "| tiny | 2 |", "| netdsl AOTI --optimize |"):
         assert heading in text
     findings = tmp_path / "RESULTS.md"
     findings.write_text("# old\n\n## Findings\n\nWritten by hand.\n")
