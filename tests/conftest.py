@@ -60,3 +60,18 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+if _rss_log := os.environ.get("NETDSL_RSS_LOG"):
+    import resource
+
+    _peak = [0]
+
+    def pytest_runtest_teardown(item, nextitem):
+        """With NETDSL_RSS_LOG=FILE, a line per test that raised the process's peak RSS: which
+        tests set the suite's memory peak (`sort -k2 -n FILE | tail`)."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        if peak > _peak[0]:
+            _peak[0] = peak
+            with open(_rss_log, "a", encoding="utf-8") as log:
+                print(item.nodeid, peak // 1024, "MiB", os.getpid(), file=log)

@@ -51,7 +51,9 @@ def _fvcore(reference: str, input_shape: tuple[int, ...]) -> dict[str, int]:
     torch.manual_seed(0)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # torchvision's notices about weight initialisation, jit tracing's
-        model = torchvision.models.get_model(reference, weights=None).eval()
+        with zoo.empty_on_meta():  # fvcore counts shapes: weights of one element each (zoo.constant)
+            model = torchvision.models.get_model(reference, weights=None)
+        model = zoo.constant(model).eval()
         analysis = fvcore.FlopCountAnalysis(model, torch.zeros(1, *input_shape))
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
@@ -200,8 +202,11 @@ class _Stop(Exception):
 
 def _instrumented(network):
     # A module per layer (no F.max_pool2d calls): every max pool can be swapped, every layer hooked;
-    # uninitialized, then given its weights here.
-    model = zoo.uninitialized(network, python_source(network, functional=False))
+    # built on the meta device, then given constant weights (`_weight`) of one element each.
+    from netdsl.emit import build
+
+    with torch.device("meta"):
+        model = build(network, python_source(network, functional=False))
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.MaxPool2d):
@@ -212,17 +217,21 @@ def _instrumented(network):
                 # normalizes each position over its channels: with constant weights every channel is
                 # equal and the output zero; the identity reads the same positions
                 setattr(module, name, nn.Identity())
-    model = model.eval().requires_grad_(False)  # input gradients only
-    with torch.no_grad():
-        for module in model.modules():
-            for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-                if isinstance(module, (nn.Conv2d, nn.Linear)) and name == "weight":
-                    tensor.fill_(1.0 / tensor[0].numel())
-                elif name.endswith("bias") or name in ("running_mean", "num_batches_tracked"):
-                    tensor.zero_()  # biases, shifts, running means, counters
-                else:
-                    tensor.fill_(1.0)  # norms' scales and variances, learned slopes and scales: pass everything
-    return model
+    return _weighted(model.eval(), torch.float32)  # input gradients only
+
+
+def _weight(module, name: str, tensor) -> float:
+    if isinstance(module, (nn.Conv2d, nn.Linear)) and name == "weight":
+        return 1.0 / tensor[0].numel()
+    if name.endswith("bias") or name in ("running_mean", "num_batches_tracked"):
+        return 0.0  # biases, shifts, running means, counters
+    return 1.0  # norms' scales and variances, learned slopes and scales: pass everything
+
+
+def _weighted(model, dtype):
+    """`model` with the constant weights of `_weight` in `dtype`, one element of storage each
+    (`zoo.constant`: regnet_y_128gf's 645 M parameters would take 2.6 GB in float32)."""
+    return zoo.constant(model, _weight, dtype)
 
 
 def _symmetric(model) -> bool:
@@ -266,7 +275,7 @@ def _narrowest(model, consumer, channels: int, declared: tuple[int, int], steps:
         sizes = tuple((size % step or step) + grow * step for size, step in zip(declared, steps))
         try:
             with torch.no_grad():
-                _feature_map(model.float(), consumer, torch.ones(1, channels, *sizes))
+                _feature_map(_weighted(model, torch.float32), consumer, torch.ones(1, channels, *sizes))
             return sizes
         except RuntimeError:  # too small for some layer
             continue
@@ -279,7 +288,7 @@ def _support(model, consumer, shape: tuple[int, ...], axis: int, centre: int):
     for dtype in (torch.float32, torch.float64):
         x = torch.rand(shape, dtype=dtype, generator=torch.Generator().manual_seed(0)).add(1).mul(1e-6)
         x.requires_grad_()
-        feature = _feature_map(model.to(dtype), consumer, x)
+        feature = _feature_map(_weighted(model, dtype), consumer, x)
         picked = (feature[0, :, centre, :] if axis == 0 else feature[0, :, :, centre]).sum()
         picked.backward(retain_graph=dtype == torch.float32)
         if dtype == torch.float32:

@@ -9,6 +9,7 @@ the same as the file that stands for it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from pathlib import Path
 
@@ -96,3 +97,42 @@ def uninitialized(network, source: str | None = None):
     with torch.device("meta"):
         model = build(network, source)
     return model.to_empty(device="cpu")
+
+
+def constant(model, value=lambda module, name, tensor: 0.0, dtype=None):
+    """`model` (built on any device, the meta device included) with every parameter and buffer
+    replaced by one number expanded to its shape, `value(module, name, tensor)`, in `dtype` (or the
+    tensor's own): one element of storage per tensor, so that a 600 M-parameter network runs in the
+    memory of its activations (an op that needs a dense weight copies one layer's, while it runs).
+    For the oracles that need the computation and not the weights: MAC counts, gradient supports."""
+    import torch
+
+    for module in model.modules():
+        for table in (module._parameters, module._buffers):
+            for name, tensor in table.items():
+                if tensor is None:
+                    continue
+                kind = tensor.dtype if dtype is None or not tensor.is_floating_point() else dtype
+                fixed = torch.full((), value(module, name, tensor), dtype=kind).expand(tensor.shape)
+                table[name] = torch.nn.Parameter(fixed, requires_grad=False) if table is module._parameters else fixed
+    return model
+
+
+@contextlib.contextmanager
+def empty_on_meta():
+    """Modules constructed inside allocate their `torch.empty` tensors (weights, before their
+    initialization) on the meta device, and everything else where it would be: unlike
+    `torch.device("meta")`, a constructor may still compute with tensors (torchvision's RegNet
+    derives its widths with them). For `constant`, which replaces the weights anyway."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class EmptyOnMeta(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.empty and kwargs.get("device") is None:
+                kwargs = {**kwargs, "device": "meta"}
+            return func(*args, **kwargs)
+
+    with EmptyOnMeta():
+        yield
