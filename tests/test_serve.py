@@ -19,6 +19,8 @@ import pytest
 
 from netdsl import lsp, serve
 
+import zoo
+
 ROOT = Path(__file__).resolve().parent.parent
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
@@ -207,7 +209,8 @@ def test_the_event_stream_says_change_after_a_save(site, running):
 # ---- the command --------------------------------------------------------------------------
 
 def _netdsl(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "netdsl", *args], stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "netdsl", *args], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=zoo.as_in_a_terminal, **kwargs)
 
 
 def test_serve_command_serves_until_interrupted(site):
@@ -216,15 +219,15 @@ def test_serve_command_serves_until_interrupted(site):
         line = process.stderr.readline()
         assert line.startswith(f"netdsl: serving {site.resolve()} at http://127.0.0.1:") and "?file=tiny.net" in line
         port = int(line.split("127.0.0.1:", 1)[1].split("/", 1)[0])
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/api/view?file=..%2Fsecret.net")
         assert connection.getresponse().status == 403
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/api/files")
         assert json.loads(connection.getresponse().read())["first"] == "tiny.net"
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        assert process.wait(timeout=10) == 130
 
 
 @pytest.mark.parametrize("args, message", [
@@ -261,10 +264,10 @@ def test_open_starts_the_browser_on_the_page_and_another_host_is_announced(site,
         line = process.stderr.readline()
         assert line.startswith(f"netdsl: serving {site.resolve()} at http://0.0.0.0:")
         assert process.stderr.readline().strip() == "netdsl: note: --host 0.0.0.0: other machines can reach the viewer"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 10
         while not (opened.exists() and opened.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert opened.read_text().strip() == line.split(" at ", 1)[1].split(" ", 1)[0]
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        assert process.wait(timeout=10) == 130

@@ -16,6 +16,8 @@ import pytest
 
 from netdsl import cli, watch
 
+import zoo
+
 LIB = "block unit(c) {\n  conv(c, 3, pad=1)\n  relu\n}\n"
 MAIN = 'import "lib.net"\nnetwork net {\n  input [3, 8, 8]\n  body: unit(CHANNELS)\n}\n'
 
@@ -39,7 +41,7 @@ class _Lines:
         for line in stream:
             self.lines.put(line.rstrip("\n"))
 
-    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -57,7 +59,8 @@ def test_check_watch_reruns_on_changes_to_the_file_and_its_imports(tmp_path):
     _touch(lib, LIB)
     _touch(main, MAIN.replace("CHANNELS", "4"))
     process = subprocess.Popen([sys.executable, "-m", "netdsl", "check", "--watch", str(main)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               preexec_fn=zoo.as_in_a_terminal)
     try:
         lines = _Lines(process)
         assert "112 parameters" in lines.wait_for("ok: network net")  # 4 * 3 * 9 + 4
@@ -72,7 +75,7 @@ def test_check_watch_reruns_on_changes_to_the_file_and_its_imports(tmp_path):
         assert "224 parameters" in lines.wait_for("ok: network net")
         lines.wait_for("watching")
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        assert process.wait(timeout=20) == 130
         time.sleep(0.2)  # let the reader threads drain
         while not lines.lines.empty():
             lines.seen.append(lines.lines.get())

@@ -136,3 +136,12 @@ def empty_on_meta():
 
     with EmptyOnMeta():
         yield
+
+
+def as_in_a_terminal() -> None:
+    """`preexec_fn` for a child that a test interrupts with SIGINT: Ctrl-C's default action, as in
+    a terminal, whatever the test runner inherited (a shell starts background jobs with SIGINT
+    ignored, and a child that inherits that keeps ignoring it, as it should)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
