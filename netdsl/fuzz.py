@@ -552,7 +552,15 @@ def seeds() -> list[Path]:
     return files + sorted((Path(__file__).resolve().parent / "std").glob("*.net"))
 
 
-def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: float = 0.1,
+DIFFERENTIAL_SHARE = 0.2  # of the cases, by default: generated networks run through PyTorch
+
+
+def _share_option(share: float) -> str:
+    """The command-line option that gives `share`, if it is not the default."""
+    return "" if share == DIFFERENTIAL_SHARE else f" --differential-share {share}"
+
+
+def run(cases: int, seed: int, differential_share: float = DIFFERENTIAL_SHARE, bytes_share: float = 0.1,
         verbose: bool = False, path_share: float = 0.01) -> dict:
     """Runs `cases` cases; returns counts and the bugs found."""
     import tempfile
@@ -594,7 +602,7 @@ def run(cases: int, seed: int, differential_share: float = 0.2, bytes_share: flo
                   f"{time.time() - start:.0f}s", file=sys.stderr)
     scratch.cleanup()
     return {
-        "cases": cases, "seed": seed, "seconds": round(time.time() - start, 1),
+        "cases": cases, "seed": seed, "differential_share": differential_share, "seconds": round(time.time() - start, 1),
         "differential": {"cases": diff_cases, "agreed": diff.ok, "bugs": diff.bugs},
         "mutation": {"cases": mutation_cases + byte_cases, "random_bytes": byte_cases, "checked_ok": mutated.ok,
                      "located_errors": mutated.errors, "bugs": mutated.bugs},
@@ -610,7 +618,7 @@ def _worker(job: tuple) -> dict:
     return run(cases, seed, share, verbose=verbose)
 
 
-def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = 0.2, verbose: bool = False) -> dict:
+def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = DIFFERENTIAL_SHARE, verbose: bool = False) -> dict:
     """`run` split over `jobs` processes (seeds seed*1000+k); results merged."""
     import multiprocessing
 
@@ -618,7 +626,8 @@ def run_parallel(cases: int, seed: int, jobs: int, differential_share: float = 0
     work = [(n, seed * 1000 + k, differential_share, verbose and k == 0) for k, n in enumerate(shares)]
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         parts = pool.map(_worker, work)
-    merged = {"cases": cases, "seed": seed, "jobs": jobs, "seconds": max(p["seconds"] for p in parts),
+    merged = {"cases": cases, "seed": seed, "jobs": jobs, "differential_share": differential_share,
+              "seconds": max(p["seconds"] for p in parts),
               "differential": {"cases": 0, "agreed": 0, "bugs": []},
               "mutation": {"cases": 0, "random_bytes": 0, "checked_ok": 0, "located_errors": 0, "bugs": []},
               "paths": {"cases": 0, "checked_ok": 0, "located_errors": 0, "bugs": []}}
@@ -637,7 +646,8 @@ def report_markdown(result: dict) -> str:
         "# Fuzzing results",
         "",
         f"Command: `python -m netdsl.fuzz --cases {result['cases']} --seed {result['seed']}"
-        f"{' --jobs ' + str(result['jobs']) if result.get('jobs', 1) > 1 else ''}` "
+        f"{' --jobs ' + str(result['jobs']) if result.get('jobs', 1) > 1 else ''}"
+        f"{_share_option(result.get('differential_share', DIFFERENTIAL_SHARE))}` "
         f"({result['seconds']} s on {platform.machine()}, Python {platform.python_version()}).",
         "",
         "| campaign | cases | passed | bugs |",
@@ -665,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m netdsl.fuzz", description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--differential-share", type=float, default=0.2,
+    parser.add_argument("--differential-share", type=float, default=DIFFERENTIAL_SHARE,
                         help="fraction of cases that are generated networks run through PyTorch")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("--report", help="write a Markdown summary here")

@@ -342,3 +342,13 @@ def test_fuzzer_covers_the_hardening_classes(tmp_path):
         fuzz.robust_path(path, kind, outcome)
     assert kinds == set(fuzz.ODD_KINDS) and outcome.bugs == []
     assert outcome.errors > 40 and outcome.ok > 0
+
+
+@pytest.mark.parametrize("share, option", [(0.05, " --differential-share 0.05"), (fuzz.DIFFERENTIAL_SHARE, "")])
+def test_fuzz_report_gives_the_command_that_reproduces_the_run(share, option):
+    """The report's command names every option that changes the cases (the share did not)."""
+    empty = {"cases": 0, "agreed": 0, "checked_ok": 0, "located_errors": 0, "random_bytes": 0, "bugs": []}
+    result = {"cases": 100000, "seed": 2026, "jobs": 2, "differential_share": share, "seconds": 1.0,
+              "differential": empty, "mutation": empty, "paths": empty}
+    command = f"`python -m netdsl.fuzz --cases 100000 --seed 2026 --jobs 2{option}`"
+    assert command in fuzz.report_markdown(result)
