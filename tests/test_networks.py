@@ -106,22 +106,15 @@ def _count(model) -> int:
 
 
 def _reference(item, device=None):
+    """The reference module; with `device="meta"`, its weights on the meta device (`zoo.empty_on_meta`:
+    RegNet's builder computes its widths with tensors, which a whole-meta build cannot give back)."""
     torch.manual_seed(0)
-    try:
-        with torch.device(device or "cpu"):
-            if item.reference_kind == "torchvision":
-                return torchvision.models.get_model(item.reference, weights=None)
-            if item.reference_kind == "timm":
-                timm = pytest.importorskip("timm")
-                return timm.create_model(item.reference, pretrained=False)
-    except NotImplementedError:  # RegNet's builder computes its widths with tensors, which meta cannot give back
-        if device != "meta":
-            raise
-        with pytest.MonkeyPatch.context() as patch:  # then on the CPU, only allocated: no weight initialization
-            for name in dir(torch.nn.init):
-                if name.endswith("_") and not name.startswith("_"):
-                    patch.setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    with zoo.empty_on_meta() if device == "meta" else torch.device(device or "cpu"):
+        if item.reference_kind == "torchvision":
             return torchvision.models.get_model(item.reference, weights=None)
+        if item.reference_kind == "timm":
+            timm = pytest.importorskip("timm")
+            return timm.create_model(item.reference, pretrained=False)
     return None
 
 

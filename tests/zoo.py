@@ -123,7 +123,8 @@ def empty_on_meta():
     """Modules constructed inside allocate their `torch.empty` tensors (weights, before their
     initialization) on the meta device, and everything else where it would be: unlike
     `torch.device("meta")`, a constructor may still compute with tensors (torchvision's RegNet
-    derives its widths with them). For `constant`, which replaces the weights anyway."""
+    derives its widths with them). For tests that need only the shapes (`constant` replaces the
+    weights; a big reference is held to its count and keys)."""
     import torch
     from torch.overrides import TorchFunctionMode
 
