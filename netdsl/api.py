@@ -117,10 +117,11 @@ def checker(path: str | os.PathLike, *, network: str | None = None):
     """`check` for many overrides of one file, which is read and resolved once (a sweep):
     returns a function of the overrides giving the checked `Network`."""
     program = load(path)
+    memo: dict = {}  # the variants' block instances, built once each (NOTE [Elaboration memo])
 
     def check_with(**overrides) -> Network:
         values = {k: _python_value(v, k) for k, v in overrides.items()}
-        return check_program(program, network, values, Limits(), None)
+        return check_program(program, network, values, Limits(), None, memo)
 
     return check_with
 

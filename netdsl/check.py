@@ -29,8 +29,9 @@ __all__ = ["Checker", "Limits", "SYMBOLIC_PROBE", "check_program"]
 class Checker(Elaborator):
     """Checks one network; `input_shape` in `network()` checks it at that size (same rank)."""
 
-    def __init__(self, program: Program, limits: Limits = Limits(), replay: list | None = None):
-        super().__init__(program, limits, replay)
+    def __init__(self, program: Program, limits: Limits = Limits(), replay: list | None = None,
+                 memo: dict | None = None):
+        super().__init__(program, limits, replay, memo)
         self.declared_input: Shape | None = None  # set when checking at another size than declared
         self.symbolic = False  # the input statement names its sizes (`input [3, H, W]`)
 
@@ -150,11 +151,12 @@ class Checker(Elaborator):
 
 
 def check_program(program: Program, network: str | None = None, overrides: dict | None = None,
-                  limits: Limits = Limits()) -> Network:
-    """Checks a network at its declared input size (a symbolic one at SYMBOLIC_PROBE)."""
+                  limits: Limits = Limits(), memo: dict | None = None) -> Network:
+    """Checks a network at its declared input size (a symbolic one at SYMBOLIC_PROBE). `memo`, kept
+    between checks of one program (a sweep), lets each reuse the block instances of those before."""
     decl = program.network(network)
     check_names(program)
-    checker = Checker(program, limits)
+    checker = Checker(program, limits, memo=memo)
     try:
         return checker.network(decl, overrides or {})
     except NetDSLError as error:

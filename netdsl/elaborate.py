@@ -10,7 +10,8 @@ by `Scope`; every node gets its shapes, parameters and MACs. `check.py` drives i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from copy import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import ast
@@ -22,7 +23,7 @@ from .layers import CANONICAL_AXES, REGISTRY, LayerDef, LayerProblem, axes_text,
 from .names import check_label, unlabelled
 from .parse import keywords
 from .text import shape_text
-from .values import BlockRef, OpRef, article, described, show, type_name
+from .values import BlockRef, FunctionRef, OpRef, article, described, show, type_name
 
 PROBLEM_ERRORS = {"shape": ShapeError, "param": ParameterError, "type": TypeError_}  # LayerProblem.kind → error
 
@@ -106,10 +107,28 @@ class Branches:
 
 
 
+# NOTE: [Elaboration memo]
+# A block instance's module is a function of the block, its bound parameters, the input's shape,
+# the nesting depth and the limits: a block sees nothing of its caller but what it is passed (its
+# scope starts at the file's declarations, `in` is its input). So the first instance for a key is
+# built by running the body, and every later one is a copy of its nodes with the call's name, span
+# and trace -- ResNet-152's 36 identical units of layer3 are built twice (the first unit and one
+# more), not 36 times. A copy, not the same objects: later stages key their tables by node
+# (`id(node)` in cost.py, draw.py, inplace.py), and a node's trace names its own module path.
+# What building it did to the elaborator is replayed: its steps and layers count towards the limits
+# (an instance that would pass one is built afresh, so that it fails where it always did), its
+# generated shortcuts are recorded for `replay`, its first read of an input size is kept.
+# Not remembered: an instance with a tensor argument or a `tap` (its wires are the caller's or
+# numbered per network), and any instance while `replay` still holds shortcuts to use. A memo
+# kept between checks of one program (`api.checker`, a sweep) reuses the instances of earlier
+# variants. tests/test_check.py checks every shipped network with and without the memo: the
+# same graph, field for field.
+
+
 class Elaborator(Evaluator):
     """Turns statements into graph nodes; `check.Checker` adds the network around them."""
 
-    def __init__(self, program, limits, replay: list | None = None):
+    def __init__(self, program, limits, replay: list | None = None, memo: dict | None = None):
         super().__init__(program, limits)
         self.layer_count = 0
         self.globals = Env()
@@ -118,11 +137,12 @@ class Elaborator(Evaluator):
         self.root_flow: Flow | None = None  # the network's own chain: where root-only combinators may go
         self.shortcuts: list = []  # each generated residual shortcut, in order: "identity" or a stride
         self.replay: list = list(replay or [])  # the same, from the declared size, when checking at another
+        self.memo: dict = {} if memo is None else memo  # block instances built so far (NOTE [Elaboration memo])
 
     def module(self, name: str, kind: str, type_name_: str, flow: Flow, in_shape: Shape, span: Span) -> Module:
         self.canonical(flow, span, "leave a chain")
         module = Module(name=name, kind=kind, type_name=type_name_, body=flow.nodes,
-                        in_shape=in_shape, out_shape=flow.shape, span=span, trace=tuple(self.trace))
+                        in_shape=in_shape, out_shape=flow.shape, span=span, trace=self.trace)
         for child in module.children():
             module.params += child.params
             module.macs += child.macs
@@ -503,7 +523,7 @@ class Elaborator(Evaluator):
         self.append(flow, Layer(
             name=name, op=op.name, args=args, in_shape=in_shape, out_shape=out_shape,
             params=params, macs=op.macs(view, out_view, args) * positions,
-            span=span, trace=tuple(self.trace), shared=shared, labelled=label is not None, axes=axes,
+            span=span, trace=self.trace, shared=shared, labelled=label is not None, axes=axes,
             out_axes=out_axes,
         ))
         if out_axes is not None and axes is None:
@@ -516,12 +536,12 @@ class Elaborator(Evaluator):
                              f"more than the limit of {self.limits.elements}", span)
 
     def bind_op(self, op: LayerDef, call: ast.Call, env: Env) -> tuple[dict, dict]:
-        names = [p.name for p in op.params]
+        names = op.param_names
         given = self.match_arguments(
             call.args, names, op.name, env,
-            too_many=f"{op.name} takes at most {len(names)} positional arguments ({', '.join(names)}), "
-                     f"got {len(call.args)}",
-            hint=f"{op.name} takes: {', '.join(names)}" if names else f"{op.name} takes no arguments",
+            too_many=lambda: f"{op.name} takes at most {len(names)} positional arguments ({', '.join(names)}), "
+                             f"got {len(call.args)}",
+            hint=lambda: f"{op.name} takes: {', '.join(names)}" if names else f"{op.name} takes no arguments",
             aliases=op.aliases(),
         )
         spans = {key: span for key, (_, span) in given.items()}
@@ -541,28 +561,147 @@ class Elaborator(Evaluator):
         params = [p.name for p in decl.params]
         given = self.match_arguments(
             call.args, params, f"block '{decl.name}'", caller,
-            too_many=f"block '{decl.name}' takes {len(params)} arguments ({', '.join(params)}), got {len(call.args)}",
-            hint=f"its parameters are: {', '.join(params) or 'none'}",
+            too_many=lambda: f"block '{decl.name}' takes {len(params)} arguments ({', '.join(params)}), "
+                             f"got {len(call.args)}",
+            hint=lambda: f"its parameters are: {', '.join(params) or 'none'}",
         )
         path = scope.child_path(name)
-        self.trace.append(Frame(decl.name, decl.span, call.span, path))
+        outer_trace = self.trace
+        self.trace = (*outer_trace, Frame(decl.name, decl.span, call.span, path))
         try:
             self.bind_parameters(decl, f"block '{decl.name}'", given, env, call.span)
-            inner, block_scope = Flow(flow.shape), Scope(path)
-            inputs, parameters = [], []
-            for param in decl.params:  # tensors passed in become the block's own named tensors
-                value = env.values[param.name]
-                if isinstance(value, Wire):
-                    self.wire_count += 1
-                    local = Wire(param.name, value.shape, self.wire_count)
-                    block_scope.wires[param.name] = local
-                    env.values[param.name] = local
-                    inputs.append(value)
-                    parameters.append(local)
-            self.run(decl.body, Env(env), block_scope, inner)
-            module = self.module(name, "block", decl.name, inner, flow.shape, call.span)
-            module.inputs, module.parameters = tuple(inputs), tuple(parameters)
+            key = self.memo_key(decl, env, flow.shape)
+            template = self.memo.get(key) if key is not None else None
+            if template is not None and template.fits(self):
+                module = template.instance(self, name, call.span, path)
+            else:
+                module = self.elaborate_block(decl, env, name, flow, call.span, key)
         finally:
-            self.trace.pop()
+            self.trace = outer_trace
         self.append(flow, module)
 
+    def elaborate_block(self, decl: ast.BlockDef, env: Env, name: str, flow: Flow, span: Span, key) -> Module:
+        """A block instance's module, built by running its body; remembered under `key` (when not
+        None) if nothing in it depends on more than the key (NOTE [Elaboration memo])."""
+        before = _Counters.of(self)
+        inner, block_scope = Flow(flow.shape), Scope(self.trace[-1].path)
+        inputs, parameters = [], []
+        for param in decl.params:  # tensors passed in become the block's own named tensors
+            value = env.values[param.name]
+            if isinstance(value, Wire):
+                self.wire_count += 1
+                local = Wire(param.name, value.shape, self.wire_count)
+                block_scope.wires[param.name] = local
+                env.values[param.name] = local
+                inputs.append(value)
+                parameters.append(local)
+        outer_read, self.reads_input_size = self.reads_input_size, None
+        try:
+            self.run(decl.body, Env(env), block_scope, inner)
+        finally:
+            read, self.reads_input_size = self.reads_input_size, outer_read or self.reads_input_size
+        module = self.module(name, "block", decl.name, inner, flow.shape, span)
+        module.inputs, module.parameters = tuple(inputs), tuple(parameters)
+        if key is not None and self.wire_count == before.wires:
+            self.memo[key] = _Template(module, len(self.trace), _Counters.of(self).minus(before),
+                                       tuple(self.shortcuts[before.shortcuts:]), read, self.label_span)
+        return module
+
+    def memo_key(self, decl: ast.BlockDef, env: Env, in_shape: Shape):
+        """What a block instance's module depends on: the block, its bound parameters, the input's
+        shape, the nesting depth and the limits. None where it depends on more: a tensor argument, or
+        a residual kept from the declared size (`replay`)."""
+        if self.replay:
+            return None
+        try:
+            values = tuple(_frozen(env.values[param.name]) for param in decl.params)
+        except _Unkeyable:
+            return None
+        return id(decl), values, in_shape, len(self.trace), self.limits
+
+
+class _Unkeyable(Exception):
+    """A value a memo key cannot hold (a tensor)."""
+
+
+def _frozen(value):
+    """`value` as part of a memo key: equal only for values no block can tell apart (1, 1.0 and True
+    differ; so do 0.0 and -0.0)."""
+    if isinstance(value, tuple):
+        return tuple, tuple(_frozen(item) for item in value)
+    if isinstance(value, dict):
+        return dict, tuple((_frozen(k), _frozen(v)) for k, v in value.items())
+    if isinstance(value, (BlockRef, FunctionRef)):
+        return type(value), id(value.decl)
+    if isinstance(value, Wire):
+        raise _Unkeyable
+    if isinstance(value, float):
+        return float, repr(value)
+    return type(value), value
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """The elaborator's running totals that a block instance adds to."""
+
+    steps: int
+    layers: int
+    wires: int
+    shortcuts: int
+
+    @classmethod
+    def of(cls, elaborator: "Elaborator") -> "_Counters":
+        return cls(elaborator.steps, elaborator.layer_count, elaborator.wire_count, len(elaborator.shortcuts))
+
+    def minus(self, other: "_Counters") -> "_Counters":
+        return _Counters(self.steps - other.steps, self.layers - other.layers, 0, 0)
+
+
+@dataclass
+class _Template:
+    """A block instance's module as first built, and what building it did to the elaborator."""
+
+    module: Module
+    depth: int  # frames in the trace while it was built, its own included
+    added: _Counters
+    shortcuts: tuple  # the generated residual shortcuts inside it, in order
+    read: Span | None  # its first read of an input size
+    label_span: Span | None  # the elaborator's `label_span` after it
+
+    def fits(self, elaborator: "Elaborator") -> bool:
+        """Whether another instance stays within the limits on steps and layers (else it is built
+        afresh, to fail where a fresh build fails)."""
+        return (elaborator.steps + self.added.steps <= elaborator.limits.steps
+                and elaborator.layer_count + self.added.layers <= elaborator.limits.layers)
+
+    def instance(self, elaborator: "Elaborator", name: str, span: Span, path: str) -> Module:
+        """The same module for another call: its nodes copied, with the call's name, span and trace."""
+        elaborator.steps += self.added.steps
+        elaborator.layer_count += self.added.layers
+        elaborator.shortcuts.extend(self.shortcuts)
+        if elaborator.reads_input_size is None:
+            elaborator.reads_input_size = self.read
+        elaborator.label_span = self.label_span
+        here, old = elaborator.trace, self.module.trace[-1].path
+        traces: dict[int, tuple] = {}
+
+        def retrace(trace: tuple) -> tuple:
+            new = traces.get(id(trace))
+            if new is None:
+                new = traces[id(trace)] = here + tuple(
+                    replace(frame, path=path + frame.path[len(old):]) for frame in trace[self.depth:])
+            return new
+
+        def copied(node):
+            new = copy(node)
+            if node.walk_kind == "merge":
+                new.arms = [[copied(n) for n in arm] for arm in node.arms]
+                return new
+            new.trace = retrace(node.trace)
+            if node.walk_kind == "module":
+                new.body = [copied(n) for n in node.body]
+            return new
+
+        module = copied(self.module)
+        module.name, module.span = name, span
+        return module

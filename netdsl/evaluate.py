@@ -80,10 +80,16 @@ class Evaluator:
     """Evaluates expressions; `scope` (a module under construction, with its named tensors) and
     `trace` (the block instantiations on the way) are the checker's, read for names and errors."""
 
+    _eval_methods: dict = {}  # expression class -> method, per Evaluator class (`__init_subclass__`)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._eval_methods = {}
+
     def __init__(self, program: Program, limits: Limits = Limits()):
         self.program = program
         self.limits = limits
-        self.trace: list[Frame] = []
+        self.trace: tuple[Frame, ...] = ()
         self.scope = None  # the checker's `Scope` whose statement is being evaluated
         self.reads_input_size: Span | None = None  # the first read of a tensor's size (in.height)
         self.steps = 0
@@ -129,8 +135,11 @@ class Evaluator:
         return value
 
     def eval(self, expr: ast.Expr, env: Env):
-        method = getattr(self, f"eval_{type(expr).__name__}")
-        return method(expr, env)
+        kind = type(expr)
+        method = self._eval_methods.get(kind)
+        if method is None:  # once per class and expression kind
+            method = self._eval_methods[kind] = getattr(type(self), f"eval_{kind.__name__}")
+        return method(self, expr, env)
 
     def eval_Literal(self, expr: ast.Literal, env: Env):
         if isinstance(expr.value, float) and not math.isfinite(expr.value):
@@ -317,9 +326,11 @@ class Evaluator:
             result[key] = value
         return self.bounded(result, expr.span)
 
-    def match_arguments(self, args: list[ast.Arg], names: list[str], what: str, env: "Env", too_many: str,
-                        hint: str, aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
-        """Pairs a call's arguments (evaluated in `env`) with parameter `names`: {name: (value, span)}."""
+    def match_arguments(self, args: list[ast.Arg], names: list[str], what: str, env: "Env",
+                        too_many: Callable[[], str], hint: Callable[[], str],
+                        aliases: dict | None = None) -> dict[str, tuple[object, Span]]:
+        """Pairs a call's arguments (evaluated in `env`) with parameter `names`: {name: (value, span)}.
+        `too_many` and `hint` make the messages of a wrong call (only then: this runs for every call)."""
         aliases = aliases or {}
         given: dict[str, tuple[object, Span]] = {}
         positional_done = False
@@ -328,14 +339,14 @@ class Evaluator:
                 if positional_done:
                     raise self.error(TypeError_, "positional argument after a keyword argument", arg.span)
                 if index >= len(names):
-                    raise self.error(TypeError_, too_many, arg.span)
+                    raise self.error(TypeError_, too_many(), arg.span)
                 key = names[index]
             else:
                 positional_done = True
                 key = aliases.get(arg.name, arg.name)
                 if key not in names:
                     raise self.error(NameError_, f"{what} has no parameter '{arg.name}'", arg.span,
-                                     did_you_mean(arg.name, names + list(aliases)) or hint)
+                                     did_you_mean(arg.name, names + list(aliases)) or hint())
             if key in given:
                 raise self.error(TypeError_, f"{what} got '{key}' twice", arg.span)
             given[key] = (self.eval(arg.value, env), arg.value.span)
@@ -364,9 +375,9 @@ class Evaluator:
         names = [param.name for param in decl.params]
         what = f"function '{decl.name}'"
         given = self.match_arguments(expr.args, names, what, env,
-                                     too_many=f"{what} takes {len(names)} arguments ({', '.join(names)}), "
-                                              f"got {len(expr.args)}",
-                                     hint=f"its parameters are: {', '.join(names) or 'none'}")
+                                     too_many=lambda: f"{what} takes {len(names)} arguments ({', '.join(names)}), "
+                                                      f"got {len(expr.args)}",
+                                     hint=lambda: f"its parameters are: {', '.join(names) or 'none'}")
         inner = Env()  # the file's declarations are found by name lookup; nothing else is visible
         self.bind_parameters(decl, what, given, inner, expr.span)
         self.function_depth += 1

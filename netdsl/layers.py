@@ -11,6 +11,8 @@ optimizations may do with it. The checker, cost model, emitter, drawer, docs and
 
 from __future__ import annotations
 
+import functools
+
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -181,7 +183,16 @@ class LayerDef:
 
     def aliases(self) -> dict[str, str]:
         """{alternative spelling: parameter name}."""
+        return self._aliases
+
+    @functools.cached_property
+    def _aliases(self) -> dict[str, str]:
         return {alias: p.name for p in self.params for alias in p.aliases}
+
+    @functools.cached_property
+    def param_names(self) -> list[str]:
+        """Its parameters' names, in order."""
+        return [p.name for p in self.params]
 
     def bind(self, given: dict[str, object] | None = None, **keywords) -> dict:
         """Every argument of a call: the `given` values (by parameter name) checked and coerced,

@@ -270,7 +270,13 @@ def _parse_with(parser: Lark, text: str, start: str, builder: "_ToAst", where: S
 
 def keywords() -> frozenset[str]:
     """The language's reserved words: the grammar's literal terminals and the combinators."""
-    return _keywords(tuple(sorted(COMBINATORS)))
+    known, words = _known_keywords
+    if known != COMBINATORS.keys():  # a plugin registered a combinator since (checked on every `let`)
+        known, words = _known_keywords[:] = [set(COMBINATORS), _keywords(tuple(sorted(COMBINATORS)))]
+    return words
+
+
+_known_keywords: list = [None, frozenset()]  # (the combinators, their keywords) of the last call
 
 
 @functools.lru_cache(maxsize=8)

@@ -389,12 +389,13 @@ def _ranges(name: str, sizes: list[int]) -> str:
 # ---- checking at another input size ----------------------------------------------------------------
 
 def check_at(program: Program, network: str | None, overrides: dict, limits: Limits,
-             input_shape: Shape) -> Network:
+             input_shape: Shape, memo: dict | None = None) -> Network:
     """Checks a network at `input_shape` instead of its declared size (see the NOTE below)."""
     decl = program.network(network)
     check_names(program)
     input_shape = tuple(input_shape)
-    at_declared = Checker(program, limits)
+    memo = {} if memo is None else memo
+    at_declared = Checker(program, limits, memo=memo)
     try:
         try:
             declared = at_declared.network(decl, overrides)
@@ -405,8 +406,8 @@ def check_at(program: Program, network: str | None, overrides: dict, limits: Lim
         if declared is not None and input_shape == declared.input_shape:
             return declared
         if at_declared.symbolic:  # no size of its own: checked at the one given, nothing to compare
-            return Checker(program, limits).network(decl, overrides, input_shape)
-        again = Checker(program, limits, replay=at_declared.shortcuts)
+            return Checker(program, limits, memo=memo).network(decl, overrides, input_shape)
+        again = Checker(program, limits, replay=at_declared.shortcuts, memo=memo)
         try:
             resized = again.network(decl, overrides, input_shape)
         except NetDSLError as error:
@@ -420,11 +421,11 @@ def check_at(program: Program, network: str | None, overrides: dict, limits: Lim
 
 
 def check(program: Program, network: str | None = None, overrides: dict | None = None,
-          limits: Limits = Limits(), input_shape: Shape | None = None) -> Network:
-    """Checks a network at its declared input size, or at `input_shape`."""
+          limits: Limits = Limits(), input_shape: Shape | None = None, memo: dict | None = None) -> Network:
+    """Checks a network at its declared input size, or at `input_shape` (`memo`: see `check_program`)."""
     if input_shape is None:
-        return check_program(program, network, overrides, limits)
-    return check_at(program, network, overrides or {}, limits, input_shape)
+        return check_program(program, network, overrides, limits, memo)
+    return check_at(program, network, overrides or {}, limits, input_shape, memo)
 
 
 # NOTE: [Checking at another input size]

@@ -1168,3 +1168,72 @@ def test_values_are_quoted_with_their_type_named_once(tmp_path, expression, quot
     with pytest.raises(TypeError_) as caught:
         netdsl.check(path)
     assert caught.value.message == quoted
+
+
+# ---- the elaboration memo (NOTE [Elaboration memo] in netdsl/elaborate.py) ---------------------------
+
+class _Forgetful(dict):
+    """A memo that remembers nothing: every block instance is built by running its body."""
+
+    def __setitem__(self, key, value):
+        pass
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checked(program, network, memo, **keywords):
+    from netdsl.sizes import check as check_program
+
+    try:
+        return repr(check_program(program, network, memo=memo, **keywords))
+    except NetDSLError as error:
+        return f"{error.format()}"
+
+
+@pytest.mark.parametrize("input_shape", [None, (3, 97, 131)])
+def test_the_memo_gives_the_graph_a_fresh_build_gives(input_shape):
+    """Every shipped network (and example), at its size and at another: the same nodes, field for
+    field (traces, shortcuts replayed at the other size, errors), with and without the memo."""
+    from netdsl.resolve import load
+
+    files = sorted((ROOT / "networks").glob("*.net")) + sorted((ROOT / "examples").rglob("*.net"))
+    compared = 0
+    for file in files:
+        program = load(file)
+        if not any(d.span.file == program.main_file for d in program.decls.values()
+                   if isinstance(d, (netdsl.ast.NetworkDef, netdsl.ast.VariantDef))):
+            continue
+        compared += 1
+        assert _checked(program, None, {}, input_shape=input_shape) == \
+            _checked(program, None, _Forgetful(), input_shape=input_shape), file.name
+    assert compared >= 60
+
+
+def test_the_memo_builds_each_distinct_instance_once():
+    from netdsl.resolve import load
+    from netdsl.sizes import check as check_program
+
+    memo: dict = {}
+    program = load(ROOT / "networks" / "resnet152.net")
+    network = check_program(program, memo=memo)
+    units = [module for _, module, _ in netdsl.graph.walk(network.root)
+             if module.walk_kind == "module" and module.type_name == "bottleneck"]
+    assert len(units) == 50
+    # built: per stage, the first unit (which strides or widens) and the second (its input differs)
+    assert sum(key[0] == id(program.decls["bottleneck"]) for key in memo) == 8
+
+
+def test_a_remembered_instance_still_counts_towards_the_limits(main):
+    """A network over the layer limit through repeated identical blocks fails where a fresh build fails."""
+    from netdsl.resolve import load
+    from netdsl.sizes import check as check_program
+
+    path = Path(main)
+    path.write_text("block unit() {\n  conv(8, 3, pad=1)\n  relu\n}\n"
+                    "network n() {\n  input [3, 8, 8]\n  for i in range(10) { unit() }\n}\n")
+    program = load(path)
+    for limits in (Limits(layers=15), Limits(steps=25)):
+        remembered = _checked(program, None, {}, limits=limits)
+        assert remembered == _checked(program, None, _Forgetful(), limits=limits)
+        assert "more than" in remembered

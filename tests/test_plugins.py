@@ -4,6 +4,7 @@ it out (the package and its .dist-info with the entry point), then used from the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -104,9 +105,9 @@ def test_load_plugins_in_process(site, monkeypatch):
 def test_register_op_refuses_clashes_and_bad_names():
     conv = REGISTRY["conv"]
     with pytest.raises(ValueError, match="an op named 'relu' is already registered \\(built in\\)"):
-        register_op(LayerDef(**{**conv.__dict__, "name": "relu"}))
+        register_op(dataclasses.replace(conv, name="relu"))
     with pytest.raises(ValueError, match="an op's name must be a plain name, got 'a-b'"):
-        register_op(LayerDef(**{**conv.__dict__, "name": "a-b"}))
+        register_op(dataclasses.replace(conv, name="a-b"))
     with pytest.raises(TypeError, match="register_op takes a netdsl.layers.LayerDef, got dict"):
         register_op({"name": "x"})
     assert register_op(conv) is conv  # the same definition again is no clash
