@@ -53,9 +53,81 @@ _COMBINATOR_LINE = re.compile(r"^COMBINATOR\.2: .*$", re.MULTILINE)
 @functools.lru_cache(maxsize=8)
 def _build_parser(combinators: tuple[str, ...]) -> Lark:
     """The parser for these combinators; its `parse` returns AST nodes (`_Reducer`), never a tree."""
-    parser = Lark(grammar_text(combinators), parser="lalr", start=["start", "expr"], maybe_placeholders=True)
+    parser = _lark(grammar_text(combinators))
     _Reducer(parser)
     return parser
+
+
+LARK_OPTIONS = {"parser": "lalr", "start": ["start", "expr"], "maybe_placeholders": True}
+
+
+def _lark(grammar: str, cache: Path | None = None) -> Lark:
+    """lark's parser for `grammar`, its tables read from the cache when they were built before
+    (NOTE: [The parser cache]); `cache`: the directory (default `cache_dir()`)."""
+    import hashlib
+    import json
+
+    import lark
+
+    folder = cache_dir() if cache is None else cache
+    key = hashlib.sha256(json.dumps([grammar, lark.__version__, LARK_OPTIONS]).encode()).hexdigest()[:32]
+    path = folder / f"parser-{key}.json" if folder is not None else None
+    if path is not None:
+        try:
+            saved = json.loads(path.read_bytes(), object_pairs_hook=_int_keys)
+            if saved.get("key") == key:
+                return Lark._load_from_dict(saved["data"], saved["memo"])
+        except Exception:  # absent, unreadable or not what was written: build it  # noqa: BLE001
+            pass
+    parser = Lark(grammar, **LARK_OPTIONS)
+    if path is not None:
+        data, memo = parser.memo_serialize([lark.lexer.TerminalDef, lark.grammar.Rule])
+        _write_cache(path, json.dumps({"key": key, "data": data, "memo": memo}).encode())
+    return parser
+
+
+def _int_keys(pairs: list) -> dict:
+    """JSON's object keys are strings; the tables' integer keys (states, memo entries) are digits."""
+    return {int(k) if k.isdigit() else k: v for k, v in pairs}
+
+
+def cache_dir() -> Path | None:
+    """Where netdsl keeps what it can rebuild: `$NETDSL_CACHE_DIR`, else `$XDG_CACHE_HOME/netdsl`,
+    else `~/.cache/netdsl`; None when `NETDSL_CACHE_DIR` is empty (no cache)."""
+    import os
+
+    chosen = os.environ.get("NETDSL_CACHE_DIR")
+    if chosen is not None:
+        return Path(chosen) if chosen else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "netdsl"
+
+
+def _write_cache(path: Path, content: bytes) -> None:
+    """Writes a cache file whole (a temporary file renamed over it) or not at all: a cache that cannot
+    be written (a read-only home, a full disk) only costs the next process the build."""
+    import os
+    import secrets
+
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(temporary, "xb") as file:
+            file.write(content)
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+
+
+# NOTE: [The parser cache]
+# lark computes the LALR tables from the grammar in every process: 0.1-0.3 s, most of a `netdsl
+# check` of a file. They are a function of the grammar text (which holds the registered combinators'
+# keywords), lark's version and the options, so they are saved once, as JSON (lark's own
+# serialization, no pickle: reading a cache runs no code), in the user's cache directory under a
+# hash of those three, and read back in 10 ms. A file that is missing, damaged or from another
+# grammar is ignored and rebuilt; one that cannot be written is skipped. tests/test_grammar.py parses
+# every shipped file with a built and a loaded parser and compares the ASTs.
 
 
 # NOTE: [Parsing without a tree]

@@ -600,3 +600,59 @@ def test_the_fast_lalr_loop_builds_what_larks_own_loop_builds():
     for text in _BROKEN:
         ours, larks = both(text, FILE)
         assert isinstance(ours, str) and ours == larks, text
+
+
+def _shipped_sources():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = [*(root / "networks").glob("*.net"), *(root / "netdsl" / "std").glob("*.net"), *(root / "examples").rglob("*.net")]
+    return [(str(file), file.read_text(encoding="utf-8")) for file in sorted(files)]
+
+
+def test_the_parser_tables_are_read_from_the_cache_and_parse_the_same(tmp_path, monkeypatch):
+    """NOTE: [The parser cache]: the first process writes the tables, a later one reads them instead
+    of building them, and the parser read back builds the same AST for every shipped file."""
+    import netdsl.parse as parse
+    from netdsl.errors import Span
+
+    grammar = parse.grammar_text()
+    built = parse._lark(grammar, cache=tmp_path)
+    [written] = tmp_path.glob("parser-*.json")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built the tables although they were in the cache")
+
+    monkeypatch.setattr(parse, "Lark", type("NoBuild", (parse.Lark,), {"__init__": no_build}))
+    loaded = parse._lark(grammar, cache=tmp_path)
+    for parser in (built, loaded):
+        parse._Reducer(parser)
+    sources = _shipped_sources()
+    assert len(sources) > 60
+    for path, text in sources:
+        text = parse.source_text(text)
+        asts = [parse._parse_with(parser, text, "start", parse._ToAst(path), Span(path, 1, 1), "the file")
+                for parser in (built, loaded)]
+        assert asts[0] == asts[1], path
+    assert written.name.startswith("parser-")
+
+
+def test_a_damaged_or_unwritable_parser_cache_is_rebuilt_or_skipped(tmp_path):
+    import netdsl.parse as parse
+
+    grammar = parse.grammar_text()
+    folder = tmp_path / "cache"
+    parse._lark(grammar, cache=folder)
+    assert folder.stat().st_mode & 0o777 == 0o700  # a cache directory only its user reads
+    [written] = folder.glob("parser-*.json")
+    good = written.read_bytes()
+    written.write_bytes(good[: len(good) // 2])  # a cut-off file, as a crash mid-write would leave
+    assert parse._lark(grammar, cache=folder).parse("network n() { input [3, 8, 8] }", start="start")
+    import json
+
+    assert written.name == f"parser-{json.loads(written.read_bytes())['key']}.json"  # rebuilt, written whole
+    assert [p.name for p in folder.iterdir()] == [written.name]  # no temporary file left
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    assert parse._lark(grammar, cache=blocked / "cache").parse("network n() { input [3, 8, 8] }", start="start")
+    assert blocked.read_text() == "not a directory"
