@@ -16,14 +16,11 @@ Pipeline (one module per stage): parse → resolve → check → emit and draw, 
 
 from .api import build, check, compile, compile_file, training
 from .limits import Limits
-from .cost import analyse
-from .emit import python_source
 from .errors import (
     NetDSLError, NetDSLImportError, NetDSLNameError, NetDSLSyntaxError, NetDSLTypeError, OptionError,
     OutputError, ParameterError, ShapeError,
 )
 from .graph import Network
-from .optimize import load
 from .sizes import valid_inputs
 
 __version__ = "0.1.0"
@@ -35,11 +32,17 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # NOTE: [Lazy to_dot] `netdsl.to_dot` is `netdsl.draw.to_dot`, imported on first use: drawing
-    # needs the graphviz package, which `import netdsl` (and `netdsl check`) must not load.
-    if name == "to_dot":
-        from .draw import to_dot
+# NOTE: [Lazy to_dot] A name of the API whose module `netdsl check` does not need is imported on
+# first use: drawing needs the graphviz package, which `import netdsl` must not load; the cost
+# model, the emitter and the loader are imported by the commands that use them.
+_LAZY = {"to_dot": "draw", "analyse": "cost", "python_source": "emit", "load": "optimize"}
 
-        return to_dot
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'netdsl' has no attribute {name!r}")

@@ -203,6 +203,7 @@ class _Propagation(Interpreter):
         self.limit[0] = Limit("", "", "shape", network.root.span)  # index 0 stands for no size
         self.messages: dict[tuple[int, int], str] = {}  # (rule, size) -> why the layer's rule rejects it
         self.rules: dict[tuple, dict] = {}  # layer or merge signature -> {size(s): output size}
+        self.keeps: dict[int, frozenset] = {}  # id(rule) -> input sizes its layers keep unchanged (stride 1)
         self.common_period = 1  # S of the NOTE: a multiple of every stride product
 
     def dimension(self, name: str) -> Dimension:
@@ -249,9 +250,13 @@ class _Propagation(Interpreter):
         if REGISTRY[layer.op].couples_axes and len(sizes.distinct) > 1:
             raise _Coupled(layer)
         rule = self.rule(layer)
-        outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         stride = self.stride(layer)
+        kept = self.keeps.get(id(rule))
+        if kept is not None and sizes.distinct <= kept:
+            return sizes  # a layer like this one kept all these sizes before
+        outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         if stride == 1 and all(outputs[size] == size for size in sizes.distinct):
+            self.keeps[id(rule)] = sizes.distinct | kept if kept is not None else sizes.distinct
             return sizes  # this layer keeps every size: nothing to recompute
         outputs[0] = 0
         values = [outputs[size] for size in sizes.values]
