@@ -2,10 +2,12 @@
 only for the networks (the `net` parameter) whose `# reference:` is of one of those kinds; the
 others are deselected, not skipped, so the summary's skips are real ones.
 
-In parallel (README: `python -m pytest -n auto`, pytest-xdist; `--dist loadgroup` is in
-pyproject.toml): every test of one network, in any file, runs in the same worker, which builds
-and checks that network once (`zoo.network`, the module-scoped `built`); and each worker's torch
-gets its share of the cores."""
+In parallel (README: `python -m pytest -n auto`, pytest-xdist): every test of one network, in any
+file, runs in the same worker, one after another, which builds and checks that network once
+(`zoo.network`, the module-scoped `built`): `pytest_xdist_make_scheduler` below groups the tests by
+the network their parameters name. (xdist's own `--dist loadgroup` renames the grouped tests'
+node ids, which pytest 9 no longer lets a plugin do: with it, every test went its own way.) Each
+worker's torch gets its share of the cores."""
 
 from __future__ import annotations
 
@@ -33,20 +35,36 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "reference(*kinds): run only for networks whose reference is of these kinds")
 
 
-def _network(item) -> str | None:
-    """The network file a test is parametrized with, by its stem, if any."""
-    for value in getattr(getattr(item, "callspec", None), "params", {}).values():
-        stem = value.stem if isinstance(value, Path) else value
-        if isinstance(stem, str) and stem.isidentifier() and (NETWORKS / f"{stem}.net").is_file():
+@functools.cache
+def _stems() -> frozenset[str]:
+    return frozenset(path.stem for path in NETWORKS.glob("*.net"))
+
+
+def network_of(nodeid: str) -> str | None:
+    """The network a test's parameters name (`test_x[resnet18]`, `[networks/vgg16.net]`,
+    `[googlenet-folded1]`), by its file's stem, if any."""
+    name = nodeid.rpartition("::")[2]
+    if "[" not in name or not name.endswith("]"):
+        return None
+    for part in name[name.index("[") + 1:-1].split("-"):
+        stem = part.rpartition("/")[2].removesuffix(".net")
+        if stem in _stems():
             return stem
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduler of groups, each network's tests one group (see the docstring above)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ByNetwork(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return network_of(nodeid) or nodeid
+
+    return ByNetwork(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if (name := _network(item)) is not None:
-            item.add_marker(pytest.mark.xdist_group(name))
     keep, drop = [], []
     for item in items:
         marker = item.get_closest_marker("reference")

@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ROOT / "networks"
 TOLERANCE = 1e-4
 BIG = zoo.BIG  # above it: the parameter count and the state_dict keys and shapes only
+# A TorchScript module run once: the graph as scripted, without the profiling executor's passes,
+# which take seconds on a deep graph's first call (resnet1202_cifar: 5 s, against 0.16 s).
+def unoptimized():
+    return torch.jit.optimized_execution(False)
 
 
 @pytest.fixture(scope="module", params=[p.stem for p in zoo.distinct()])
@@ -46,11 +50,39 @@ class Built:
     """One network's checked graph, our module and the reference, built once for all its tests
     (pytest runs a module-scoped parameter's tests together) and released after them."""
 
-    def __init__(self, item):
+    def __init__(self, item, folder: Path):
         self.item = item
         self.graph = zoo.network(item.file)  # checked once per session (the twins were found with it)
         self.big = self.graph.params > BIG
         self._model = self._reference = None
+        self.folder = folder
+        self._compiled: Path | None = None
+
+    @property
+    def compiled(self) -> Path:
+        """The TorchScript file `netdsl compile FILE -o OUT` writes (the command itself is tested in
+        tests/test_cli.py), made once for the network's tests."""
+        if self._compiled is None:
+            _, self._compiled = netdsl.compile(self.item.file, self.folder / f"{self.graph.name}.pt")
+            gc.collect()
+            _release_memory()
+        return self._compiled
+
+    @property
+    def parity(self) -> bool:
+        """Whether `test_torchvision_parity` runs for it (and compiles it)."""
+        return self.item.reference_kind == "torchvision" and not self.big
+
+    def scripted(self, state: dict):
+        """TorchScript with `state` loaded strictly, in eval mode: the compiled file where the parity
+        test compiles it anyway, else `model` scripted in memory (sharing its tensors)."""
+        module = torch.jit.load(str(self.compiled)) if self.parity else script(self.model)
+        module.load_state_dict(state, strict=True)
+        return module.eval()
+
+    def release(self) -> None:
+        if self._compiled is not None:
+            self._compiled.unlink(missing_ok=True)  # up to 800 MB each; the disk need not hold them all
 
     @property
     def model(self):
@@ -82,9 +114,12 @@ class Built:
 
 
 @pytest.fixture(scope="module")
-def built(net):
-    item = Built(net)
+def built(net, tmp_path_factory):
+    item = Built(net, tmp_path_factory.mktemp(net.file.stem))
+    if item.parity:  # compiled first, while nothing else of this network's is in memory: the
+        item.compiled  # peak is one model being saved, not that beside the reference and another
     yield item
+    item.release()
     del item
     gc.collect()
     _release_memory()
@@ -164,8 +199,8 @@ def test_eval_forward_and_script(built):
         assert isinstance(y, torch.Tensor), "eval mode returns only the main output"
         assert tuple(y.shape) == (1, *graph.output_shape)
         assert torch.isfinite(y).all()
-        scripted = script(model)
-        assert torch.equal(scripted(x), y)
+        with unoptimized():
+            assert torch.equal(built.scripted(model.state_dict())(x), y)  # TorchScript computes the same
 
 
 def test_training_step(built):
@@ -256,7 +291,7 @@ def _record(model) -> dict:
 
 
 @pytest.mark.reference("torchvision")
-def test_torchvision_parity(built, tmp_path):
+def test_torchvision_parity(built):
     """Same keys, shapes and order; torchvision's weights (with random batch-norm statistics) load
     with strict=True into our module and into the TorchScript file `netdsl compile` writes, and all
     three compute the same outputs in eval mode."""
@@ -276,18 +311,12 @@ def test_torchvision_parity(built, tmp_path):
     with torch.no_grad():
         expected = _main(reference(x))
         assert (model(x) - expected).abs().max().item() <= TOLERANCE
-    # the network's last test: its module goes before the compile builds another and the file is
-    # loaded (the peak stays at the reference and one more copy of the weights, not four)
+    # the network's last test: its module goes before the compiled file is loaded (the peak stays
+    # at the reference and one more copy of the weights)
     del model
     built.release_model()
-
-    # what `netdsl compile FILE -o OUT` runs (the command itself is tested in tests/test_cli.py)
-    _, compiled = netdsl.compile(built.item.file, tmp_path / f"{graph.name}.pt")
-    scripted = torch.jit.load(str(compiled))
-    compiled.unlink()  # up to 800 MB each; the disk need not hold them all
-    scripted.load_state_dict(state, strict=True)
-    scripted.eval()
-    with torch.no_grad():
+    scripted = built.scripted(state)
+    with torch.no_grad(), unoptimized():
         assert (scripted(x) - expected).abs().max().item() <= TOLERANCE
 
 
