@@ -16,6 +16,7 @@ import hashlib
 import io
 import linecache
 import os
+import shutil
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -336,11 +337,13 @@ def save_torchscript(module, path: str | os.PathLike, freeze: bool = False) -> N
             scripted = freeze_scripted(scripted)
             extra_files[ONEDNN_FILE] = "1" if cpu_float32 and onednn_pays_off(scripted) else "0"
 
-    def save(file) -> None:
+    def save(target) -> None:  # the temporary file's path, or that file open
         with _jit_quietly():
-            torch.jit.save(scripted, file, _extra_files=extra_files)
+            torch.jit.save(scripted, target, _extra_files=extra_files)
 
-    write_atomically(path, _through_file(save))
+    size = sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in [*scripted.parameters(), *scripted.buffers()]}.values())
+    write_atomically(path, save if _room_for(path, size) else _through_file(save))
 
 
 def save_export(module, path: str | os.PathLike, input_shape: tuple, dtype=None, device=None) -> None:
@@ -390,7 +393,10 @@ def _through_file(save: Callable[[BinaryIO], object], buffered: bool = False) ->
     dump and the temporary file left behind). Given a Python file, `torch.jit.save`'s failed write
     is Python's `OSError`, which `write_atomically` turns into "cannot write PATH: No space left on
     device"; `torch.export.save`'s pt2 archive writer still aborts (it writes again on the way
-    out), so it writes to memory, which cannot fail, and Python copies the bytes."""
+    out), so it writes to memory, which cannot fail, and Python copies the bytes. Either way the
+    whole archive is built in memory first (`torch.jit.save` to a file object is `save_to_buffer`):
+    two more copies of the weights. So TorchScript goes through a Python file only when the file
+    might not fit (`_room_for`); where it does, torch writes the path itself, streaming."""
     def write(temporary: str) -> None:
         with open(temporary, "wb") as file:
             if not buffered:
@@ -400,6 +406,24 @@ def _through_file(save: Callable[[BinaryIO], object], buffered: bool = False) ->
             save(memory)
             file.write(memory.getbuffer())
     return write
+
+
+def _room_for(path: str | os.PathLike, size: int) -> bool:
+    """Whether a file of about `size` bytes (the weights; the archive adds its code and headers)
+    fits beside `path`, with room to spare, under this process's file-size limit (NOTE: [Full disks])."""
+    need = size + size // 8 + (64 << 20)
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            return False
+    except (ImportError, OSError, ValueError):  # (no `resource` on Windows)
+        pass
+    try:
+        return shutil.disk_usage(Path(path).resolve().parent).free >= need
+    except OSError:
+        return False
 
 
 def _dynamic_batch(input_shape: tuple, dtype=None, device=None) -> tuple[tuple, dict]:

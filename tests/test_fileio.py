@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -260,3 +261,24 @@ def test_a_write_that_fills_the_disk_is_an_error_not_an_abort(tmp_path, suffix):
     assert result.returncode == cli.EXIT_USER, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == f"error: cannot write {target}: File too large"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.net"]
+
+
+def test_a_torchscript_file_that_fits_is_streamed_not_built_in_memory(tmp_path, monkeypatch):
+    """torch.jit.save to a file object builds the whole archive in memory (two more copies of the
+    weights: 1.5 GB more for convnext_large), so where the file fits it gets the path (NOTE: [Full
+    disks]); where it might not (the file-size limit above, a nearly full disk) a Python file."""
+    torch = pytest.importorskip("torch")
+    import netdsl
+    import netdsl.emit
+
+    targets = []
+    save = torch.jit.save
+    monkeypatch.setattr(torch.jit, "save", lambda module, target, **kw: (targets.append(target), save(module, target, **kw)))
+    source = tmp_path / "small.net"
+    source.write_text("network small { input [3, 8, 8] conv(8, 3) }\n")
+    netdsl.compile(source, tmp_path / "small.pt")
+    assert len(targets) == 1 and isinstance(targets[0], str)  # the temporary file's path
+    monkeypatch.setattr(netdsl.emit.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    netdsl.compile(source, tmp_path / "again.pt")
+    assert len(targets) == 2 and not isinstance(targets[1], str)  # 1 kB free: through a Python file
+    assert torch.jit.load(str(tmp_path / "again.pt")) is not None
