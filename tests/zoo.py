@@ -51,8 +51,12 @@ def structure(path: Path) -> str:
 def twins() -> dict[Path, Path]:
     """{a file: the earlier-sorted, more specific file emitting the same module}. The one that stands
     for a group is the one with the longest name (`densenet121.net`, not `densenet.net`)."""
-    groups: dict[str, list[Path]] = {}
+    alike: dict[tuple, list[Path]] = {}  # the same module has the same counts: only those are compared
     for path in ALL:
+        checked = network(path)
+        alike.setdefault((checked.params, checked.macs, checked.input_shape), []).append(path)
+    groups: dict[str, list[Path]] = {}
+    for path in (path for paths in alike.values() if len(paths) > 1 for path in paths):
         groups.setdefault(structure(path), []).append(path)
     result = {}
     for paths in groups.values():
