@@ -73,6 +73,8 @@ class Results:
     check: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
     check_all: dict = field(default_factory=dict)  # {"files": n, "seconds": s, "torch_imported": bool}
     large_import: dict = field(default_factory=dict)  # {"blocks": n, "megabytes": m, "seconds": s}
+    check_command: dict = field(default_factory=dict)  # network -> wall s of `netdsl check FILE`
+    variants: dict = field(default_factory=dict)  # `measure_variants`
     compile: dict = field(default_factory=dict)  # network -> {"netdsl": s, "torchvision": s}
     latency: dict = field(default_factory=dict)  # (network, batch) -> {variant: s}
     prepare: dict = field(default_factory=dict)  # network -> {(variant, None): s to make it, (variant, batch): first call}
@@ -107,13 +109,50 @@ def measure_check(bench: Bench, repeats: int) -> dict[str, float]:
 
 
 def measure_check_all(directory: Path, repeats: int) -> dict:
-    """Checking every file of `directory`, and whether the checker imported torch (a fresh process)."""
+    """Checking every file of `directory` in this process; the same in a fresh process, import
+    included (wall seconds, median), and whether the checker imported torch there."""
     files = sorted(directory.glob("*.net"))
     seconds = round_robin({"all": lambda: [netdsl.check(f) for f in files]}, repeats)["all"]
     probe = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import netdsl; "
              f"[netdsl.check(f) for f in {[str(f) for f in files]!r}]; print('torch' in sys.modules)")
-    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    return {"files": len(files), "seconds": seconds, "torch_imported": imported.stdout.strip() == "True"}
+    walls, imported = [], None
+    for _ in range(min(repeats, 3)):  # 1-2 s each
+        start = time.perf_counter()
+        imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+        walls.append(time.perf_counter() - start)
+    return {"files": len(files), "seconds": seconds, "fresh_seconds": statistics.median(walls),
+            "torch_imported": imported.stdout.strip() == "True"}
+
+
+def measure_check_command(path: Path, repeats: int) -> float:
+    """Wall seconds (median) of `netdsl check FILE`, a fresh process each time, as a user runs it."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "netdsl", "check", str(path)], capture_output=True, check=True,
+                       env=environment)
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def measure_variants(path: Path, axes: dict[str, list], repeats: int) -> dict:
+    """Variants of `path` checked per second (`netdsl.api.checker`, as `netdsl sweep` checks them, without
+    its cost model): every combination of `axes`, a fresh checker per repeat; the median."""
+    import itertools
+
+    from netdsl.api import checker
+
+    combinations = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    seconds = []
+    for _ in range(repeats):
+        check = checker(path)
+        start = time.perf_counter()
+        for overrides in combinations:
+            check(**overrides)
+        seconds.append(time.perf_counter() - start)
+    return {"file": path.name, "variants": len(combinations), "seconds": statistics.median(seconds),
+            "axes": {name: (min(values), max(values)) for name, values in axes.items()}}
 
 
 def measure_large_import(blocks: int, repeats: int, workdir: Path) -> dict:
@@ -186,6 +225,9 @@ def cpu_models(bench: Bench, workdir: Path, threads: int, compiled: bool) -> Cpu
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        # onnxruntime's threads spin for a while after each run by default, taking the cores from the
+        # variant timed next: netdsl eager and AOTI, right after the two ONNX rows, read 1.6x slow
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         ort = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         return lambda x: ort.run(None, {"input": x.numpy()})
 
@@ -352,6 +394,16 @@ def markdown(results: Results, info: dict[str, str], repeats: dict[str, int], fi
         every = results.check_all
         lines += ["", f"Checking all {every['files']} files of `networks/`: {_ms(every['seconds'])} ms; "
                       f"torch imported by the checker: {'yes' if every['torch_imported'] else 'no'}."]
+        if "fresh_seconds" in every:
+            lines[-1] += f" In a fresh process, import included: {_ms(every['fresh_seconds'])} ms."
+    for name, seconds in results.check_command.items():
+        lines += ["", f"`netdsl check networks/{name}.net` in a fresh process (wall, as a user runs it): {_ms(seconds)} ms."]
+    if results.variants:
+        variants = results.variants
+        ranges = ", ".join(f"{name} {low}–{high}" for name, (low, high) in variants["axes"].items())
+        lines += ["", f"Variants of `{variants['file']}` checked per second (`netdsl.api.checker`, as `netdsl sweep` "
+                      f"checks them, without the cost model; {variants['variants']} variants, {ranges}): "
+                      f"{variants['variants'] / variants['seconds']:.0f}."]
     if results.large_import:
         large = results.large_import
         lines += ["", f"Checking a network that imports {large['blocks']:,} small blocks ({large['megabytes']:.1f} MB "
@@ -451,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(workdir) / "inductor")  # cold: compile times are real
         results = run([torchvision_bench(name) for name in names], repeats, batches, Path(workdir), log, compiled)
         results.check_all = measure_check_all(ROOT / "networks", repeats["check"])
+        results.check_command["resnet152"] = measure_check_command(ROOT / "networks" / "resnet152.net", repeats["check"])
+        tenths = lambda low, high: [round(low + step / 10, 1) for step in range(round((high - low) * 10) + 1)]  # noqa: E731
+        results.variants = measure_variants(ROOT / "networks" / "efficientnet.net",
+                                            {"width": tenths(1.0, 2.0), "depth": tenths(1.0, 3.0)[::2]},
+                                            1)
         log("a network importing many blocks")
         results.large_import = measure_large_import(10_000 if args.quick else 100_000, 1, Path(workdir))
     log(f"done in {time.perf_counter() - start:.0f} s")

@@ -310,7 +310,11 @@ def test_benchmark_code_runs(tiny, tmp_path, monkeypatch):
     results.throughput["tiny", "eager"] = benchmark.measure_throughput(
         bench, "cpu", torch.float32, 2, 1, compiled=False)  # the CUDA code path, run on the CPU
     results.check_all = benchmark.measure_check_all(tiny.parent, 1)
-    assert results.check_all == {"files": 1, "seconds": results.check_all["seconds"], "torch_imported": False}
+    assert results.check_all == {"files": 1, "seconds": results.check_all["seconds"], "torch_imported": False,
+                                 "fresh_seconds": results.check_all["fresh_seconds"]}
+    results.check_command["tiny"] = benchmark.measure_check_command(tiny, 1)
+    results.variants = benchmark.measure_variants(tiny, {}, 1)
+    assert results.variants["variants"] == 1 and results.check_command["tiny"] > 0
     assert set(results.latency) == {("tiny", 2)}
     variants = benchmark.TORCHVISION + benchmark.NETDSL
     if _cxx() is None:  # torch.compile and AOTInductor compile C++
@@ -323,7 +327,8 @@ def test_benchmark_code_runs(tiny, tmp_path, monkeypatch):
     text = benchmark.markdown(results, benchmark.machine(), repeats, benchmark.kept_findings(None))
     for heading in ("## Checking", "## Compiling to TorchScript", "## CPU forward latency", "### tiny",
                     "### netdsl against the best hand-applied recipe", "### Preparing the variants",
-                    "## GPU throughput", "## Findings", "| tiny | 2 |", "| netdsl AOTI --optimize |"):
+                    "## GPU throughput", "## Findings", "| tiny | 2 |", "| netdsl AOTI --optimize |",
+                    "`netdsl check networks/tiny.net` in a fresh process", "Variants of `tiny.net` checked per second"):
         assert heading in text
     findings = tmp_path / "RESULTS.md"
     findings.write_text("# old\n\n## Findings\n\nWritten by hand.\n")
