@@ -53,6 +53,7 @@ def network_of(nodeid: str) -> str | None:
     return None
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest without xdist runs the suite in one process
 def pytest_xdist_make_scheduler(config, log):
     """xdist's scheduler of groups, each network's tests one group (see the docstring above)."""
     from xdist.scheduler import LoadGroupScheduling
