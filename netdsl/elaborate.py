@@ -583,7 +583,7 @@ class Elaborator(Evaluator):
     def elaborate_block(self, decl: ast.BlockDef, env: Env, name: str, flow: Flow, span: Span, key) -> Module:
         """A block instance's module, built by running its body; remembered under `key` (when not
         None) if nothing in it depends on more than the key (NOTE [Elaboration memo])."""
-        before = _Counters.of(self)
+        steps, layers, wires, shortcuts = self.steps, self.layer_count, self.wire_count, len(self.shortcuts)
         inner, block_scope = Flow(flow.shape), Scope(self.trace[-1].path)
         inputs, parameters = [], []
         for param in decl.params:  # tensors passed in become the block's own named tensors
@@ -602,9 +602,9 @@ class Elaborator(Evaluator):
             read, self.reads_input_size = self.reads_input_size, outer_read or self.reads_input_size
         module = self.module(name, "block", decl.name, inner, flow.shape, span)
         module.inputs, module.parameters = tuple(inputs), tuple(parameters)
-        if key is not None and self.wire_count == before.wires:
-            self.memo[key] = _Template(module, len(self.trace), _Counters.of(self).minus(before),
-                                       tuple(self.shortcuts[before.shortcuts:]), read, self.label_span)
+        if key is not None and self.wire_count == wires:
+            self.memo[key] = _Template(module, len(self.trace), self.steps - steps, self.layer_count - layers,
+                                       tuple(self.shortcuts[shortcuts:]), read, self.label_span)
         return module
 
     def memo_key(self, decl: ast.BlockDef, env: Env, in_shape: Shape):
@@ -640,30 +640,14 @@ def _frozen(value):
     return type(value), value
 
 
-@dataclass(frozen=True)
-class _Counters:
-    """The elaborator's running totals that a block instance adds to."""
-
-    steps: int
-    layers: int
-    wires: int
-    shortcuts: int
-
-    @classmethod
-    def of(cls, elaborator: "Elaborator") -> "_Counters":
-        return cls(elaborator.steps, elaborator.layer_count, elaborator.wire_count, len(elaborator.shortcuts))
-
-    def minus(self, other: "_Counters") -> "_Counters":
-        return _Counters(self.steps - other.steps, self.layers - other.layers, 0, 0)
-
-
 @dataclass
 class _Template:
     """A block instance's module as first built, and what building it did to the elaborator."""
 
     module: Module
     depth: int  # frames in the trace while it was built, its own included
-    added: _Counters
+    steps: int  # the evaluation steps and layers building it counted (towards the limits)
+    layers: int
     shortcuts: tuple  # the generated residual shortcuts inside it, in order
     read: Span | None  # its first read of an input size
     label_span: Span | None  # the elaborator's `label_span` after it
@@ -671,13 +655,13 @@ class _Template:
     def fits(self, elaborator: "Elaborator") -> bool:
         """Whether another instance stays within the limits on steps and layers (else it is built
         afresh, to fail where a fresh build fails)."""
-        return (elaborator.steps + self.added.steps <= elaborator.limits.steps
-                and elaborator.layer_count + self.added.layers <= elaborator.limits.layers)
+        return (elaborator.steps + self.steps <= elaborator.limits.steps
+                and elaborator.layer_count + self.layers <= elaborator.limits.layers)
 
     def instance(self, elaborator: "Elaborator", name: str, span: Span, path: str) -> Module:
         """The same module for another call: its nodes copied, with the call's name, span and trace."""
-        elaborator.steps += self.added.steps
-        elaborator.layer_count += self.added.layers
+        elaborator.steps += self.steps
+        elaborator.layer_count += self.layers
         elaborator.shortcuts.extend(self.shortcuts)
         if elaborator.reads_input_size is None:
             elaborator.reads_input_size = self.read

@@ -12,7 +12,6 @@ optimizations may do with it. The checker, cost model, emitter, drawer, docs and
 from __future__ import annotations
 
 import functools
-
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction

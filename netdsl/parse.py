@@ -23,7 +23,7 @@ from lark.parse_tree_builder import ParseTreeBuilder
 from . import ast
 from .combinators import COMBINATORS
 from .limits import Limits
-from .errors import Span, SyntaxError_, did_you_mean, remember_source
+from .errors import OutputError, Span, SyntaxError_, did_you_mean, remember_source
 
 
 def grammar_path() -> Path:
@@ -104,20 +104,15 @@ def cache_dir() -> Path | None:
 
 
 def _write_cache(path: Path, content: bytes) -> None:
-    """Writes a cache file whole (a temporary file renamed over it) or not at all: a cache that cannot
-    be written (a read-only home, a full disk) only costs the next process the build."""
-    import os
-    import secrets
+    """Writes a cache file whole or not at all (`fileio.write_atomically`): a cache that cannot be
+    written (a read-only home, a full disk) only costs the next process the build."""
+    from .fileio import write_atomically
 
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with open(temporary, "xb") as file:
-            file.write(content)
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+        write_atomically(path, lambda temporary: Path(temporary).write_bytes(content))
+    except (OSError, OutputError):
+        pass
 
 
 # NOTE: [The parser cache]

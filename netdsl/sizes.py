@@ -250,10 +250,10 @@ class _Propagation(Interpreter):
         if REGISTRY[layer.op].couples_axes and len(sizes.distinct) > 1:
             raise _Coupled(layer)
         rule = self.rule(layer)
-        stride = self.stride(layer)
         kept = self.keeps.get(id(rule))
         if kept is not None and sizes.distinct <= kept:
             return sizes  # a layer like this one kept all these sizes before
+        stride = self.stride(layer)
         outputs = {size: rule[size] if size in rule else self.apply(layer, size, rule) for size in sizes.distinct}
         if stride == 1 and all(outputs[size] == size for size in sizes.distinct):
             self.keeps[id(rule)] = sizes.distinct | kept if kept is not None else sizes.distinct

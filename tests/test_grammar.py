@@ -564,18 +564,24 @@ _BROKEN = ["network n { conv(3 }\n", "block b {\n", "network n { input [3, 8, 8]
            'import "x.net" network\n', "network n { input [3, 8, 8] residual { conv(3, 3) ] }\n"]
 
 
+def _shipped_sources() -> list[tuple[str, str]]:
+    """(path, text) of every .net file shipped: networks/, the standard library and examples/."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted([*root.glob("networks/*.net"), *root.glob("netdsl/std/*.net"), *root.glob("examples/**/*.net")])
+    return [(str(file), file.read_text(encoding="utf-8")) for file in files]
+
+
 def test_the_fast_lalr_loop_builds_what_larks_own_loop_builds():
     """netdsl drives lark's parse table with its own loop (NOTE: [The LALR loop]); lark's loop on
     the same table and callbacks is the reference: the same AST (spans included) for every file
     shipped, the same error for broken ones."""
-    from pathlib import Path
-
     from netdsl.combinators import COMBINATORS
     from netdsl.errors import Span
     from netdsl.parse import _build_parser, _parse_with, _ToAst, _syntax_error, source_text
     from lark.exceptions import UnexpectedInput
 
-    root = Path(__file__).resolve().parent.parent
     parser = _build_parser(tuple(sorted(COMBINATORS)))
     automaton = parser.parser.parser.parser
     fast = automaton.parse_from_state
@@ -592,22 +598,14 @@ def test_the_fast_lalr_loop_builds_what_larks_own_loop_builds():
                 automaton.parse_from_state = fast
         return results
 
-    files = sorted([*root.glob("networks/*.net"), *root.glob("netdsl/std/*.net"), *root.glob("examples/**/*.net")])
-    assert len(files) > 90
-    for path in files:
-        ours, larks = both(source_text(path.read_text()), str(path))
+    sources = _shipped_sources()
+    assert len(sources) > 90
+    for path, text in sources:
+        ours, larks = both(source_text(text), path)
         assert isinstance(ours, ast.SourceFile) and ours == larks, path
     for text in _BROKEN:
         ours, larks = both(text, FILE)
         assert isinstance(ours, str) and ours == larks, text
-
-
-def _shipped_sources():
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    files = [*(root / "networks").glob("*.net"), *(root / "netdsl" / "std").glob("*.net"), *(root / "examples").rglob("*.net")]
-    return [(str(file), file.read_text(encoding="utf-8")) for file in sorted(files)]
 
 
 def test_the_parser_tables_are_read_from_the_cache_and_parse_the_same(tmp_path, monkeypatch):
