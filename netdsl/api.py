@@ -17,6 +17,7 @@ from .fileio import check_target
 from .graph import Network
 from .parse import parse_expr, without_collection
 from .resolve import Program, load
+from .scopes import check_names
 from .sizes import check as check_program  # (also loads `netdsl.check` before __init__ binds the name `check`)
 from .text import byte_text
 
@@ -117,11 +118,13 @@ def checker(path: str | os.PathLike, *, network: str | None = None):
     """`check` for many overrides of one file, which is read and resolved once (a sweep):
     returns a function of the overrides giving the checked `Network`."""
     program = load(path)
+    check_names(program)  # the same for every variant
     memo: dict = {}  # the variants' block instances, built once each (NOTE [Elaboration memo])
 
     def check_with(**overrides) -> Network:
         values = {k: _python_value(v, k) for k, v in overrides.items()}
-        return check_program(program, network, values, Limits(), None, memo)
+        with without_collection():  # a variant makes no cycles; a collection would scan the memo's nodes
+            return check_program(program, network, values, Limits(), None, memo, names_checked=True)
 
     return check_with
 

@@ -151,11 +151,13 @@ class Checker(Elaborator):
 
 
 def check_program(program: Program, network: str | None = None, overrides: dict | None = None,
-                  limits: Limits = Limits(), memo: dict | None = None) -> Network:
+                  limits: Limits = Limits(), memo: dict | None = None, names_checked: bool = False) -> Network:
     """Checks a network at its declared input size (a symbolic one at SYMBOLIC_PROBE). `memo`, kept
-    between checks of one program (a sweep), lets each reuse the block instances of those before."""
+    between checks of one program (a sweep), lets each reuse the block instances of those before;
+    `names_checked` says its names were resolved already (`scopes.check_names`, once per sweep)."""
     decl = program.network(network)
-    check_names(program)
+    if not names_checked:
+        check_names(program)
     checker = Checker(program, limits, memo=memo)
     try:
         return checker.network(decl, overrides or {})

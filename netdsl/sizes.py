@@ -394,10 +394,11 @@ def _ranges(name: str, sizes: list[int]) -> str:
 # ---- checking at another input size ----------------------------------------------------------------
 
 def check_at(program: Program, network: str | None, overrides: dict, limits: Limits,
-             input_shape: Shape, memo: dict | None = None) -> Network:
+             input_shape: Shape, memo: dict | None = None, names_checked: bool = False) -> Network:
     """Checks a network at `input_shape` instead of its declared size (see the NOTE below)."""
     decl = program.network(network)
-    check_names(program)
+    if not names_checked:
+        check_names(program)
     input_shape = tuple(input_shape)
     memo = {} if memo is None else memo
     at_declared = Checker(program, limits, memo=memo)
@@ -426,11 +427,13 @@ def check_at(program: Program, network: str | None, overrides: dict, limits: Lim
 
 
 def check(program: Program, network: str | None = None, overrides: dict | None = None,
-          limits: Limits = Limits(), input_shape: Shape | None = None, memo: dict | None = None) -> Network:
-    """Checks a network at its declared input size, or at `input_shape` (`memo`: see `check_program`)."""
+          limits: Limits = Limits(), input_shape: Shape | None = None, memo: dict | None = None,
+          names_checked: bool = False) -> Network:
+    """Checks a network at its declared input size, or at `input_shape` (`memo`, `names_checked`: see
+    `check_program`)."""
     if input_shape is None:
-        return check_program(program, network, overrides, limits, memo)
-    return check_at(program, network, overrides or {}, limits, input_shape, memo)
+        return check_program(program, network, overrides, limits, memo, names_checked)
+    return check_at(program, network, overrides or {}, limits, input_shape, memo, names_checked)
 
 
 # NOTE: [Checking at another input size]

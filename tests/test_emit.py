@@ -218,3 +218,27 @@ def test_calls_and_a_module_per_layer_compute_the_same(tmp_path):
     with torch.no_grad():
         assert torch.equal(calls(x), modules(x))
         assert torch.equal(script(calls)(x), modules(x))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "mobilenet_v3_small", "shufflenet_v2_x0_5"])
+def test_script_saves_the_archive_torch_jit_script_saves(name):
+    """NOTE: [Scripting once per class]: the module scripted with the stubs made once per class is
+    torch.jit.script's, its code and pickled data byte for byte (weights aside)."""
+    import io
+    import zipfile
+
+    import torch
+    from netdsl.emit import build, script
+
+    model = build(netdsl.check(ROOT / "networks" / f"{name}.net")).eval()
+
+    def archive(scripted) -> dict[str, bytes]:
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        with zipfile.ZipFile(buffer) as zipped:
+            return {entry.split("/", 1)[1]: zipped.read(entry) for entry in zipped.namelist()
+                    if "/code/" in entry or entry.endswith(".pkl")}
+
+    ours, torchs = archive(script(model)), archive(torch.jit.script(model))
+    assert len(ours) > 2 and ours.keys() == torchs.keys()
+    assert [entry for entry in ours if ours[entry] != torchs[entry]] == []
