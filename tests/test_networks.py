@@ -17,7 +17,6 @@ Networks above 200 M parameters are held to the parameter count and the keys (me
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 import pytest
@@ -64,8 +63,7 @@ class Built:
         tests/test_cli.py), made once for the network's tests."""
         if self._compiled is None:
             _, self._compiled = netdsl.compile(self.item.file, self.folder / f"{self.graph.name}.pt")
-            gc.collect()
-            _release_memory()
+            zoo.release_memory()
         return self._compiled
 
     @property
@@ -85,8 +83,7 @@ class Built:
 
     def release_model(self) -> None:
         self._model = None
-        gc.collect()
-        _release_memory()
+        zoo.release_memory()
 
     @property
     def reference(self):
@@ -114,19 +111,7 @@ def built(net, tmp_path_factory):
     yield item
     item.release()
     del item
-    gc.collect()
-    _release_memory()
-
-
-def _release_memory() -> None:
-    """Freed tensors' pages back to the system (glibc keeps them in its arenas otherwise), so that
-    the suite's peak is the largest network's, not the sum of every network's leftovers."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    zoo.release_memory()
 
 
 def _count(model) -> int:

@@ -16,7 +16,6 @@ norm, in-place activations, residuals, max pooling, squeeze-excitation gates, dr
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
@@ -109,7 +108,7 @@ def test_saved_activations_and_training_flops_equal_torchs(name):
     assert training.saved.at(BATCH) == saved
     assert BATCH * training.flops + 2 * BATCH * _grouped_weight_gradients(network) == flops
     del model
-    gc.collect()
+    zoo.release_memory()
 
 
 @pytest.mark.parametrize("name", _cases(AMP))
@@ -119,7 +118,7 @@ def test_saved_activations_under_cpu_autocast_bfloat16(name):
     saved, _ = _forward_and_backward(model, torch.randn(BATCH, *network.input_shape), amp="bfloat16")
     assert analyse(network, Precision("bfloat16", "cpu")).training.saved.at(BATCH) == saved
     del model
-    gc.collect()
+    zoo.release_memory()
 
 
 OPTIMIZERS = {
