@@ -364,11 +364,9 @@ class Costs:
 
 def analyse(network: Network, precision: Precision = Precision()) -> Costs:
     """Every node's cost, in one walk along the dataflow; the training numbers at `precision`."""
-    if precision.amp not in (None, *AMP_DTYPES) or precision.device not in DEVICES:
-        raise ValueError(f"no such precision: {precision}")
+    _known(precision)
     walk = _Walk(network, _feature_end(network.root), precision)
-    start = _State(PIXEL if len(network.input_shape) == 3 else None, 0,
-                   _Storage(math.prod(network.input_shape), 0, "float32"), False)
+    start = _State(PIXEL if len(network.input_shape) == 3 else None, 0, _input_storage(network), False)
     end = walk.run(network, start)
     walk.record(network.root, start, end)
     feature = walk.feature
@@ -382,11 +380,36 @@ def analyse(network: Network, precision: Precision = Precision()) -> Costs:
         param_tensors=sum(op.tensors(layer.in_shape, layer.args) for op, layer in ops),
         buffers=sum(elements * DTYPE_BYTES[dtype] for op, layer in ops
                     for elements, dtype in op.buffers(layer.in_shape, layer.args)),
-        saved=root.saved,
-        live=Memory.total(s.memory for s in {id(s): s for s in (start.storage, end.storage)}.values()
-                          if id(s) not in walk.kept),
-        forward_macs=root.macs, backward_macs=root.backward_macs)
+        saved=root.saved, live=_live(walk, start, end), forward_macs=root.macs, backward_macs=root.backward_macs)
     return Costs(network, walk.costs, feature, training)
+
+
+def training(network: Network, precision: Precision = Precision(), memo: dict | None = None) -> Training:
+    """`analyse(network, precision).training`, the same numbers, without the other costs: what a
+    sweep reads. `memo`, kept between the variants of a sweep, remembers what each copy of a
+    block instance does to a training step (NOTE [Training memo])."""
+    _known(precision)
+    walk = _TrainingWalk(network, precision, {} if memo is None else memo)
+    start = _State(None, 0, _input_storage(network), False)  # (no receptive fields)
+    end = walk.run(network, start)
+    return Training(precision, params=network.params, param_tensors=walk.tensors, buffers=walk.buffers,
+                    saved=walk.saved, live=_live(walk, start, end), forward_macs=network.root.macs,
+                    backward_macs=walk.backward)
+
+
+def _known(precision: Precision) -> None:
+    if precision.amp not in (None, *AMP_DTYPES) or precision.device not in DEVICES:
+        raise ValueError(f"no such precision: {precision}")
+
+
+def _input_storage(network: Network) -> "_Storage":
+    return _Storage(math.prod(network.input_shape), 0, "float32")
+
+
+def _live(walk: "_Walk", start: "_State", end: "_State") -> Memory:
+    """The input batch and the output, where no op saved them."""
+    return Memory.total(s.memory for s in {id(s): s for s in (start.storage, end.storage)}.values()
+                        if id(s) not in walk.kept)
 
 
 def byte_size(elements: int, dtype: str) -> int:
@@ -538,3 +561,81 @@ class _Walk(Interpreter):
             yield self.costs[id(node)]
             for arm in nested(node):
                 yield from self._contents(arm)
+
+
+# NOTE: [Training memo]
+# What a module does to a training step -- the bytes its ops save, its backward MACs, its
+# parameter tensors and buffers, the storage and gradient flag of its output -- depends on the
+# module and on its input: the input's dtype, whether it needs a gradient, and whether an op
+# before it saved it already (its bytes then count once, NOTE [Saved for backward]). Its
+# in-place plan is its own (netdsl/inplace.py starts each module afresh). So the copies of one
+# remembered block instance (`Module.template`, NOTE [Elaboration memo]) entered in the same
+# state do the same thing: `training` walks the first and applies its effect to the others.
+# A sweep's variants share the elaboration memo, hence this one: a depth step walks only what
+# is new. tests/test_cost.py checks every shipped network: the numbers `analyse` gives.
+
+
+@dataclass(frozen=True)
+class _Effect:
+    saved: Memory
+    backward: int
+    tensors: int
+    buffers: int
+    keeps_input: bool  # an op inside saves the module's input storage
+    output: "_Storage | None"  # a storage made inside (its size and dtype), None: the input's own
+    output_kept: bool
+    grad: bool
+    depth: int
+
+
+class _TrainingWalk(_Walk):
+    """`_Walk` adding up a training step's numbers as it goes, and skipping remembered modules."""
+
+    def __init__(self, network: Network, precision: Precision, memo: dict):
+        super().__init__(network, None, precision)
+        self.memo = memo
+        self.saved, self.backward, self.tensors, self.buffers = NO_MEMORY, 0, 0, 0
+
+    def keep(self, storage: _Storage | None) -> Memory:
+        memory = super().keep(storage)
+        self.saved += memory
+        return memory
+
+    def layer(self, layer: Layer, state: _State) -> _State:
+        out = super().layer(layer, state)
+        self.backward += self.costs[id(layer)].backward_macs
+        if not layer.shared:
+            op = REGISTRY[layer.op]
+            self.tensors += op.tensors(layer.in_shape, layer.args)
+            self.buffers += sum(elements * DTYPE_BYTES[dtype] for elements, dtype in op.buffers(layer.in_shape, layer.args))
+        return out
+
+    def module(self, module: Module, state: _State) -> _State:
+        if module.template is None:
+            return self.module_body(module, state)
+        source = state.storage
+        key = (module.template, self.precision, source.dtype, state.grad, id(source) in self.kept)
+        effect = self.memo.get(key)
+        if effect is None:
+            before = self.saved, self.backward, self.tensors, self.buffers
+            out = self.module_body(module, state)
+            made = out.storage is not source
+            self.memo[key] = _Effect(
+                self.saved + Memory(-before[0].per_sample, -before[0].fixed), self.backward - before[1],
+                self.tensors - before[2], self.buffers - before[3],
+                keeps_input=not key[-1] and id(source) in self.kept,
+                output=_Storage(out.storage.elements, out.storage.fixed, out.storage.dtype) if made else None,
+                output_kept=made and id(out.storage) in self.kept, grad=out.grad, depth=out.depth - state.depth)
+            return out
+        self.saved += effect.saved
+        self.backward += effect.backward
+        self.tensors += effect.tensors
+        self.buffers += effect.buffers
+        if effect.keeps_input:
+            self.kept[id(source)] = source
+        storage = source
+        if effect.output is not None:
+            storage = _Storage(effect.output.elements, effect.output.fixed, effect.output.dtype)
+            if effect.output_kept:
+                self.kept[id(storage)] = storage
+        return _State(None, state.depth + effect.depth, storage, effect.grad)

@@ -602,6 +602,7 @@ class Elaborator(Evaluator):
         module = self.module(name, "block", decl.name, inner, flow.shape, span)
         module.inputs, module.parameters = tuple(inputs), tuple(parameters)
         if key is not None and self.wire_count == wires:
+            module.template = object()  # copied into every instance made from it
             self.memo[key] = _Template(module, len(self.trace), self.steps - steps, self.layer_count - layers,
                                        tuple(self.shortcuts[shortcuts:]), read, self.label_span)
         return module

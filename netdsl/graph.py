@@ -66,6 +66,9 @@ class Module:
     trace: tuple[Frame, ...] = ()
     inputs: tuple[Wire, ...] = ()  # extra tensor arguments, as wires of the calling module
     parameters: tuple[Wire, ...] = ()  # the same tensors as wires inside this module
+    # the same object for every copy of one remembered block instance (NOTE [Elaboration memo]),
+    # None for a module built on its own: what a pass may remember per module (cost.training)
+    template: object = field(default=None, repr=False, compare=False)
 
     walk_kind = "module"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from .api import checker, parse_override
-from .cost import Precision, analyse
+from .cost import Precision, training as training_step
 from .errors import NetDSLError, OptionError
 
 # NOTE: [Pareto front]
@@ -118,15 +118,16 @@ def sweep(path: str | os.PathLike, axes: list[Axis], *, network: str | None = No
           optimizer: str = "adam", precision: Precision = Precision(), limits: Limits = Limits()) -> list[Variant]:
     """Every combination of the axes' values, in order, checked and costed; the front marked."""
     check = checker(path, network=network)  # the file read once
+    costs: dict = {}  # what each block instance does to a training step (NOTE [Training memo])
     variants = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         values = dict(zip((axis.name for axis in axes), combination))
-        variants.append(_variant(check, values, batch, optimizer, precision, limits))
+        variants.append(_variant(check, values, batch, optimizer, precision, limits, costs))
     _mark_front([variant for variant in variants if variant.within])
     return variants
 
 
-def _variant(check, values, batch, optimizer, precision, limits) -> Variant:
+def _variant(check, values, batch, optimizer, precision, limits, costs) -> Variant:
     variant = Variant(values)
     try:
         overrides = dict(parse_override(f"{name}={value}") for name, value in values.items())
@@ -134,7 +135,7 @@ def _variant(check, values, batch, optimizer, precision, limits) -> Variant:
     except NetDSLError as error:
         variant.error = error.message.splitlines()[0]
         return variant
-    training = analyse(graph, precision).training
+    training = training_step(graph, precision, costs)
     variant.params, variant.macs = graph.params, graph.macs
     variant.peak = training.memory(batch, optimizer)["peak"]
     if limits.capacity is not None:

@@ -20,7 +20,7 @@ import pytest
 
 import netdsl
 from netdsl.catalog import header
-from netdsl.cost import analyse
+from netdsl.cost import Precision, analyse
 from netdsl.emit import python_source
 from netdsl.layers import REGISTRY
 
@@ -348,3 +348,23 @@ def test_receptive_field_matches_the_gradient_support(path):
     for axis, size, expected, measured in _MEASURED[source]:
         assert measured == expected, f"axis {axis}, input length {size}: (support, feature length) measured " \
                                      f"{measured}, predicted {expected}"
+
+
+def test_training_alone_gives_what_analyse_gives():
+    """NOTE: [Training memo]: `cost.training`, skipping the copies of remembered block instances,
+    gives `analyse(...).training` for every shipped network and example, in float32 and under
+    autocast, with one memo for all of them, and for a sweep's variants sharing the elaboration memo."""
+    from netdsl.api import checker
+    from netdsl.cost import training
+
+    precisions = [Precision(), Precision("bfloat16", "cpu"), Precision("float16", "cuda")]
+    memo: dict = {}
+    for path in [*sorted(NETWORKS.glob("*.net")), *sorted((ROOT / "examples").glob("*.net"))]:
+        network = zoo.network(path) if path.parent == NETWORKS else netdsl.check(path)
+        for precision in precisions:
+            assert training(network, precision, memo) == analyse(network, precision).training, (path.name, precision)
+    assert memo  # ResNet's bottlenecks, EfficientNet's units... were remembered
+    check, memo = checker(NETWORKS / "efficientnet.net"), {}
+    for width, depth in [(1.0, 1.0), (1.0, 1.4), (1.2, 1.4), (1.0, 2.0)]:
+        network = check(width=width, depth=depth)
+        assert training(network, precisions[1], memo) == analyse(network, precisions[1]).training
