@@ -12,7 +12,7 @@ import pytest
 
 import netdsl
 from netdsl import cli
-from netdsl.errors import OptionError
+from netdsl.errors import NetDSLError, OptionError
 from netdsl.sweep import Axis, Limits, Variant, _mark_front, parse_axis, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,3 +105,13 @@ def test_the_sweep_benchmark_runs():
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "efficientnet.net: 9 variants (9 checked) in" in result.stdout and "variants per second" in result.stdout
+
+
+def test_an_undefined_name_fails_the_sweep_once_located(tmp_path):
+    """Names are resolved once per sweep (not per variant): a misspelt name is one located error."""
+    source = tmp_path / "bad.net"
+    source.write_text("network bad(width=1) {\n  input [3, 32, 32]\n  conv(widht * 8, 3)\n}\n")
+    with pytest.raises(NetDSLError) as raised:
+        sweep(source, [parse_axis("width=1,2")])
+    assert (raised.value.span.line, raised.value.span.column) == (3, 8)
+    assert "undefined name 'widht'" in raised.value.message
