@@ -72,6 +72,9 @@ class Memory:
     def __add__(self, other: "Memory") -> "Memory":
         return Memory(self.per_sample + other.per_sample, self.fixed + other.fixed)
 
+    def __sub__(self, other: "Memory") -> "Memory":
+        return Memory(self.per_sample - other.per_sample, self.fixed - other.fixed)
+
     @staticmethod
     def total(parts) -> "Memory":
         return sum(parts, Memory())
@@ -373,13 +376,10 @@ def analyse(network: Network, precision: Precision = Precision()) -> Costs:
     if feature is None and len(network.output_shape) == 3:
         feature = FeatureMap(network.output_shape, end.field, None)
     root = walk.costs[id(network.root)]
-    layers = [layer for _, layer in network.layers()]
-    ops = [(REGISTRY[layer.op], layer) for layer in layers]
+    state = [_state_of(layer) for _, layer in network.layers()]
     training = Training(
         precision, params=network.params,
-        param_tensors=sum(op.tensors(layer.in_shape, layer.args) for op, layer in ops),
-        buffers=sum(elements * DTYPE_BYTES[dtype] for op, layer in ops
-                    for elements, dtype in op.buffers(layer.in_shape, layer.args)),
+        param_tensors=sum(tensors for tensors, _ in state), buffers=sum(size for _, size in state),
         saved=root.saved, live=_live(walk, start, end), forward_macs=root.macs, backward_macs=root.backward_macs)
     return Costs(network, walk.costs, feature, training)
 
@@ -395,6 +395,13 @@ def training(network: Network, precision: Precision = Precision(), memo: dict | 
     return Training(precision, params=network.params, param_tensors=walk.tensors, buffers=walk.buffers,
                     saved=walk.saved, live=_live(walk, start, end), forward_macs=network.root.macs,
                     backward_macs=walk.backward)
+
+
+def _state_of(layer: Layer) -> tuple[int, int]:
+    """A layer's parameter tensors, and the bytes of its buffers (batch norm's running statistics)."""
+    op = REGISTRY[layer.op]
+    return (op.tensors(layer.in_shape, layer.args),
+            sum(elements * DTYPE_BYTES[dtype] for elements, dtype in op.buffers(layer.in_shape, layer.args)))
 
 
 def _known(precision: Precision) -> None:
@@ -604,26 +611,26 @@ class _TrainingWalk(_Walk):
     def layer(self, layer: Layer, state: _State) -> _State:
         out = super().layer(layer, state)
         self.backward += self.costs[id(layer)].backward_macs
-        if not layer.shared:
-            op = REGISTRY[layer.op]
-            self.tensors += op.tensors(layer.in_shape, layer.args)
-            self.buffers += sum(elements * DTYPE_BYTES[dtype] for elements, dtype in op.buffers(layer.in_shape, layer.args))
+        if not layer.shared:  # (as `network.layers()` counts them)
+            tensors, buffers = _state_of(layer)
+            self.tensors += tensors
+            self.buffers += buffers
         return out
 
     def module(self, module: Module, state: _State) -> _State:
         if module.template is None:
             return self.module_body(module, state)
         source = state.storage
-        key = (module.template, self.precision, source.dtype, state.grad, id(source) in self.kept)
+        saved_before = id(source) in self.kept
+        key = (module.template, self.precision, source.dtype, state.grad, saved_before)
         effect = self.memo.get(key)
         if effect is None:
             before = self.saved, self.backward, self.tensors, self.buffers
             out = self.module_body(module, state)
             made = out.storage is not source
             self.memo[key] = _Effect(
-                self.saved + Memory(-before[0].per_sample, -before[0].fixed), self.backward - before[1],
-                self.tensors - before[2], self.buffers - before[3],
-                keeps_input=not key[-1] and id(source) in self.kept,
+                self.saved - before[0], self.backward - before[1], self.tensors - before[2], self.buffers - before[3],
+                keeps_input=not saved_before and id(source) in self.kept,
                 output=_Storage(out.storage.elements, out.storage.fixed, out.storage.dtype) if made else None,
                 output_kept=made and id(out.storage) in self.kept, grad=out.grad, depth=out.depth - state.depth)
             return out

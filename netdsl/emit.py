@@ -317,13 +317,13 @@ def _jit_quietly():
 # type is compiled it makes every instance's "stubs": it reads and parses the source of the
 # instance's `forward` again (`inspect.getsource`, `tokenize`, a Python AST), then throws them
 # away for every instance but the first of its type. A deep network is thousands of instances of
-# a few classes (ResNet-1202 scripts in 10.0 s, 3.5 s with the stubs made once per class). `script` gives torch's own
-# `create_script_module` the same rule (`infer_methods_to_compile`) remembered per class, which
-# holds because what it reads -- the class's `forward`, exported methods and overloads -- is the
-# class's: an instance with a `forward`, `__overloads__` or exported function of its own gets
-# the rule run for it alone. The scripted module is the same, archive byte for byte
-# (tests/test_emit.py); where torch lacks these internals (another version) it is
-# `torch.jit.script`.
+# a few classes (ResNet-1202 scripts in 10.0 s, in 3.5 s with the stubs made once per class).
+# `script` gives torch's own `create_script_module` the same rule (`infer_methods_to_compile`)
+# remembered per class, which holds because what it reads -- the class's `forward`, exported
+# methods and overloads -- is the class's: an instance with a `forward`, `__overloads__` or
+# exported function of its own gets the rule run for it alone. The scripted module is the same,
+# archive byte for byte (tests/test_emit.py); where torch lacks these internals (another
+# version) it is `torch.jit.script`.
 def script(module):
     import torch
 
