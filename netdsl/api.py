@@ -51,41 +51,54 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in parts)
 
 
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+# NOTE: [Quantities] A count (`--max-params 25M`) and a size in bytes (`--max-bytes 8G`, `--fit 80GiB`)
+# are read by one scanner, so that every flag takes the same spellings: a number (`1.5`, `1e9`,
+# `25,000,000`), then a decimal prefix k, M, G, T or P (powers of 1000), in any case; a size may also
+# take a binary one (Ki, Mi, Gi, Ti, Pi: powers of 1024) and a trailing B.
+_QUANTITY = re.compile(r"(\d+(?:[,_]\d+)*(?:\.\d*)?(?:e\+?\d+)?)\s*(?:([kmgtp])(i?))?(b?)", re.IGNORECASE)
 
 
-def parse_capacity(text: str) -> int:
-    """`80GiB`, `24GB`, `512MiB` (bytes), or a device's name (`h100`: `netdsl.cost.DEVICE_MEMORY`)."""
-    from .cost import DEVICE_MEMORY
-
-    spelled = text.strip().lower().replace(" ", "")
-    if spelled in DEVICE_MEMORY:
-        return DEVICE_MEMORY[spelled] * 2**30
-    number = spelled.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = spelled[len(number):]
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1.0
-    if unit not in _UNITS or not value > 0 or value == float("inf"):
-        raise OptionError(f"expected a memory size like 80GiB or 24GB, or a device: "
-                          f"{', '.join(DEVICE_MEMORY)}; got {text!r}")
-    return int(value * _UNITS[unit])
+def _quantity(text: str, in_bytes: bool) -> int | None:
+    """`text` as a whole number (NOTE [Quantities]), or None if it is not one of the spellings."""
+    match = _QUANTITY.fullmatch(text.strip())
+    if match is None or (not in_bytes and (match[3] or match[4])):
+        return None
+    number, prefix, binary = match[1].replace(",", "").replace("_", ""), (match[2] or "").lower(), match[3]
+    power = "kmgtp".index(prefix) + 1 if prefix else 0
+    value = float(number) * ((1024 if binary else 1000) ** power)
+    return int(value) if value < float("inf") else None
 
 
 def parse_count(text: str) -> int:
-    """`25M`, `4G`, `1.5K`, `1000000`: a count in decimal units (as `netdsl summary` prints them)."""
-    spelled = text.strip().upper().replace(",", "").replace("_", "")
-    scale = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}.get(spelled[-1:], 1)
-    number = spelled[:-1] if scale > 1 else spelled
-    try:
-        value = float(number.strip())
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
+    """`25M`, `4G`, `1.5K`, `1e6`, `1000000`: a count in decimal units, as `netdsl summary` prints them
+    (NOTE [Quantities])."""
+    count = _quantity(text, in_bytes=False)
+    if count is None:
         raise OptionError(f"expected a count like 25M, 4G or 1000000, got {text!r}")
-    return int(value * scale)
+    return count
+
+
+def parse_size(text: str) -> int:
+    """`8G`, `512MiB`, `1e9`, `1000000`: a number of bytes from the command line (NOTE [Quantities])."""
+    size = _quantity(text, in_bytes=True)
+    if size is None:
+        raise OptionError(f"expected a size in bytes like 8G, 512MiB or 1000000, got {text!r}")
+    return size
+
+
+def parse_capacity(text: str) -> int:
+    """A memory to fit in: a size in bytes above 0 (`80GiB`, `24GB`: NOTE [Quantities]) or a device's
+    name (`h100`: `netdsl.cost.DEVICE_MEMORY`)."""
+    from .cost import DEVICE_MEMORY
+
+    spelled = text.strip().lower()
+    if spelled in DEVICE_MEMORY:
+        return DEVICE_MEMORY[spelled] * 2**30
+    size = _quantity(spelled, in_bytes=True)
+    if not size:
+        raise OptionError(f"expected a memory size like 80GiB or 24GB, or a device: "
+                          f"{', '.join(DEVICE_MEMORY)}; got {text!r}")
+    return size
 
 
 def training(network: Network | str | os.PathLike, *, amp: str | None = None, device: str = "cuda",
@@ -146,17 +159,6 @@ def build(path: str | os.PathLike, *, network: str | None = None, **overrides):
     from .emit import build as build_module
 
     return build_module(check(path, network=network, **overrides))
-
-
-def parse_size(text: str) -> int:
-    """`8G`, `512MiB`, `1e9`, `1000000`: a number of bytes from the command line (k, M, G, T, P: powers
-    of 1000; Ki, Mi, Gi, Ti, Pi: of 1024; a trailing B is optional)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?(?:e\d+)?)\s*([kKMGTP]i?)?[bB]?\s*", text)
-    if not match:
-        raise OptionError(f"expected a size in bytes like 8G, 512MiB or 1000000, got {text!r}")
-    number, unit = float(match[1]), match[2] or ""
-    scale = (1024 if unit.endswith("i") else 1000) ** ("kMGTP".index(unit[:1].replace("K", "k")) + 1 if unit else 0)
-    return int(number * scale)
 
 
 WEIGHT_BYTES = 4  # a parameter's bytes while the module is built (float32; a --dtype cast comes after)

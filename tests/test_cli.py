@@ -308,8 +308,28 @@ def test_compile_refuses_weights_beyond_the_limit_before_allocating(tmp_path):
 
 
 @pytest.mark.parametrize("text, size", [("1000000", 10**6), ("8G", 8 * 10**9), ("512MiB", 512 * 2**20),
-                                        ("1.5kB", 1500), ("2Ti", 2 * 2**40), ("1e9", 10**9)])
+                                        ("1.5kB", 1500), ("2Ti", 2 * 2**40), ("1e9", 10**9), ("8gb", 8 * 10**9),
+                                        ("80 GiB", 80 * 2**30), ("25,000,000", 25 * 10**6)])
 def test_sizes_in_bytes(text, size):
     from netdsl import api
 
     assert api.parse_size(text) == size
+    assert api.parse_capacity(text) == size  # --fit takes what --max-bytes takes (NOTE [Quantities])
+
+
+@pytest.mark.parametrize("text, count", [("25M", 25 * 10**6), ("1.5k", 1500), ("1e6", 10**6), ("25,000,000", 25 * 10**6)])
+def test_counts_take_the_spellings_of_sizes(text, count):
+    from netdsl import api
+
+    assert api.parse_count(text) == count == api.parse_size(text)
+
+
+@pytest.mark.parametrize("parse, text", [("parse_count", "5MB"), ("parse_count", "5Mi"), ("parse_size", "1,,0"),
+                                         ("parse_size", "-1G"), ("parse_size", "1e400"), ("parse_capacity", "0"),
+                                         ("parse_capacity", "8GiBs")])
+def test_malformed_quantities_are_refused(parse, text):
+    from netdsl import api
+    from netdsl.errors import OptionError
+
+    with pytest.raises(OptionError, match=f"got {text!r}"):
+        getattr(api, parse)(text)
