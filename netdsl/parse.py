@@ -481,7 +481,7 @@ def _unclosed(text: str, end: int | None, expected, path: str, at_end: bool = Fa
     if not wanted or end is None:
         return ()
     stack: list[tuple[str, int]] = []
-    position, line_starts = 0, [0]
+    position = 0
     while position < end:  # brackets outside strings and comments
         char = text[position]
         if char == '"':
