@@ -105,6 +105,7 @@ def test_the_sweep_benchmark_runs():
                             text=True)
     assert result.returncode == 0, result.stderr
     assert "efficientnet.net: 9 variants (9 checked) in" in result.stdout and "variants per second" in result.stdout
+    assert result.stdout.count("checked again, every block instance remembered:") == 3
 
 
 def test_an_undefined_name_fails_the_sweep_once_located(tmp_path):
