@@ -20,7 +20,7 @@ from .evaluate import Env, Evaluator
 from .graph import From, Layer, Merge, Module, Shape, Tap, Wire
 from .layers import CANONICAL_AXES, REGISTRY, LayerDef, LayerProblem, axes_text, rule_shape
 from .names import check_label, unlabelled
-from .parse import keywords
+from .parse import reserved
 from .text import shape_text
 from .values import BlockRef, FunctionRef, OpRef, article, described, show, type_name
 
@@ -167,9 +167,8 @@ class Elaborator(Evaluator):
         if flow is None:
             raise self.error(ShapeError, f"'tap {stmt.name}' cannot stand alone as a branch", stmt.span,
                              "tap before the inception/add, or inside a chain's block")
-        if stmt.name in keywords():
-            raise self.error(NameError_, f"'{stmt.name}' is a reserved word and cannot be used as a name",
-                             stmt.span)
+        if (error := reserved(stmt.name, stmt.span)) is not None:
+            raise self.error(NameError_, error.message, stmt.span, error.hint)
         self.canonical(flow, stmt.span, "be named")
         self.wire_count += 1
         wire = Wire(stmt.name, flow.shape, self.wire_count)

@@ -16,7 +16,7 @@ from . import ast
 from .errors import Frame, NameError_, NetDSLError, ParameterError, Span, TypeError_, did_you_mean
 from .layers import REGISTRY, Shape
 from .limits import Limits
-from .parse import keywords
+from .parse import reserved
 from .resolve import Program
 from .values import (
     BUILTINS, BlockRef, Builtin, FunctionRef, OpRef, TensorShape, ValueProblem, article, described, is_number, show,
@@ -50,9 +50,8 @@ class Env:
         return found
 
     def define(self, name: str, value, span: Span) -> None:
-        if name in keywords():
-            raise NameError_(f"'{name}' is a reserved word and cannot be used as a name", span,
-                             f"use '{name}_' or another name")
+        if (error := reserved(name, span)) is not None:
+            raise error
         if name in self.values:
             raise NameError_(
                 f"'{name}' is already defined in this scope (at line {self.spans[name].line})",

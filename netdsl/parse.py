@@ -23,7 +23,7 @@ from lark.parse_tree_builder import ParseTreeBuilder
 from . import ast
 from .combinators import COMBINATORS
 from .limits import Limits
-from .errors import OutputError, Span, SyntaxError_, did_you_mean, remember_source
+from .errors import NameError_, OutputError, Span, SyntaxError_, did_you_mean, remember_source
 
 
 def grammar_path() -> Path:
@@ -345,6 +345,17 @@ def keywords() -> frozenset[str]:
 
 _known_keywords: list = [None, frozenset()]  # (the combinators, their keywords) of the last call
 
+_REPETITION_HINT = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
+
+
+def reserved(name: str, span: Span) -> NameError_ | None:
+    """The error for a reserved word used as a name (a block, network, parameter, `let` or tap), or
+    None if `name` is not one."""
+    if name not in keywords():
+        return None
+    return NameError_(f"'{name}' is a reserved word and cannot be used as a name", span,
+                      _REPETITION_HINT if name == "x" else f"use '{name}_' or another name")
+
 
 @functools.lru_cache(maxsize=8)
 def _keywords(combinators: tuple[str, ...]) -> frozenset[str]:
@@ -464,7 +475,7 @@ def _syntax_error(error: UnexpectedInput, text: str, path: str) -> SyntaxError_:
     elif token.type == "EQUAL" and "COLON" in error.expected:
         hint = "a label is written 'name: layer(...)'"
     elif token.type == "X" or (token.type == "COLON" and re.search(r"(^|\W)x$", before)):
-        hint = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
+        hint = _REPETITION_HINT
     end = Span(path, token.line, token.column, token.end_line, token.end_column)
     return SyntaxError_(message, end, hint, notes=_unclosed(text, token.start_pos, error.expected, path))
 

@@ -18,7 +18,7 @@ from .errors import ImportError_, NameError_, NetDSLError, Span, did_you_mean
 from .fileio import kind_of
 from .layers import REGISTRY
 from .limits import SOURCE_BYTES
-from .parse import keywords, parse, without_collection
+from .parse import parse, reserved, without_collection
 
 STDLIB = Path(__file__).resolve().parent / "std"
 MAX_IMPORT_DEPTH = 64
@@ -129,8 +129,8 @@ class _Loader:
         if decl.name in REGISTRY:
             return NameError_(f"'{decl.name}' is a built-in layer; a block or network cannot take its name",
                               decl.span, f"rename it, e.g. '{decl.name}_block'")
-        if decl.name in keywords():
-            return NameError_(f"'{decl.name}' is a reserved word and cannot be used as a name", decl.span)
+        if (error := reserved(decl.name, decl.span)) is not None:
+            return error
         previous = self.program.decls.get(decl.name)
         if previous is not None:
             return NameError_(f"'{decl.name}' is already defined at {previous.span}", decl.span,

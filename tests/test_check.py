@@ -258,23 +258,33 @@ def test_let_cannot_rebind_a_loop_variable(main):
                "'i' is already defined in this scope (at line 3)", 4, 9, "names are immutable; choose a new name")
 
 
-@pytest.mark.parametrize("body, name, column", [
-    ("  let x = 2", "x", 7),
-    ("  let in = 2", "in", 7),
-    ("  for x in range(2) { relu }", "x", 3),
+REPETITION = "'x' is reserved for repetition ('layer(...) x 3'); choose another name"
+
+
+@pytest.mark.parametrize("body, name, column, hint", [
+    ("  let x = 2", "x", 7, REPETITION),
+    ("  let in = 2", "in", 7, "use 'in_' or another name"),
+    ("  for x in range(2) { relu }", "x", 3, REPETITION),
+    ("  tap residual", "residual", 3, "use 'residual_' or another name"),
 ])
-def test_reserved_words_cannot_be_bound(main, body, name, column):
-    body_fails(NameError_, main, body, f"'{name}' is a reserved word and cannot be used as a name", 3, column,
-               f"use '{name}_' or another name")
+def test_reserved_words_cannot_be_bound(main, body, name, column, hint):
+    """Every place a name is bound gives the same error and hint for a reserved word."""
+    body_fails(NameError_, main, body, f"'{name}' is a reserved word and cannot be used as a name", 3, column, hint)
 
 
 @pytest.mark.parametrize("text, message, column, hint", [
     ("block conv(c) { relu }\n", "'conv' is a built-in layer; a block or network cannot take its name", 7,
      "rename it, e.g. 'conv_block'"),
-    ("block x { relu }\n", "'x' is a reserved word and cannot be used as a name", 7, None),
+    ("block x { relu }\n", "'x' is a reserved word and cannot be used as a name", 7, REPETITION),
+    ("block add { relu }\n", "'add' is a reserved word and cannot be used as a name", 7, "use 'add_' or another name"),
 ])
 def test_declarations_cannot_take_layer_names_or_reserved_words(main, text, message, column, hint):
     fails(NameError_, main, text + "network n {\n  input [3, 8, 8]\n}\n", message, 1, column, hint)
+
+
+def test_a_network_parameter_cannot_be_a_reserved_word(main):
+    fails(NameError_, main, "network n(x=1) {\n  input [3, 8, 8]\n}\n",
+          "'x' is a reserved word and cannot be used as a name", 1, 11, REPETITION)
 
 
 def test_undefined_name_suggests_a_close_one(main):
