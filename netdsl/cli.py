@@ -184,6 +184,8 @@ def make_parser() -> argparse.ArgumentParser:
     lsp.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
     layers = commands.add_parser("layers", help="list the built-in layers and their parameters")
+    layers.add_argument("names", nargs="*", metavar="NAME",
+                        help="only these layers or combinators, each with its parameters in full")
     layers.add_argument("--markdown", action="store_true", help="print the table used in docs/language.md")
 
     catalog = commands.add_parser("catalog", help="tabulate a directory of networks as Markdown")
@@ -660,13 +662,29 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_layers(args) -> int:
-    from .layers import REGISTRY, markdown_table, signature
+    from .combinators import COMBINATORS
+    from .errors import did_you_mean
+    from .layers import REGISTRY, markdown_table, reference, signature
 
+    if args.markdown and args.names:
+        raise UsageError("--markdown prints the whole table; give it no NAME")
     if args.markdown:
         print(markdown_table(), end="")
         return EXIT_OK
-    for name, layer in sorted(REGISTRY.items()):
-        print(f"{signature(layer)}\n    {layer.doc}")
+    if not args.names:
+        for name, layer in sorted(REGISTRY.items()):
+            print(f"{signature(layer)}\n    {layer.doc}")
+        return EXIT_OK
+    known = [*REGISTRY, *COMBINATORS]
+    for name in args.names:
+        if name not in known:
+            raise UsageError(f"no layer or combinator named '{name}'" + (
+                f"; {hint}" if (hint := did_you_mean(name, known)) else "; netdsl layers lists them"))
+    for name in args.names:
+        if name in REGISTRY:
+            print(reference(REGISTRY[name]))
+        else:
+            print(f"{name} {{ ... }}  (a combinator: docs/language.md)\n    {COMBINATORS[name].doc}")
     return EXIT_OK
 
 

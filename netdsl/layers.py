@@ -402,7 +402,7 @@ register(LayerDef(
         Param("stride", "pair", 1, minimum=1),
         Param("pad", "pair", 0, doc="zero padding on each side", minimum=0, aliases=("padding",)),
         Param("dilation", "pair", 1, minimum=1),
-        Param("groups", "int", 1, doc="grouped convolution; alias: cardinality", minimum=1, aliases=("cardinality",)),
+        Param("groups", "int", 1, doc="grouped convolution", minimum=1, aliases=("cardinality",)),
         Param("bias", "bool", True),
     ),
     shape=_conv_shape,
@@ -1262,21 +1262,47 @@ def signature(layer: LayerDef) -> str:
     return f"{layer.name}({', '.join(parts)})" if parts else layer.name
 
 
+def _torch_name(layer: LayerDef) -> str:
+    """The PyTorch class the op emits (`nn.Conv2d`; a helper class netdsl writes by its name), for
+    sample arguments on a [8, 16, 16] input."""
+    samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True, "dims": (-1,)}
+    args = {}
+    for p in layer.params:
+        if p.default is REQUIRED:
+            args[p.name] = p.choices[0] if p.choices else samples[p.kind]
+        else:
+            args[p.name] = p.default(args) if callable(p.default) else p.default
+    emission = layer.torch((8, 16, 16), args)
+    return emission.cls if emission.helper else f"{emission.module or 'nn'}.{emission.cls}"
+
+
+def reference(layer: LayerDef) -> str:
+    """One op's entry for `netdsl layers NAME`: its signature, what it does, the PyTorch class it
+    emits, and each parameter's kind, default, bounds, choices, spellings and meaning."""
+    lines = [signature(layer), f"    {layer.doc}", f"    PyTorch: {_torch_name(layer)}"]
+    for p in layer.params:
+        facts = [p.kind]
+        if p.default is REQUIRED:
+            facts.append("required")
+        elif not callable(p.default):
+            facts.append(f"default {show(p.default)}")
+        if p.minimum is not None:
+            facts.append(f"at least {p.minimum}")
+        if p.choices:
+            facts.append("one of " + ", ".join(show(choice) for choice in p.choices))
+        if p.aliases:
+            facts.append("also spelled " + ", ".join(p.aliases))
+        lines.append(f"    {p.name}: {'; '.join(facts)}" + (f" — {p.doc}" if p.doc else ""))
+    return "\n".join(lines)
+
+
 def markdown_table() -> str:
     """The registry as the Markdown table in docs/language.md."""
-    samples = {"int": 1, "float": 0.5, "pair": 1, "bool": True, "dims": (-1,)}
     rows = ["| layer | PyTorch | description |", "|---|---|---|"]
     for name, layer in sorted(REGISTRY.items()):
         if layer.plugin:
             continue  # the built-in ops only: the table documents netdsl itself
-        args = {}
-        for p in layer.params:
-            if p.default is REQUIRED:
-                args[p.name] = p.choices[0] if p.choices else samples[p.kind]
-            else:
-                args[p.name] = p.default(args) if callable(p.default) else p.default
-        emission = layer.torch((8, 16, 16), args)
-        torch_name = emission.cls if emission.helper else f"nn.{emission.cls}"
+        torch_name = _torch_name(layer)
         aliases = layer.aliases()
         doc = layer.doc + (" Aliases: " + ", ".join(f"`{a}` = `{r}`" for a, r in aliases.items()) + "."
                            if aliases else "")

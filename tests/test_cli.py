@@ -120,6 +120,32 @@ def test_layers_lists_the_registry():
     assert "conv(out, kernel, stride=1, pad=0, dilation=1, groups=1, bias=true)" in result.stdout
 
 
+def test_layers_names_one_op_in_full():
+    """`netdsl layers conv`: every parameter of the op from its registry entry, and a combinator's doc."""
+    from netdsl.combinators import COMBINATORS
+    from netdsl.layers import REGISTRY
+
+    result = netdsl("layers", "conv", "residual")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["conv(out, kernel, stride=1, pad=0, dilation=1, groups=1, bias=true)",
+                         f"    {REGISTRY['conv'].doc}", "    PyTorch: nn.Conv2d"]
+    assert "    out: int; required; at least 1 — output channels" in lines
+    assert "    pad: pair; default 0; at least 0; also spelled padding — zero padding on each side" in lines
+    assert len([line for line in lines if line.startswith("    ") and ": " in line]) == len(REGISTRY["conv"].params) + 1
+    assert f"    {COMBINATORS['residual'].doc}" in lines
+
+
+@pytest.mark.parametrize("args, message", [
+    (["convv"], "netdsl: error: no layer or combinator named 'convv'; did you mean 'conv'?"),
+    (["relu", "qwertyuiop"], "netdsl: error: no layer or combinator named 'qwertyuiop'; netdsl layers lists them"),
+    (["--markdown", "conv"], "netdsl: error: --markdown prints the whole table; give it no NAME"),
+])
+def test_layers_refuses_unknown_names(args, message):
+    result = netdsl("layers", *args)
+    assert (result.returncode, result.stdout, result.stderr.strip()) == (2, "", message)
+
+
 def test_compile_default_output_in_cwd(tmp_path):
     result = netdsl("compile", RESNET18, "-D", "classes=7", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
