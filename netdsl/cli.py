@@ -137,8 +137,13 @@ def make_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="optimizer state (default adam)")
     sweep.add_argument("--amp", choices=list(AMP_DTYPES), default=None, help="the training step under autocast")
     sweep.add_argument("--device", choices=list(DEVICES), default="cuda", help="whose autocast rules (default cuda)")
+    sweep.add_argument("--bound", metavar="PROFILE",
+                       help="each variant's latency lower bound on a device (an inference forward pass at --batch, "
+                            "in --amp's dtype, else float32): a shipped profile (h100, a100, ...) or a JSON file")
     sweep.add_argument("--plot", metavar="OUT", help="write a plot (.png or .svg): MACs or params against memory")
     sweep.add_argument("--x", choices=["macs", "params"], default="macs", help="the plot's x axis (default macs)")
+    sweep.add_argument("--y", choices=["memory", "bound"], default="memory",
+                       help="the plot's y axis: the training peak (default) or the latency bound (needs --bound)")
     sweep.add_argument("--json", action="store_true", help="print the variants as JSON")
     sweep.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
 
@@ -427,12 +432,16 @@ def _cmd_sweep(args) -> int:
     from . import sweep
     from .cost import Precision
     from .fileio import check_target
-    from .summary import grid
+    from .roofline import BOUND_MEANING
+    from .summary import grid, seconds_text
 
     if not args.axes:
         raise UsageError("give at least one -D NAME=VALUES to sweep, e.g. -D width=0.5:2.0:0.25")
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    profile = _profile(args.bound, args.amp or "float32")
+    if args.y == "bound" and profile is None:
+        raise UsageError("--y bound plots the latency bound: give a device profile with --bound (e.g. --bound h100)")
     if args.plot is not None:
         check_target(args.plot, protect=_sources(args.file))
         if not args.plot.lower().endswith((".png", ".svg")):
@@ -447,24 +456,27 @@ def _cmd_sweep(args) -> int:
                           _option("--max-macs", args.max_macs, api.parse_count),
                           _option("--fit", args.fit, api.parse_capacity))
     variants = sweep.sweep(args.file, axes, network=args.network, batch=args.batch, optimizer=args.optimizer,
-                           precision=Precision(args.amp, args.device), limits=limits)
+                           precision=Precision(args.amp, args.device), limits=limits, profile=profile)
     if args.json:
         print(json.dumps({"file": args.file, "batch": args.batch, "optimizer": args.optimizer, "amp": args.amp,
+                          "bound_profile": profile.name if profile is not None else None,
                           "variants": [variant.to_json() for variant in variants]}, indent=2))
     else:
         shown = [axis.name for axis in axes]
         columns = [(name, "left") for name in shown] + [("params", "right"), ("MACs", "right"),
                                                         (f"peak at batch {args.batch}", "right")]
         columns += [("fits batch", "right")] if limits.capacity is not None else []
+        columns += [(f"bound at batch {args.batch}", "right")] if profile is not None else []
         columns.append(("", "left"))
         cells = []
         for variant in variants:
             row = [variant.values[name] for name in shown]
             if variant.error is not None:
-                row += ["", "", ""] + ([""] if limits.capacity is not None else []) + [f"invalid: {variant.error}"]
+                row += [""] * (len(columns) - len(shown) - 1) + [f"invalid: {variant.error}"]
             else:
                 row += [f"{variant.params:,}", human(variant.macs), byte_text(variant.peak)]
                 row += [f"{variant.fit:,}"] if limits.capacity is not None else []
+                row += [seconds_text(variant.bound)] if profile is not None else []
                 row.append("Pareto front" if variant.front else "" if variant.within else "over a limit")
             cells.append(row)
         print(grid(columns, cells))
@@ -472,9 +484,14 @@ def _cmd_sweep(args) -> int:
         print(f"{plural(len(variants), 'variant')}: {checked} checked, {sum(v.within for v in variants)} within the "
               f"limits, {sum(v.front for v in variants)} on the Pareto front (no other within the limits has as "
               "many parameters for no more MACs and memory)")
+        if profile is not None:
+            print(f"bound: on {profile.name} ({profile.label}), {args.amp or 'float32'}; {BOUND_MEANING}")
     if args.plot is not None:
         try:
-            sweep.plot(variants, args.plot, x=args.x, title=f"{Path(args.file).name}: {', '.join(args.axes)}")
+            bound = (f"; bound on {profile.name}, {args.amp or 'float32'}, batch {args.batch}"
+                     if args.y == "bound" else "")
+            sweep.plot(variants, args.plot, x=args.x, y=args.y,
+                       title=f"{Path(args.file).name}: {', '.join(args.axes)}{bound}")
         except ImportError:
             raise UsageError("--plot needs matplotlib: pip install matplotlib") from None
         print(f"wrote {args.plot}", file=sys.stderr if args.json else sys.stdout)

@@ -2,7 +2,8 @@
 
 Each combination of the `-D name=start:stop:step` or `-D name=a,b,c` values is checked (no torch)
 and read off the cost model: parameters, inference MACs, a training step's peak memory at a batch
-size, the largest batch that fits a memory size. Variants over a `--max-params`, `--max-macs` or
+size, the largest batch that fits a memory size, and with a device profile the latency lower bound
+of an inference forward pass at that batch (`netdsl.roofline`). Variants over a `--max-params`, `--max-macs` or
 `--fit` limit are marked; among the others, the Pareto front is marked (NOTE: [Pareto front]).
 `plot` draws the table with matplotlib (imported only there).
 """
@@ -16,6 +17,8 @@ from fractions import Fraction
 
 from .api import checker, parse_override
 from .cost import Precision, training as training_step
+from .devices import Profile
+from .roofline import roofline
 from .errors import NetDSLError, OptionError
 
 # NOTE: [Pareto front]
@@ -98,13 +101,15 @@ class Variant:
     macs: int | None = None  # one inference forward pass, per sample
     peak: int | None = None  # bytes of a training step at the sweep's batch
     fit: int | None = None  # the largest batch that fits the sweep's capacity
+    bound: float | None = None  # seconds: the latency lower bound of a forward pass at the batch (a profile given)
     error: str | None = None  # why the variant is not a network (the checker's message)
     within: bool = False  # checked, and under every limit
     front: bool = False  # on the Pareto front of the variants within the limits
 
     def to_json(self) -> dict:
         return {"values": self.values, "params": self.params, "macs": self.macs, "peak_bytes": self.peak,
-                "fit_batch": self.fit, "error": self.error, "within_limits": self.within, "pareto": self.front}
+                "fit_batch": self.fit, "bound_seconds": self.bound, "error": self.error, "within_limits": self.within,
+                "pareto": self.front}
 
 
 @dataclass(frozen=True)
@@ -115,19 +120,21 @@ class Limits:
 
 
 def sweep(path: str | os.PathLike, axes: list[Axis], *, network: str | None = None, batch: int = 1,
-          optimizer: str = "adam", precision: Precision = Precision(), limits: Limits = Limits()) -> list[Variant]:
-    """Every combination of the axes' values, in order, checked and costed; the front marked."""
+          optimizer: str = "adam", precision: Precision = Precision(), limits: Limits = Limits(),
+          profile: Profile | None = None) -> list[Variant]:
+    """Every combination of the axes' values, in order, checked and costed; the front marked. With
+    a `profile`, each variant's latency bound at `batch`, in autocast's dtype (else float32)."""
     check = checker(path, network=network)  # the file read once
     costs: dict = {}  # what each block instance does to a training step (NOTE [Training memo])
     variants = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         values = dict(zip((axis.name for axis in axes), combination))
-        variants.append(_variant(check, values, batch, optimizer, precision, limits, costs))
+        variants.append(_variant(check, values, batch, optimizer, precision, limits, costs, profile))
     _mark_front([variant for variant in variants if variant.within])
     return variants
 
 
-def _variant(check, values, batch, optimizer, precision, limits, costs) -> Variant:
+def _variant(check, values, batch, optimizer, precision, limits, costs, profile) -> Variant:
     variant = Variant(values)
     try:
         overrides = dict(parse_override(f"{name}={value}") for name, value in values.items())
@@ -140,6 +147,8 @@ def _variant(check, values, batch, optimizer, precision, limits, costs) -> Varia
     variant.peak = training.memory(batch, optimizer)["peak"]
     if limits.capacity is not None:
         variant.fit = training.fit(limits.capacity, optimizer)
+    if profile is not None:
+        variant.bound = roofline(graph, profile, precision.amp or "float32", batch).total.seconds
     variant.within = ((limits.max_params is None or variant.params <= limits.max_params)
                       and (limits.max_macs is None or variant.macs <= limits.max_macs)
                       and (limits.capacity is None or variant.peak <= limits.capacity))
@@ -159,8 +168,16 @@ def _mark_front(variants: list[Variant]) -> None:
 LABELLED = 12  # a plot names the front's variants when there are at most this many
 
 
-def plot(variants: list[Variant], path: str | os.PathLike, x: str = "macs", title: str = "") -> None:
-    """A scatter of `x` ("macs" or "params") against the training peak, the front marked (and
+AXES = {"macs": ("MACs per sample (inference)", lambda variant: variant.macs),
+        "params": ("parameters", lambda variant: variant.params),
+        "memory": ("training peak (GiB)", lambda variant: variant.peak / 2**30),
+        "bound": ("latency lower bound (ms)", lambda variant: variant.bound * 1e3)}
+
+
+def plot(variants: list[Variant], path: str | os.PathLike, x: str = "macs", title: str = "",
+         y: str = "memory") -> None:
+    """A scatter of `x` ("macs" or "params") against `y` ("memory": the training peak, or "bound":
+    the latency bound, which the sweep must have been given a profile for), the front marked (and
     labelled when small), written atomically as PNG or SVG (by `path`'s suffix)."""
     import matplotlib
     import matplotlib.ticker
@@ -171,26 +188,25 @@ def plot(variants: list[Variant], path: str | os.PathLike, x: str = "macs", titl
     from .fileio import write_atomically
 
     image_format = os.fspath(path).rsplit(".", 1)[-1].lower()
+    (x_label, x_of), (y_label, y_of) = AXES[x], AXES[y]
     checked = [variant for variant in variants if variant.error is None]
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     for within, colour, label in ((False, "#bbbbbb", "over a limit"), (True, "#4477aa", "within the limits")):
         chosen = [variant for variant in checked if variant.within == within and not variant.front]
         if chosen:
-            axes.scatter([getattr(v, x) for v in chosen], [v.peak / 2**30 for v in chosen], s=18, c=colour,
-                         label=label)
+            axes.scatter([x_of(v) for v in chosen], [y_of(v) for v in chosen], s=18, c=colour, label=label)
     front = [variant for variant in checked if variant.front]
     if front:  # a front in three measures: points, not a curve in these two
-        axes.scatter([getattr(v, x) for v in front], [v.peak / 2**30 for v in front], s=26, c="#cc3311",
+        axes.scatter([x_of(v) for v in front], [y_of(v) for v in front], s=26, c="#cc3311",
                      label="Pareto front (parameters, MACs, memory)")
     if len(front) <= LABELLED:
         for variant in front:
             axes.annotate(", ".join(f"{name}={value}" for name, value in variant.values.items()),
-                          (getattr(variant, x), variant.peak / 2**30), fontsize=6, xytext=(4, 4),
-                          textcoords="offset points")
+                          (x_of(variant), y_of(variant)), fontsize=6, xytext=(4, 4), textcoords="offset points")
     axes.set_xscale("log")
     axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
-    axes.set_xlabel("MACs per sample (inference)" if x == "macs" else "parameters")
-    axes.set_ylabel("training peak (GiB)")
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()

@@ -92,6 +92,8 @@ def test_sweep_command_table_json_and_plot(tmp_path, capsys):
     (["-D", "depth=18", "--fit", "huge"], "--fit: expected a memory size"),
     (["-D", "depth=18", "--plot", "out.pdf"], "--plot out.pdf: the plot is written as .png or .svg"),
     (["-D", "depth=18", "--batch", "0"], "--batch must be at least 1"),
+    (["-D", "depth=18", "--y", "bound"], "--y bound plots the latency bound: give a device profile with --bound"),
+    (["-D", "depth=18", "--bound", "nosuch"], "--bound: no device profile 'nosuch'"),
 ])
 def test_sweep_usage_errors(args, message):
     result = subprocess.run([sys.executable, "-m", "netdsl", "sweep", str(RESNET), *args], capture_output=True,
@@ -116,3 +118,24 @@ def test_an_undefined_name_fails_the_sweep_once_located(tmp_path):
         sweep(source, [parse_axis("width=1,2")])
     assert (raised.value.span.line, raised.value.span.column) == (3, 8)
     assert "undefined name 'widht'" in raised.value.message
+
+
+def test_a_sweep_bound_is_what_summary_bound_says(tmp_path, capsys):
+    """--bound: each variant's latency bound is `summary --bound`'s for that variant, at the sweep's
+    batch and in autocast's dtype; --y bound plots it."""
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "bound.png"
+    assert cli.main(["sweep", str(RESNET), "-D", "depth=18,34,7", "--batch", "8", "--amp", "bfloat16",
+                     "--bound", "h100", "--json", "--plot", str(plot), "--y", "bound"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bound_profile"] == "h100" and plot.read_bytes().startswith(b"\x89PNG")
+    for variant in report["variants"][:2]:
+        depth = variant["values"]["depth"]
+        assert cli.main(["summary", str(RESNET), "-D", f"depth={depth}", "--batch", "8", "--dtype", "bfloat16",
+                         "--bound", "h100", "--json"]) == 0
+        assert variant["bound_seconds"] == json.loads(capsys.readouterr().out)["bound"]["seconds"] > 0
+    assert report["variants"][2]["error"] is not None and report["variants"][2]["bound_seconds"] is None
+    assert cli.main(["sweep", str(RESNET), "-D", "depth=18", "--bound", "a100"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[-4:] == ["bound", "at", "batch", "1"]
+    assert "bound: on a100" in out and "a lower bound, not a prediction" in out
