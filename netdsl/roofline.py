@@ -120,10 +120,23 @@ def roofline(network: Network, profile: Profile, dtype: str = "float32", batch: 
     """The latency bound of every node of `network` on `profile` (an `OptionError` where the profile
     has no peak for `dtype`)."""
     walk = _Walk(profile, profile.peak(dtype), DTYPE_BYTES[dtype], batch)
-    walk.open()
-    walk.run(network, math.prod(network.input_shape))
-    walk.nodes[id(network.root)] = walk.close()
-    return Roofline(network, profile, dtype, batch, walk.nodes)
+    return Roofline(network, profile, dtype, batch, walk.whole(network))
+
+
+def total(network: Network, profile: Profile, dtype: str, batch: int, memo: dict) -> Bound:
+    """`roofline(...).total` alone, for many networks (a sweep's variants): a copy of a block
+    instance already walked in `memo` (the same `Module.template`, NOTE [Elaboration memo]) adds
+    that instance's bound without walking it again. Its bound is a function of the template, whose
+    shapes, parameters and MACs every copy shares, and of the profile, dtype and batch, which a
+    memo is for one of (a `ValueError` for another); a block instance with a tensor argument or a
+    tap has no template."""
+    if memo.setdefault(_FOR, (profile, dtype, batch)) != (profile, dtype, batch):
+        raise ValueError(f"this memo is for {memo[_FOR][0].name}, {memo[_FOR][1]}, batch {memo[_FOR][2]}")
+    walk = _Walk(profile, profile.peak(dtype), DTYPE_BYTES[dtype], batch, memo)
+    return walk.whole(network)[id(network.root)]
+
+
+_FOR = object()  # a `total` memo's key for the profile, dtype and batch it holds bounds for
 
 
 def moved_elements(layer: Layer) -> int:
@@ -159,11 +172,19 @@ class _Walk(Interpreter):
     """Pushes the current tensor's elements (per sample) along the dataflow; records each node's
     bound and sums them into every enclosing module (`open`/`close` keep the sums)."""
 
-    def __init__(self, profile: Profile, peak: float, size: int, batch: int):
+    def __init__(self, profile: Profile, peak: float, size: int, batch: int, memo: dict | None = None):
         super().__init__()
         self.profile, self.peak, self.size, self.batch = profile, peak, size, batch
         self.nodes: dict[int, Bound] = {}
         self.sums: list[Bound] = []
+        self.memo = memo  # `total`'s: template → (elements out, bound), for the copies of a block instance
+
+    def whole(self, network: Network) -> dict[int, Bound]:
+        """Every node's bound (with a memo, not those inside a remembered instance's copies), the root's too."""
+        self.open()
+        self.run(network, math.prod(network.input_shape))
+        self.nodes[id(network.root)] = self.close()
+        return self.nodes
 
     def open(self) -> None:
         self.sums.append(NO_BOUND)
@@ -187,9 +208,15 @@ class _Walk(Interpreter):
         return math.prod(layer.out_shape)
 
     def module(self, module: Module, elements: int) -> int:
-        self.open()
-        out = self.module_body(module, elements)
-        bound = self.close()
+        remembered = self.memo is not None and module.template is not None
+        if remembered and module.template in self.memo:
+            out, bound = self.memo[module.template]
+        else:
+            self.open()
+            out = self.module_body(module, elements)
+            bound = self.close()
+            if remembered:
+                self.memo[module.template] = out, bound
         self.nodes[id(module)] = bound
         self.sums[-1] += bound
         return out

@@ -18,7 +18,7 @@ from fractions import Fraction
 from .api import checker, parse_override
 from .cost import Precision, training as training_step
 from .devices import Profile
-from .roofline import roofline
+from .roofline import total as bound_total
 from .errors import NetDSLError, OptionError
 
 # NOTE: [Pareto front]
@@ -126,15 +126,16 @@ def sweep(path: str | os.PathLike, axes: list[Axis], *, network: str | None = No
     a `profile`, each variant's latency bound at `batch`, in autocast's dtype (else float32)."""
     check = checker(path, network=network)  # the file read once
     costs: dict = {}  # what each block instance does to a training step (NOTE [Training memo])
+    bounds: dict = {}  # and to the latency bound (`roofline.total`)
     variants = []
     for combination in itertools.product(*(axis.values for axis in axes)):
         values = dict(zip((axis.name for axis in axes), combination))
-        variants.append(_variant(check, values, batch, optimizer, precision, limits, costs, profile))
+        variants.append(_variant(check, values, batch, optimizer, precision, limits, costs, profile, bounds))
     _mark_front([variant for variant in variants if variant.within])
     return variants
 
 
-def _variant(check, values, batch, optimizer, precision, limits, costs, profile) -> Variant:
+def _variant(check, values, batch, optimizer, precision, limits, costs, profile, bounds) -> Variant:
     variant = Variant(values)
     try:
         overrides = dict(parse_override(f"{name}={value}") for name, value in values.items())
@@ -148,7 +149,7 @@ def _variant(check, values, batch, optimizer, precision, limits, costs, profile)
     if limits.capacity is not None:
         variant.fit = training.fit(limits.capacity, optimizer)
     if profile is not None:
-        variant.bound = roofline(graph, profile, precision.amp or "float32", batch).total.seconds
+        variant.bound = bound_total(graph, profile, precision.amp or "float32", batch, bounds).seconds
     variant.within = ((limits.max_params is None or variant.params <= limits.max_params)
                       and (limits.max_macs is None or variant.macs <= limits.max_macs)
                       and (limits.capacity is None or variant.peak <= limits.capacity))

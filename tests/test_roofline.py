@@ -350,3 +350,22 @@ def test_the_docs_name_every_shipped_profile():
     section = text[text.index("## Latency lower bounds"):]
     assert all(f"`{name}`" in section for name in SHIPPED)
     assert "a lower bound, not a prediction" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_memo_total_is_the_walked_total_for_every_variant():
+    """`roofline.total` with a memo (a sweep's) gives exactly `roofline(...).total` for variants that
+    share block instances (EfficientNet widths and depths, ResNet depths), and refuses another profile."""
+    from netdsl.api import checker, parse_override
+    from netdsl.roofline import total
+
+    h100 = devices.find("h100")
+    for path, grid in ((NETWORKS / "efficientnet.net", [("width", w, "depth", d) for w in ("1.0", "1.2")
+                                                        for d in ("1.0", "1.4", "2.0")]),
+                       (NETWORKS / "resnet.net", [("depth", d) for d in ("18", "50", "101", "152")])):
+        check, memo = checker(path), {}
+        for values in grid:
+            network = check(**dict(parse_override(f"{name}={value}") for name, value in zip(values[::2], values[1::2])))
+            assert total(network, h100, "bfloat16", 16, memo) == roofline(network, h100, "bfloat16", 16).total
+        assert len(memo) > 1  # it remembered instances
+        with pytest.raises(ValueError, match="this memo is for h100, bfloat16, batch 16"):
+            total(network, h100, "float32", 16, memo)
