@@ -681,8 +681,10 @@ def _cmd_serve(args) -> int:
 def _cmd_layers(args) -> int:
     from .combinators import COMBINATORS
     from .errors import did_you_mean
-    from .layers import REGISTRY, markdown_table, reference, signature
+    from .layers import PLUGIN_ERRORS, REGISTRY, markdown_table, reference, signature
 
+    for error in PLUGIN_ERRORS:  # docs/extending.md: a broken plugin does not stop netdsl, and is reported here
+        print(f"netdsl: warning: an op plugin failed to load: {error}", file=sys.stderr)
     if args.markdown and args.names:
         raise UsageError("--markdown prints the whole table; give it no NAME")
     if args.markdown:

@@ -21,6 +21,7 @@ from .graph import From, Layer, Merge, Module, Shape, Tap, Wire
 from .layers import CANONICAL_AXES, REGISTRY, LayerDef, LayerProblem, axes_text, rule_shape
 from .names import check_label, unlabelled
 from .parse import reserved
+from .scopes import unknown_layer
 from .text import shape_text
 from .values import BlockRef, FunctionRef, OpRef, article, described, show, type_name
 
@@ -474,8 +475,8 @@ class Elaborator(Evaluator):
             return OpRef(name)
         candidates = set(REGISTRY) | {d.name for d in self.program.decls.values() if isinstance(d, ast.BlockDef)}
         candidates |= {n for n in env.names() if isinstance(env.lookup(n), (BlockRef, OpRef))}
-        raise self.error(NameError_, f"unknown layer or block '{name}'", span,
-                         did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
+        error = unknown_layer(name, span, candidates)
+        raise self.error(NameError_, error.message, span, error.hint)
 
     def canonical(self, flow: Flow, span: Span, what: str) -> None:
         """Refuses a permuted tensor where it would leave its chain (NOTE [Axes] in netdsl/layers.py)."""

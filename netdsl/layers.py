@@ -43,6 +43,11 @@ class Param:
     minimum: int | None = None  # the smallest value allowed (for pairs: for each element)
     aliases: tuple[str, ...] = ()  # other spellings accepted in calls (`padding` for `pad`)
 
+    @property
+    def help(self) -> str:
+        """Its meaning and other spellings, as an editor shows it: `zero padding on each side (also spelled padding)`."""
+        return self.doc + (f" (also spelled {', '.join(self.aliases)})" if self.aliases else "")
+
 
 @dataclass(frozen=True)
 class Emission:

@@ -436,8 +436,7 @@ def call_context(text: str, offset: int) -> CallContext | None:
 def _parameters(callee: str, program: Program | None) -> tuple[str, list[tuple[str, str]]]:
     """The signature of a layer, block or network, and (name, documentation) per parameter."""
     if callee in REGISTRY:
-        spelled = {p.name: f" (also spelled {', '.join(p.aliases)})" if p.aliases else "" for p in REGISTRY[callee].params}
-        return signature(REGISTRY[callee]), [(p.name, p.doc + spelled[p.name]) for p in REGISTRY[callee].params]
+        return signature(REGISTRY[callee]), [(p.name, p.help) for p in REGISTRY[callee].params]
     decl = program.decls.get(callee) if program is not None else None
     if isinstance(decl, (ast.BlockDef, ast.NetworkDef, ast.FunctionDef)):
         return declaration_signature(decl), [(p.name, "") for p in decl.params]

@@ -14,6 +14,7 @@ from . import ast
 from .errors import NameError_, NetDSLError, did_you_mean
 from .layers import REGISTRY
 from .resolve import Program
+from .text import plural
 from .values import BUILTINS
 
 MAX_ERRORS = 20
@@ -34,6 +35,17 @@ def check_names(program: Program) -> None:
         first, *others = errors
         first.also = tuple(others)
         raise first
+
+
+def unknown_layer(name: str, span, candidates: set[str]) -> NameError_:
+    """The error for a call of a name that is no layer or block: a close name if there is one, and the
+    op plugins that failed to load (the op may be one of theirs: `layers.load_plugins`)."""
+    from .layers import PLUGIN_ERRORS  # read now: `load_plugins` may have run again
+
+    hint = did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'"
+    if PLUGIN_ERRORS:
+        hint += f"; {plural(len(PLUGIN_ERRORS), 'op plugin')} failed to load: {'; '.join(PLUGIN_ERRORS)}"
+    return NameError_(f"unknown layer or block '{name}'", span, hint)
 
 
 class _Resolver:
@@ -125,9 +137,8 @@ class _Resolver:
             self.keywords(call, params, op.aliases(), name,
                           f"{name} takes: {', '.join(params)}" if params else f"{name} takes no arguments")
         elif name not in self.program.decls:
-            candidates = set(REGISTRY) | set(self.blocks)
-            self.fail(f"unknown layer or block '{name}'", call.name_span,
-                      did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'")
+            error = unknown_layer(name, call.name_span, set(REGISTRY) | set(self.blocks))
+            self.fail(error.message, error.span, error.hint)
 
     def keywords(self, call: ast.Call, names: list[str], aliases: dict, what: str, hint: str) -> None:
         for arg in call.args:

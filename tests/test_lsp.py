@@ -226,6 +226,9 @@ def test_completion_lists_layers_blocks_and_parameters(session, tmp_path):
     line, character = position_of(text, "stride=2, ")
     labels = [item.label for item in session.completion(uri, line, character + len("stride=2, ")).items]
     assert labels[:6] == ["out=", "kernel=", "pad=", "dilation=", "groups=", "bias="]  # stride= is given
+    documented = {item.label: item.documentation for item in session.completion(uri, line, character + len("stride=2, ")).items}
+    assert documented["pad="] == "zero padding on each side (also spelled padding)"  # from the registry's Param
+    assert documented["groups="] == "grouped convolution (also spelled cardinality)"
     assert "conv" in labels and "bottleneck" in labels and "stride=" not in labels
     line = text.count("\n", 0, text.index("  conv("))
     items = session.completion(uri, line, 2).items

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import netdsl
 from netdsl import layers
+from netdsl.errors import NetDSLError
 from netdsl.layers import REGISTRY, LayerDef, register_op
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "netdsl-example-ops"
@@ -125,3 +127,21 @@ def test_a_broken_plugin_is_reported_not_fatal(tmp_path, monkeypatch):
     monkeypatch.setattr(layers, "PLUGIN_ERRORS", [])
     assert layers.load_plugins() == []
     assert layers.PLUGIN_ERRORS == ["netdsl.ops entry point 'broken' (broken_ops:OPS): RuntimeError: boom"]
+
+
+def test_a_plugin_that_failed_to_load_is_named_where_its_op_is_missing(tmp_path, monkeypatch):
+    """docs/extending.md: a broken plugin's error is printed by `netdsl layers`, and an unknown
+    layer's hint names it (the op may be the one it would have added)."""
+    error = "netdsl.ops entry point 'broken' (broken_ops:OPS): RuntimeError: boom"
+    monkeypatch.setattr(layers, "PLUGIN_ERRORS", [error])
+    source = tmp_path / "uses.net"
+    source.write_text("network n {\n  input [3, 8, 8]\n  swish_plus(2)\n}\n")
+    with pytest.raises(NetDSLError) as raised:
+        netdsl.check(source)
+    assert raised.value.message == "unknown layer or block 'swish_plus'"
+    assert raised.value.hint.endswith(f"; 1 op plugin failed to load: {error}")
+    result = subprocess.run([sys.executable, "-c", "import sys\nfrom netdsl import cli, layers\n"
+                             f"layers.PLUGIN_ERRORS.append({error!r})\nsys.exit(cli.main(['layers', 'relu']))"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("relu")
+    assert result.stderr == f"netdsl: warning: an op plugin failed to load: {error}\n"
