@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from . import ast
 from .errors import NameError_, NetDSLError, did_you_mean
-from .layers import REGISTRY
+from .layers import PLUGIN_ERRORS, REGISTRY
 from .resolve import Program
 from .text import plural
 from .values import BUILTINS
@@ -40,8 +40,6 @@ def check_names(program: Program) -> None:
 def unknown_layer(name: str, span, candidates: set[str]) -> NameError_:
     """The error for a call of a name that is no layer or block: a close name if there is one, and the
     op plugins that failed to load (the op may be one of theirs: `layers.load_plugins`)."""
-    from .layers import PLUGIN_ERRORS  # read now: `load_plugins` may have run again
-
     hint = did_you_mean(name, candidates) or "define it with 'block', import it, or see 'netdsl layers'"
     if PLUGIN_ERRORS:
         hint += f"; {plural(len(PLUGIN_ERRORS), 'op plugin')} failed to load: {'; '.join(PLUGIN_ERRORS)}"
