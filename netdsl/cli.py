@@ -439,7 +439,8 @@ def _cmd_sweep(args) -> int:
         raise UsageError("give at least one -D NAME=VALUES to sweep, e.g. -D width=0.5:2.0:0.25")
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
-    profile = _profile(args.bound, args.amp or "float32")
+    precision = Precision(args.amp, args.device)
+    profile = _profile(args.bound, sweep.bound_dtype(precision))
     if args.y == "bound" and profile is None:
         raise UsageError("--y bound plots the latency bound: give a device profile with --bound (e.g. --bound h100)")
     if args.plot is not None:
@@ -456,7 +457,7 @@ def _cmd_sweep(args) -> int:
                           _option("--max-macs", args.max_macs, api.parse_count),
                           _option("--fit", args.fit, api.parse_capacity))
     variants = sweep.sweep(args.file, axes, network=args.network, batch=args.batch, optimizer=args.optimizer,
-                           precision=Precision(args.amp, args.device), limits=limits, profile=profile)
+                           precision=precision, limits=limits, profile=profile)
     if args.json:
         print(json.dumps({"file": args.file, "batch": args.batch, "optimizer": args.optimizer, "amp": args.amp,
                           "bound_profile": profile.name if profile is not None else None,
@@ -485,10 +486,10 @@ def _cmd_sweep(args) -> int:
               f"limits, {sum(v.front for v in variants)} on the Pareto front (no other within the limits has as "
               "many parameters for no more MACs and memory)")
         if profile is not None:
-            print(f"bound: on {profile.name} ({profile.label}), {args.amp or 'float32'}; {BOUND_MEANING}")
+            print(f"bound: on {profile.name} ({profile.label}), {sweep.bound_dtype(precision)}; {BOUND_MEANING}")
     if args.plot is not None:
         try:
-            bound = (f"; bound on {profile.name}, {args.amp or 'float32'}, batch {args.batch}"
+            bound = (f"; bound on {profile.name}, {sweep.bound_dtype(precision)}, batch {args.batch}"
                      if args.y == "bound" else "")
             sweep.plot(variants, args.plot, x=args.x, y=args.y,
                        title=f"{Path(args.file).name}: {', '.join(args.axes)}{bound}")

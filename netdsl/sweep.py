@@ -3,8 +3,9 @@
 Each combination of the `-D name=start:stop:step` or `-D name=a,b,c` values is checked (no torch)
 and read off the cost model: parameters, inference MACs, a training step's peak memory at a batch
 size, the largest batch that fits a memory size, and with a device profile the latency lower bound
-of an inference forward pass at that batch (`netdsl.roofline`). Variants over a `--max-params`, `--max-macs` or
-`--fit` limit are marked; among the others, the Pareto front is marked (NOTE: [Pareto front]).
+of an inference forward pass at that batch (`netdsl.roofline`). Variants over a `--max-params`,
+`--max-macs` or `--fit` limit are marked; among the others, the Pareto front is marked (NOTE:
+[Pareto front]).
 `plot` draws the table with matplotlib (imported only there).
 """
 
@@ -119,11 +120,16 @@ class Limits:
     capacity: int | None = None  # bytes the training step's peak at `batch` must fit in
 
 
+def bound_dtype(precision: Precision) -> str:
+    """The dtype a sweep's latency bound is for: autocast's, else float32."""
+    return precision.amp or "float32"
+
+
 def sweep(path: str | os.PathLike, axes: list[Axis], *, network: str | None = None, batch: int = 1,
           optimizer: str = "adam", precision: Precision = Precision(), limits: Limits = Limits(),
           profile: Profile | None = None) -> list[Variant]:
     """Every combination of the axes' values, in order, checked and costed; the front marked. With
-    a `profile`, each variant's latency bound at `batch`, in autocast's dtype (else float32)."""
+    a `profile`, each variant's latency bound at `batch`, in `bound_dtype(precision)`."""
     check = checker(path, network=network)  # the file read once
     costs: dict = {}  # what each block instance does to a training step (NOTE [Training memo])
     bounds: dict = {}  # and to the latency bound (`roofline.total`)
@@ -149,7 +155,7 @@ def _variant(check, values, batch, optimizer, precision, limits, costs, profile,
     if limits.capacity is not None:
         variant.fit = training.fit(limits.capacity, optimizer)
     if profile is not None:
-        variant.bound = bound_total(graph, profile, precision.amp or "float32", batch, bounds).seconds
+        variant.bound = bound_total(graph, profile, bound_dtype(precision), batch, bounds).seconds
     variant.within = ((limits.max_params is None or variant.params <= limits.max_params)
                       and (limits.max_macs is None or variant.macs <= limits.max_macs)
                       and (limits.capacity is None or variant.peak <= limits.capacity))
